@@ -1,0 +1,120 @@
+"""Session -> trial-aligned records (one row per trial), as an Arrow table.
+
+Rows keep spikes sparse (event times relative to the align event, and unit
+indices) so that any bin size can be derived later; per-bin behaviour and
+stimulus features are interpolated at bin centres; 2-photon activity is
+interpolated at bin centres (choose a bin size near the frame period).
+Everything is built column-wise with ``pyarrow`` list arrays from offsets:
+no Python loop per trial, unit or spike.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .binning import align_events, bin_centres, interpolate_at, n_bins_for
+from .schema import DataError, Session
+
+SPLITS = ("train", "validation", "test")
+
+
+def consecutive_windows(t_start: float, t_end: float, length: float = 2.0) -> dict[str, np.ndarray]:
+    """Trials table for recordings without trials: back-to-back windows.
+
+    Windows of ``length`` seconds start at ``t_start``; the last partial window
+    (shorter than ``length``) is not a trial. Returns ``start_time``/``stop_time``
+    columns (seconds); align on ``start_time`` with window ``(0, length)``.
+    """
+    if not length > 0:
+        raise ValueError(f"window length {length!r} must be positive")
+    n = int(np.floor((t_end - t_start) / length + 1e-9))
+    if n <= 0:
+        raise ValueError(f"recording from {t_start} s to {t_end} s is shorter than one {length} s window")
+    start = t_start + length * np.arange(n, dtype=np.float64)
+    return {"start_time": start, "stop_time": start + length}
+
+
+def assign_splits(n_trials: int, fractions=(0.7, 0.1, 0.2), seed: int = 42) -> np.ndarray:
+    """Split label (0 train, 1 validation, 2 test) of each trial, shuffled with ``seed``.
+
+    Counts: ``round(f * n)`` for train and validation, the rest to test.
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (3,) or np.any(f < 0) or abs(f.sum() - 1) > 1e-6:
+        raise ValueError(f"split fractions {fractions!r} must be three non-negative numbers summing to 1")
+    n_train = int(round(f[0] * n_trials))
+    n_val = min(int(round(f[1] * n_trials)), n_trials - n_train)
+    labels = np.full(n_trials, 2, dtype=np.int8)
+    perm = np.random.default_rng(seed).permutation(n_trials)
+    labels[perm[:n_train]] = 0
+    labels[perm[n_train:n_train + n_val]] = 1
+    return labels
+
+
+def _list_array(offsets: np.ndarray, values: np.ndarray, type_: pa.DataType) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=type_))
+
+
+def _fixed_lists(matrix: np.ndarray) -> pa.ListArray:
+    """(rows, L) float32 -> list<float32> column of length-L lists."""
+    rows, L = matrix.shape
+    return _list_array(np.arange(rows + 1, dtype=np.int64) * L, matrix.reshape(-1).astype(np.float32), pa.float32())
+
+
+def session_table(
+    session: Session,
+    *,
+    align_event: str,
+    window: tuple[float, float],
+    bin_size: float,
+    split: np.ndarray,
+) -> pa.Table:
+    """Arrow table of one session's trials (see ``nfm.data.hf`` for the columns)."""
+    if align_event not in session.trials:
+        raise session.error(f"trials.{align_event}",
+                            f"align event column not found; trials columns are {sorted(session.trials)}")
+    align = np.asarray(session.trials[align_event], dtype=np.float64)
+    bad = ~np.isfinite(align)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise session.error(f"trials.{align_event}", f"value {align[i]!r} at trial {i} is not a finite time")
+    T = n_bins_for(window, bin_size)
+    n = len(align)
+    cols: dict[str, pa.Array] = {
+        "session_id": pa.array([session.session_id] * n, pa.string()),
+        "subject_id": pa.array([session.subject_id] * n, pa.string()),
+        "trial_id": pa.array(np.arange(n, dtype=np.int32)),
+        "split": pa.array(np.asarray(SPLITS)[split].tolist(), pa.string()),
+    }
+    if session.modality == "spikes":
+        if session.recording_end is not None and np.any(align + window[1] > session.recording_end + 1e-9):
+            i = int(np.flatnonzero(align + window[1] > session.recording_end + 1e-9)[0])
+            raise session.error(f"trials.{align_event}",
+                                f"trial {i} window ends at {align[i] + window[1]!r} s, after the recording end {session.recording_end!r} s")
+        offsets, rel, units = align_events(session.spike_times, session.spike_units, align, window)
+        cols["spike_times"] = _list_array(offsets, rel.astype(np.float32), pa.float32())
+        cols["spike_units"] = _list_array(offsets, units.astype(np.int32), pa.int32())
+    else:
+        centres = bin_centres(align, window, bin_size)  # (n, T)
+        ft = np.asarray(session.frame_times)
+        outside = (centres[:, 0] < ft[0]) | (centres[:, -1] > ft[-1])
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise session.error(f"trials.{align_event}",
+                                f"trial {i} window ({align[i] + window[0]:.3f}, {align[i] + window[1]:.3f}) s lies outside the frames ({ft[0]:.3f}, {ft[-1]:.3f}) s")
+        act = interpolate_at(ft, session.activity, centres)  # (n, T, N)
+        N = act.shape[-1]
+        inner = _list_array(np.arange(n * T + 1, dtype=np.int64) * N, act.reshape(-1), pa.float32())
+        cols["activity"] = pa.ListArray.from_arrays(pa.array((np.arange(n + 1) * T).astype(np.int32)), inner)
+    for name, values in session.trials.items():
+        v = np.asarray(values)
+        if v.dtype.kind not in "biuf":
+            raise session.error(f"trials.{name}", f"non-numeric column of dtype {v.dtype} (first value {v[0]!r})")
+        cols[f"trial_{name}"] = pa.array(v.astype(np.float32))
+    for prefix, signals in (("behavior", session.behavior), ("stimulus", session.stimulus)):
+        if not signals:
+            continue
+        centres = bin_centres(align, window, bin_size)
+        for name, (t, v) in signals.items():
+            cols[f"{prefix}_{name}"] = _fixed_lists(interpolate_at(t, v, centres))
+    return pa.table(cols)
