@@ -48,7 +48,7 @@ TIME_SUFFIXES = ("_times", "_time")
 
 def _is_label(col: str) -> bool:
     """Trial columns that are labels (choice, block, contrast...) rather than event times."""
-    return not col.endswith(TIME_SUFFIXES)
+    return not (col.endswith(TIME_SUFFIXES) or col.startswith("intervals"))
 
 
 def _fill_missing(table: pa.Table, columns: dict[str, pa.DataType], n_bins: int) -> pa.Table:

@@ -1,0 +1,127 @@
+"""Rows of an nfm dataset -> one model batch (torch tensors).
+
+Batch keys (B trials, T bins, N = most units of any session in the batch,
+E = most spike events of any trial in the batch):
+
+* ``spikes`` (B, T, N) float32: spike counts per bin, or 2-photon activity.
+* ``unit_mask`` (B, N) bool: real units (padding is False).
+* ``unit_region`` (B, N) long: index into ``region_vocab`` (0 = unknown/pad).
+* ``session_ids``: list of B session-id strings.
+* ``event_times`` (B, E) float32 seconds from the window start; ``event_units``
+  (B, E) long; ``event_mask`` (B, E) bool. Ordered by time, then unit.
+* ``behavior`` (B, T, K) float32 in ``behavior_names`` order, NaN if absent.
+* ``stimulus`` (B, T, D) float32 in ``stimulus_names`` order, NaN -> 0.
+* ``trial_labels`` (B, L) float32 in ``trial_label_names`` order, NaN if absent.
+* ``trial_id`` (B,) long.
+* ``valid_mask`` (B, T, N) bool, 2-photon only: False where activity was NaN
+  (bad frames) — those entries are set to 0 in ``spikes`` and must not be scored.
+
+Binning is one ``np.bincount`` over the whole batch.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .binning import bin_index, n_bins_for
+
+UNKNOWN_REGION = "unknown"
+
+
+class NfmCollator:
+    """Callable turning a list of dataset rows into the model batch.
+
+    Args:
+        meta: the dataset's ``nfm_meta.json`` content.
+        region_vocab: region names of the model (index 0 must be ``unknown``);
+            defaults to ``["unknown"] + meta["regions"]``.
+        bin_size: seconds; defaults to the dataset's. Spike data can be re-binned
+            at any size that divides the window; 2-photon data cannot.
+    """
+
+    def __init__(self, meta: dict, region_vocab: Sequence[str] | None = None, bin_size: float | None = None):
+        self.meta = meta
+        self.window = (float(meta["window"][0]), float(meta["window"][1]))
+        self.bin_size = float(bin_size or meta["bin_size"])
+        if meta["modality"] != "spikes" and abs(self.bin_size - meta["bin_size"]) > 1e-12:
+            raise ValueError(f"2-photon activity is stored at {meta['bin_size']} s bins; cannot re-bin to {self.bin_size} s")
+        self.n_bins = n_bins_for(self.window, self.bin_size)
+        self.region_vocab = list(region_vocab) if region_vocab is not None else [UNKNOWN_REGION] + [
+            r for r in meta["regions"] if r != UNKNOWN_REGION]
+        index = {r: i for i, r in enumerate(self.region_vocab)}
+        self.session_regions = {
+            sid: np.array([index.get(r, 0) for r in m["units"]["region"]], dtype=np.int64)
+            for sid, m in meta["sessions"].items()
+        }
+        self.n_units = {sid: m["n_units"] for sid, m in meta["sessions"].items()}
+        self.behavior_names = list(meta.get("behavior_names", []))
+        self.stimulus_names = list(meta.get("stimulus_names", []))
+        self.trial_label_names = list(meta.get("trial_label_names", []))
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        B, T = len(rows), self.n_bins
+        sids = [r["session_id"] for r in rows]
+        unknown = [s for s in sids if s not in self.n_units]
+        if unknown:
+            raise KeyError(f"session {unknown[0]!r} is not in this dataset's meta")
+        n_units = np.array([self.n_units[s] for s in sids])
+        N = int(n_units.max())
+        unit_mask = np.arange(N)[None, :] < n_units[:, None]
+        unit_region = np.zeros((B, N), dtype=np.int64)
+        for b, s in enumerate(sids):  # one step per trial
+            unit_region[b, : n_units[b]] = self.session_regions[s]
+        batch: dict[str, Any] = {"session_ids": sids, "unit_mask": torch.from_numpy(unit_mask),
+                                 "unit_region": torch.from_numpy(unit_region)}
+        if self.meta["modality"] == "spikes":
+            batch.update(self._spikes(rows, B, T, N))
+        else:
+            batch.update(self._activity(rows, B, T, N))
+        batch["behavior"] = torch.from_numpy(self._per_bin(rows, "behavior_", self.behavior_names, B, T, fill=np.nan))
+        batch["stimulus"] = torch.from_numpy(np.nan_to_num(self._per_bin(rows, "stimulus_", self.stimulus_names, B, T, fill=0.0)))
+        labels = np.array([[r.get(f"trial_{c}", np.nan) for c in self.trial_label_names] for r in rows], dtype=np.float32)
+        batch["trial_labels"] = torch.from_numpy(labels.reshape(B, len(self.trial_label_names)))
+        batch["trial_id"] = torch.tensor([int(r["trial_id"]) for r in rows], dtype=torch.long)
+        return batch
+
+    def _spikes(self, rows, B, T, N) -> dict[str, torch.Tensor]:
+        times = [np.asarray(r["spike_times"], dtype=np.float64) for r in rows]
+        units = [np.asarray(r["spike_units"], dtype=np.int64) for r in rows]
+        lengths = np.array([len(t) for t in times])
+        E = int(lengths.max()) if B else 0
+        t_all = np.concatenate(times) if B else np.zeros(0)
+        u_all = np.concatenate(units) if B else np.zeros(0, dtype=np.int64)
+        row_of = np.repeat(np.arange(B), lengths)
+        flat = (row_of * T + bin_index(t_all, self.window, self.bin_size, T)) * N + u_all
+        counts = np.bincount(flat, minlength=B * T * N).reshape(B, T, N).astype(np.float32)
+        pos = np.arange(len(t_all)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ev_t = np.zeros((B, E), dtype=np.float32)
+        ev_u = np.zeros((B, E), dtype=np.int64)
+        ev_m = np.zeros((B, E), dtype=bool)
+        ev_t[row_of, pos] = t_all - self.window[0]
+        ev_u[row_of, pos] = u_all
+        ev_m[row_of, pos] = True
+        return {"spikes": torch.from_numpy(counts), "event_times": torch.from_numpy(ev_t),
+                "event_units": torch.from_numpy(ev_u), "event_mask": torch.from_numpy(ev_m)}
+
+    def _activity(self, rows, B, T, N) -> dict[str, torch.Tensor]:
+        act = np.zeros((B, T, N), dtype=np.float32)
+        for b, r in enumerate(rows):  # one step per trial
+            a = np.asarray(r["activity"], dtype=np.float32)
+            act[b, :, : a.shape[1]] = a
+        valid = np.isfinite(act)
+        act[~valid] = 0.0
+        return {"spikes": torch.from_numpy(act), "valid_mask": torch.from_numpy(valid),
+                "event_times": torch.zeros((B, 0)), "event_units": torch.zeros((B, 0), dtype=torch.long),
+                "event_mask": torch.zeros((B, 0), dtype=torch.bool)}
+
+    @staticmethod
+    def _per_bin(rows, prefix, names, B, T, fill) -> np.ndarray:
+        out = np.full((B, T, len(names)), fill, dtype=np.float32)
+        for k, name in enumerate(names):
+            col = [r.get(prefix + name) for r in rows]
+            for b, v in enumerate(col):  # one step per trial and signal
+                if v is not None:
+                    out[b, :, k] = v
+        return out
