@@ -48,6 +48,13 @@ class NfmCollator:
         if meta["modality"] != "spikes" and abs(self.bin_size - meta["bin_size"]) > 1e-12:
             raise ValueError(f"2-photon activity is stored at {meta['bin_size']} s bins; cannot re-bin to {self.bin_size} s")
         self.n_bins = n_bins_for(self.window, self.bin_size)
+        # per-bin behaviour/stimulus is stored at the dataset's bins: coarser bins average groups of them
+        ratio = self.bin_size / float(meta["bin_size"])
+        self.group = int(round(ratio))
+        has_per_bin = bool(meta.get("behavior_names") or meta.get("stimulus_names"))
+        if has_per_bin and (abs(ratio - self.group) > 1e-6 or self.group < 1):
+            raise ValueError(f"bin_size {self.bin_size} s must be a whole multiple of the dataset's {meta['bin_size']} s "
+                             "to re-bin its per-bin behaviour and stimulus")
         self.region_vocab = list(region_vocab) if region_vocab is not None else [UNKNOWN_REGION] + [
             r for r in meta["regions"] if r != UNKNOWN_REGION]
         index = {r: i for i, r in enumerate(self.region_vocab)}
@@ -116,12 +123,11 @@ class NfmCollator:
                 "event_times": torch.zeros((B, 0)), "event_units": torch.zeros((B, 0), dtype=torch.long),
                 "event_mask": torch.zeros((B, 0), dtype=torch.bool)}
 
-    @staticmethod
-    def _per_bin(rows, prefix, names, B, T, fill) -> np.ndarray:
-        out = np.full((B, T, len(names)), fill, dtype=np.float32)
+    def _per_bin(self, rows, prefix, names, B, T, fill) -> np.ndarray:
+        out = np.full((B, T * self.group, len(names)), fill, dtype=np.float32)
         for k, name in enumerate(names):
             col = [r.get(prefix + name) for r in rows]
             for b, v in enumerate(col):  # one step per trial and signal
                 if v is not None:
                     out[b, :, k] = v
-        return out
+        return out.reshape(B, T, self.group, len(names)).mean(axis=2)

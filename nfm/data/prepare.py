@@ -1,0 +1,123 @@
+"""One call from raw recordings (or a synthetic world) to a saved nfm dataset.
+
+``prepare(source, output_dir, ...)`` is what ``recipes/prepare_data.py``
+runs; it loads sessions from the source, aligns and bins them with
+:func:`nfm.data.hf.build_dataset`, saves atomically and returns a summary.
+Per-source defaults for alignment follow the source's nature (MtM's
+-0.5..+1.5 s around ``stimOn_times`` at 20 ms for IBL; back-to-back 2 s
+windows on ``start_time`` for recordings without trials); every default can
+be overridden.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .hf import build_dataset, save_dataset, summarize
+
+SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "synthetic")
+WORLDS = ("ibl_like", "hub_network", "calcium")
+
+# (align_event, window (s), bin_size (s)) per source
+DEFAULTS = {
+    "ibl": ("stimOn_times", (-0.5, 1.5), 0.02),
+    "ibl-mesoscope": ("stimOn_times", (-0.5, 1.5), 0.1),
+    "suite2p": ("start_time", (0.0, 2.0), 0.1),
+    "nwb": ("start_time", (0.0, 2.0), 0.02),
+    "synthetic:ibl_like": ("stimOn_times", (-0.5, 1.5), 0.02),
+    "synthetic:hub_network": ("start_time", (0.0, 2.0), 0.01),
+    "synthetic:calcium": ("stimOn_times", (-0.5, 1.5), 0.1),
+}
+
+
+def load_source_sessions(
+    source: str,
+    *,
+    eids: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    one_cache_dir: str | None = None,
+    world: str = "ibl_like",
+    seed: int = 0,
+    source_options: dict[str, Any] | None = None,
+):
+    """Sessions of one source (see :data:`SOURCES`); ``source_options`` go to the source's loader."""
+    opts = dict(source_options or {})
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    if source in ("ibl", "ibl-mesoscope"):
+        if not eids:
+            raise ValueError(f"--source {source} needs --eid or --eids FILE")
+        if source == "ibl":
+            from .sources import ibl as mod
+        else:
+            from .sources import ibl_mesoscope as mod
+        return mod.load_sessions(list(eids), one_cache_dir=one_cache_dir, **opts)
+    if source in ("suite2p", "nwb"):
+        if not inputs:
+            raise ValueError(f"--source {source} needs --input PATH ...")
+        for p in inputs:
+            if not Path(p).exists():
+                raise FileNotFoundError(f"--input {p}: no such file or folder")
+        if source == "suite2p":
+            from .sources import suite2p as mod
+        else:
+            from .sources import nwb as mod
+        return mod.load_sessions(list(inputs), **opts)
+    from .sources import synthetic
+
+    if world == "ibl_like":
+        return synthetic.make_ibl_like_world(seed=seed, **opts)
+    if world == "hub_network":
+        return [synthetic.make_hub_network(seed=seed, **opts)[0]]
+    if world == "calcium":
+        return synthetic.make_calcium_world(seed=seed, **opts)
+    raise ValueError(f"unknown synthetic world {world!r}; choose one of {WORLDS}")
+
+
+def read_eids(path: str | Path) -> list[str]:
+    """Experiment ids from a manifest: one per line, ``#`` comments and blank lines ignored."""
+    lines = Path(path).read_text().splitlines()
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
+
+
+def prepare(
+    source: str,
+    output_dir: str | Path,
+    *,
+    eids: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    one_cache_dir: str | None = None,
+    world: str = "ibl_like",
+    seed: int = 0,
+    align_event: str | None = None,
+    window: tuple[float, float] | None = None,
+    bin_size: float | None = None,
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int = 42,
+    overwrite: bool = False,
+    progress: bool = True,
+    source_options: dict[str, Any] | None = None,
+) -> dict:
+    """Load, align, bin and save; return the summary dict (sessions, subjects, units, trials, spikes)."""
+    key = f"synthetic:{world}" if source == "synthetic" else source
+    d_align, d_window, d_bin = DEFAULTS.get(key, DEFAULTS["nwb"])
+    sessions = load_source_sessions(source, eids=eids, inputs=inputs, one_cache_dir=one_cache_dir,
+                                    world=world, seed=seed, source_options=source_options)
+    dd, meta = build_dataset(sessions, align_event=align_event or d_align, window=tuple(window or d_window),
+                             bin_size=bin_size or d_bin, split=split, seed=split_seed, progress=progress)
+    meta["source"] = key
+    save_dataset(dd, meta, output_dir, overwrite=overwrite)
+    return summarize(dd, meta)
+
+
+def format_summary(summary: dict, output_dir: str | Path) -> str:
+    """The one-screen summary printed by ``recipes/prepare_data.py``."""
+    t = summary["trials"]
+    regions = ", ".join(f"{r} {n}" for r, n in summary["units_per_region"].items())
+    return "\n".join([
+        f"nfm dataset written to {output_dir}",
+        f"  sessions {summary['sessions']}  subjects {summary['subjects']}  units {summary['units']}",
+        f"  trials   train {t.get('train', 0)}  validation {t.get('validation', 0)}  test {t.get('test', 0)}",
+        f"  spikes   {summary['spikes_in_windows']} inside trial windows",
+        f"  regions  {regions}",
+    ])
