@@ -166,11 +166,15 @@ def test_load_sessions_two_files(tmp_path):
 
 
 # ------------------------------------------------------------------- ophys
-def write_ophys_file(path, *, n_frames=100, identifier="sess-2p", nan_at=None):
+def write_ophys_file(path, *, n_frames=100, identifier="sess-2p", nan_at=None, with_units=False):
+    """2-photon NWB: 4 ROIs in VISp, dF/F with timestamps and raw F with a rate; no trials table."""
     nwb = _nwbfile(identifier, "mouse-B")
+    if with_units:
+        nwb.add_unit(spike_times=[1.0, 2.0], id=0)
     dev = nwb.create_device("scope")
+    channel = OpticalChannel(name="ch", description="green", emission_lambda=525.0)
     plane = nwb.create_imaging_plane(
-        name="plane0", optical_channel=OpticalChannel(name="ch", description="green", emission_lambda=525.0), description="p", device=dev,
+        name="plane0", optical_channel=channel, description="p", device=dev,
         excitation_lambda=920.0, imaging_rate=10.0, indicator="GCaMP6s", location="VISp")
     ophys = nwb.create_processing_module("ophys", "ophys")
     seg = ImageSegmentation()
@@ -224,9 +228,15 @@ def test_ophys_dff_consecutive_windows(tmp_path):
     np.testing.assert_allclose(f.frame_times, 0.5 + np.arange(100) / 10.0)
     with pytest.raises(DataError, match="roi_response"):
         load_session(path, roi_response="nope")
-    with pytest.raises(DataError, match="non-finite"):
-        write_ophys_file(tmp_path / "nan.nwb", nan_at=(3, 2))
+    write_ophys_file(tmp_path / "nan.nwb", nan_at=(3, 2))
+    with pytest.raises(DataError, match="non-finite value nan at frame 3, ROI row 2"):
         load_session(tmp_path / "nan.nwb")
+
+    write_ophys_file(tmp_path / "both.nwb", with_units=True)
+    with pytest.raises(DataError, match="both a units table and RoiResponseSeries"):
+        load_session(tmp_path / "both.nwb")
+    both = load_session(tmp_path / "both.nwb", modality="calcium")
+    np.testing.assert_array_equal(both.activity, info["dff"])
 
 
 # ------------------------------------------------------- build_dataset (hf)
