@@ -196,3 +196,22 @@ def test_load_sessions_per_session_arguments(tmp_path):
     sessions = s2p.load_sessions([tmp_path / "r1", tmp_path / "r2"], session_id=["s1", "s2"], subject_id="m")
     assert [s.session_id for s in sessions] == ["s1", "s2"] and {s.subject_id for s in sessions} == {"m"}
     assert not np.array_equal(sessions[0].activity[:, 0], sessions[1].activity[:, 0])
+
+
+def test_build_dataset_on_consecutive_windows(tmp_path):
+    from nfm.data.hf import build_dataset
+
+    write_suite2p(tmp_path)
+    ses = s2p.load_session(tmp_path, session_id="rec", subject_id="m")
+    dd, meta = build_dataset([ses], align_event="start_time", window=(0.0, 2.0), bin_size=0.1)
+    assert meta["modality"] == "calcium" and meta["n_bins"] == 20
+    rows = sorted((r for split in dd.values() for r in split), key=lambda r: r["trial_id"])
+    assert [r["trial_id"] for r in rows] == [0, 1]
+    for r in rows:
+        centres = ses.trials["start_time"][r["trial_id"]] + (np.arange(20) + 0.5) * 0.1
+        expect = np.stack([np.interp(centres, ses.frame_times, ses.activity[:, i].astype(np.float64))
+                           for i in range(ses.n_units)], axis=1)
+        np.testing.assert_allclose(np.asarray(r["activity"], np.float64), expect, rtol=1e-5, equal_nan=True)
+    # plane 1's missing first frame (NaN) reaches the first bin of the first window only
+    first = np.asarray(rows[0]["activity"])
+    assert np.isnan(first[0, 3:]).all() and np.isfinite(first[1:]).all() and np.isfinite(first[0, :3]).all()
