@@ -310,3 +310,29 @@ def test_unknown_allen_id_raises(tmp_path):
     with pytest.raises(DataError) as err:
         ibl.load_session(eid, one)
     assert "channels.brainLocationIds_ccf_2017" in str(err.value) and "123456789" in str(err.value)
+
+
+def test_probe_without_histology_is_unknown_region(tmp_path):
+    one, eid, ses, folder = _bad_tree(tmp_path, arrays={"channel_atlas_ids": None})
+    s = ibl.load_session(eid, one)
+    assert list(s.units["region"]) == ["unknown"] * 5 and np.all(s.units["atlas_id"] == -1)
+    assert s.extra["probes"]["probe00"]["histology"] == "none"
+    local = random_probe(np.random.default_rng(3), n_clusters=5, n_spikes=300, t_stop=40.0)
+    np.testing.assert_allclose(s.units["y_um"], local["channel_local_coordinates"][local["cluster_channels"], 1])
+
+
+def test_wheel_length_mismatch_raises(tmp_path):
+    _, _, ses, folder = _bad_tree(tmp_path)
+    t = np.linspace(0, 40, 400)
+    write_wheel(ses, t, np.zeros(399))
+    one = make_one(tmp_path)
+    with pytest.raises(DataError) as err:
+        ibl.load_session(str(one.path2eid(ses)), one)
+    assert "_ibl_wheel.position.npy" in str(err.value) and "399" in str(err.value)
+
+
+def test_unknown_eid_raises(tree):
+    with pytest.raises(DataError, match="not found"):
+        ibl.load_session("3f2b1c4e-9a0d-4e5f-8b7a-6c5d4e3f2a1b", tree["one"])
+    with pytest.raises(DataError, match="not-an-eid"):
+        ibl.load_session("not-an-eid", tree["one"])

@@ -182,7 +182,14 @@ def load_probe(one, eid, pname: str, *, atlas=None, spike_sorter: str = "pykilos
                             f"ALF object '{obj}' not found for eid {eid} probe {pname}"
                             + (f" revision {revision}" if revision else ""))
     _check_atlas_ids(ssl.files.get("channels"), atlas)  # brainbox would fail with an IndexError
-    spikes, clusters, channels = ssl.load_spike_sorting(spike_sorter=spike_sorter, revision=revision)
+    try:
+        spikes, clusters, channels = ssl.load_spike_sorting(spike_sorter=spike_sorter, revision=revision)
+    except AttributeError as err:
+        if not isinstance(atlas, RegionsOnlyAtlas):
+            raise
+        raise DataError(f"{session_path}/{ssl.collection}", "channels.brainLocationIds_ccf_2017",
+                        f"histology of {pname} is not in ALF files and brainbox needs a full atlas to "
+                        f"compute it: pass atlas=iblatlas.atlas.AllenAtlas() ({err})") from err
     from one.alf.path import ALFPath
 
     files = {k: [ALFPath(f) for f in v] for k, v in ssl.files.items()}
@@ -231,8 +238,14 @@ def load_probe(one, eid, pname: str, *, atlas=None, spike_sorter: str = "pykilos
         for axis in ("ml_um", "ap_um", "dv_um"):
             units[axis] = np.full(n_clusters, np.nan)
     units["depth_um"] = np.asarray(clusters.get("depths", np.full(n_clusters, np.nan)), dtype=np.float64)
-    units["x_um"] = np.asarray(clusters.get("lateral_um", np.full(n_clusters, np.nan)), dtype=np.float64)
-    units["y_um"] = np.asarray(clusters.get("axial_um", np.full(n_clusters, np.nan)), dtype=np.float64)
+    local = clusters.get("localCoordinates")  # present when histology was not converted by brainbox
+    for key, col, j in (("x_um", "lateral_um", 0), ("y_um", "axial_um", 1)):
+        if clusters.get(col) is not None:
+            units[key] = np.asarray(clusters[col], dtype=np.float64)
+        elif local is not None:
+            units[key] = np.asarray(local, dtype=np.float64)[:, j]
+        else:
+            units[key] = np.full(n_clusters, np.nan)
     label = np.asarray(clusters.get("label", np.full(n_clusters, np.nan)), dtype=np.float64)
     units["label"] = label
     units["quality"] = (label == 1).astype(np.int64)
@@ -284,6 +297,7 @@ def load_trials_table(one, eid, session_path) -> tuple[dict, str]:
     from one.alf.exceptions import ALFObjectNotFound
 
     loader = SessionLoader(one=one, eid=str(eid))
+    wildcards = one.wildcards
     try:
         collection = loader._find_behaviour_collection("trials")
         loader.load_trials(collection=collection)
@@ -291,7 +305,7 @@ def load_trials_table(one, eid, session_path) -> tuple[dict, str]:
         raise DataError(f"{session_path}/alf", "_ibl_trials.*",
                         f"no trials object for eid {eid}: {err}") from None
     finally:
-        one.wildcards = True  # SessionLoader.load_trials flips it and does not restore on error
+        one.wildcards = wildcards  # SessionLoader.load_trials sets it (False, then True)
     source = f"{session_path}/{collection}/_ibl_trials"
     df = loader.trials
     table = {}
@@ -419,8 +433,14 @@ def load_wheel_velocity(one, eid, session_path, *, wheel_fs: float = 1000.0,
         i = int(np.flatnonzero(np.diff(ts) <= 0)[0]) + 1
         raise DataError(f"{src}.timestamps.npy", "wheel.timestamps",
                         f"not strictly increasing at index {i}: {ts[i]!r} <= {ts[i - 1]!r}")
+    if len(ts) < 2:
+        raise DataError(f"{src}.timestamps.npy", "wheel.timestamps", f"{len(ts)} sample(s): too short")
     pos_i, t_i = interpolate_position(ts, pos, freq=wheel_fs)
-    vel, _ = velocity_filtered(pos_i, fs=wheel_fs, corner_frequency=corner_frequency, order=order)
+    try:
+        vel, _ = velocity_filtered(pos_i, fs=wheel_fs, corner_frequency=corner_frequency, order=order)
+    except ValueError as err:  # sosfiltfilt: fewer samples than the filter's padding
+        raise DataError(f"{src}.timestamps.npy", "wheel.timestamps",
+                        f"{ts[-1] - ts[0]!r} s of wheel data is too short to filter: {err}") from None
     step = max(int(round(wheel_fs / wheel_out_hz)), 1)
     return t_i[::step], vel[::step]
 
@@ -438,9 +458,9 @@ def load_whisker_motion_energy(one, eid, session_path, cameras: Sequence[str] = 
             loader.load_motion_energy(views=[cam])
         except ALFObjectNotFound:
             continue
-        except ValueError as err:
+        except (ValueError, KeyError) as err:  # times shorter than the signal, or absent
             raise DataError(f"{session_path}/alf/_ibl_{cam}Camera.times.npy", f"{cam}Camera.times",
-                            str(err)) from None
+                            f"cannot pair {cam}Camera.ROIMotionEnergy with its times: {err!r}") from None
         df = loader.motion_energy[f"{cam}Camera"]
         return (df["times"].to_numpy(dtype=np.float64),
                 df["whiskerMotionEnergy"].to_numpy(dtype=np.float64), cam)
@@ -468,8 +488,16 @@ def load_session(eid, one, *, good_units_only: bool = False, align_event: str = 
     ``wheel_fs``/``wheel_out_hz`` (Hz, see :func:`load_wheel_velocity`).
     Raises :class:`DataError` naming the eid/session path and the ALF dataset.
     """
-    eid = str(one.to_eid(eid))
-    session_path = Path(one.eid2path(eid))
+    given = eid
+    try:
+        eid = one.to_eid(eid)
+    except ValueError as err:
+        raise DataError(str(getattr(one, "cache_dir", "ONE")), "eid", f"{given!r}: {err}") from None
+    session_path = one.eid2path(eid) if eid is not None else None
+    if session_path is None:
+        raise DataError(str(getattr(one, "cache_dir", "ONE")), "eid",
+                        f"session {given!r} not found by ONE (cache tables: sessions.pqt)")
+    eid, session_path = str(eid), Path(session_path)
     details = one.get_details(eid)
     details = dict(details) if details is not None else {}
     subject = str(details.get("subject") or session_path.parts[-3])
