@@ -157,7 +157,11 @@ class SmoothingBaseline:
         return (x - self.x_mean_) / self.x_scale_
 
     def fit(self, heldin_counts, heldout_counts) -> "SmoothingBaseline":
-        """Fit on training trials: ``heldin_counts`` ``(trials, bins, N_in)``, ``heldout_counts`` ``(trials, bins, N_out)``."""
+        """Fit on training trials.
+
+        ``heldin_counts``: ``(trials, bins, N_in)``; ``heldout_counts``:
+        ``(trials, bins, N_out)``, spike counts per bin of the same trials.
+        """
         hin = _counts3(heldin_counts, "heldin_counts")
         hout = _counts3(heldout_counts, "heldout_counts")
         if hin.shape[:2] != hout.shape[:2]:

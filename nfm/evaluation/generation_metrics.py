@@ -86,7 +86,9 @@ def psth_correlation(true_counts, gen_counts) -> np.ndarray:
     t = np.asarray(true_counts, dtype=np.float64)
     g = np.asarray(gen_counts, dtype=np.float64)
     if t.ndim != 3 or g.ndim != 3 or t.shape[1:] != g.shape[1:]:
-        raise ValueError(f"true {t.shape} and generated {g.shape} must be (trials, bins, neurons) with equal bins, neurons")
+        raise ValueError(
+            f"true {t.shape} and generated {g.shape} must be (trials, bins, neurons) with equal bins and neurons"
+        )
     return _columnwise_pearson(t.mean(axis=0), g.mean(axis=0))
 
 

@@ -203,17 +203,18 @@ def mean_over_neurons(values) -> float:
     return float(np.nanmean(v))
 
 
-def _select_neurons(n_neurons: int, neurons) -> np.ndarray:
-    idx = np.asarray(neurons)
+def _select_index(size: int, selection, what: str) -> np.ndarray:
+    """Integer indices from int indices or a boolean ``(size,)`` mask; ``what`` names the axis."""
+    idx = np.asarray(selection)
     if idx.dtype == bool:
-        if idx.shape != (n_neurons,):
-            raise ValueError(f"boolean neuron selection has shape {idx.shape}, expected ({n_neurons},)")
+        if idx.shape != (size,):
+            raise ValueError(f"boolean {what} selection has shape {idx.shape}, expected ({size},)")
         idx = np.flatnonzero(idx)
     idx = idx.astype(np.int64).ravel()
     if idx.size == 0:
-        raise ValueError("empty neuron selection")
-    if (idx < 0).any() or (idx >= n_neurons).any():
-        raise ValueError(f"neuron index out of range [0, {n_neurons}): {idx[(idx < 0) | (idx >= n_neurons)][0]}")
+        raise ValueError(f"empty {what} selection")
+    if (idx < 0).any() or (idx >= size).any():
+        raise ValueError(f"{what} index out of range [0, {size}): {idx[(idx < 0) | (idx >= size)][0]}")
     return idx
 
 
@@ -226,7 +227,7 @@ def co_bps(rates, counts, heldout, *, null_rates=None) -> float:
     neurons ``(neurons,)``, then sub-selected).
     """
     r = np.asarray(rates)
-    idx = _select_neurons(r.shape[-1], heldout)
+    idx = _select_index(r.shape[-1], heldout, "neuron")
     nr = None if null_rates is None else np.asarray(null_rates)[..., idx]
     return bits_per_spike(r[..., idx], np.asarray(counts)[..., idx], null_rates=nr)
 
@@ -242,7 +243,7 @@ def fp_bps(rates, counts, forward_bins, *, null_rates=None) -> float:
     n = np.asarray(counts)
     if r.ndim != 3:
         raise ValueError(f"fp_bps expects (trials, bins, neurons), got shape {r.shape}")
-    idx = _select_neurons(r.shape[-2], forward_bins)
+    idx = _select_index(r.shape[-2], forward_bins, "bin")
     return bits_per_spike(r[:, idx], n[:, idx], null_rates=null_rates)
 
 
@@ -547,7 +548,9 @@ def decode_regression(
         raise ValueError(f"target has non-finite values in trials {bad_trials[:10].tolist()}")
     n_trials, n_bins, n_feat = x.shape
     if n_trials < 2 * n_splits:
-        raise ValueError(f"decode_regression needs at least {2 * n_splits} trials for nested {n_splits}-fold CV, got {n_trials}")
+        raise ValueError(
+            f"decode_regression needs at least {2 * n_splits} trials for nested {n_splits}-fold CV, got {n_trials}"
+        )
     alphas = np.asarray(alphas, dtype=np.float64).ravel()
     rng = np.random.default_rng(seed)
     outer = _trial_folds(n_trials, n_splits, rng)
