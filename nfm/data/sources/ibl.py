@@ -5,8 +5,8 @@ One session (eid) becomes one :class:`Session` with every probe merged:
 * **Spikes** of each probe come from ``brainbox.io.one.SpikeSortingLoader``
   (collection ``alf/<probe>/<sorter>``, the default ALF revision unless
   ``revision`` is given), are checked per probe (the error names the ALF file),
-  then merged: spike times (s, session clock) sorted by time then unit, spike
-  units re-indexed into the merged unit table (probe 0's clusters first).
+  then merged: spike times (s, session clock) sorted (stable), spike units
+  re-indexed into the merged unit table (probes in name order).
 * **Units**: ``unit_id`` = ``"<probe>/<cluster uuid>"`` (``"<probe>/<cluster
   index>"`` when the sorting has no ``clusters.uuids``), ``region`` = Allen
   acronym at Beryl level (from ``channels.brainLocationIds_ccf_2017`` of each
@@ -49,7 +49,6 @@ In ONE local mode such probes get ``region == "unknown"`` (recorded in
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import warnings
 from pathlib import Path
@@ -58,8 +57,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from nfm.data.schema import DataError, Session
-
-_logger = logging.getLogger(__name__)
 
 OPENALYX_URL = "https://openalyx.internationalbrainlab.org"
 #: Trial events that must not be NaN (brain-wide-map / MtM default list).
@@ -220,7 +217,7 @@ def load_probe(one, eid, pname: str, *, atlas=None, spike_sorter: str = "pykilos
     units = {"cluster_id": np.arange(n_clusters, dtype=np.int64),
              "probe": np.full(n_clusters, pname, dtype=object)}
     uuids = clusters.get("uuids")
-    suffix = (np.asarray(uuids, dtype=str) if uuids is not None
+    suffix = (np.asarray(uuids, dtype=str).reshape(-1) if uuids is not None  # csv -> Series/DataFrame
               else np.arange(n_clusters).astype(str))
     units["unit_id"] = np.char.add(f"{pname}/", suffix).astype(object)
     has_histology = clusters.get("acronym") is not None and clusters.get("atlas_id") is not None
@@ -266,14 +263,17 @@ def merge_probes(probes: Sequence[dict]) -> tuple[dict, np.ndarray, np.ndarray]:
 
     Returns ``(units, spike_times (S,), spike_units (S,))``: units concatenated in
     probe order, each probe's cluster indices offset by the units before it,
-    spikes sorted by time then merged unit index (vectorised lexsort).
+    spikes sorted by time with a stable sort (each probe is already sorted, so
+    the sort merges runs: ~0.8 s for 30 M spikes, 7x faster than a lexsort);
+    equal times stay in probe order (``nfm.data.binning.align_events`` orders
+    ties by unit inside each trial window).
     """
     columns = list(probes[0]["units"])
     units = {c: np.concatenate([np.asarray(p["units"][c]) for p in probes]) for c in columns}
     offsets = np.cumsum([0] + [len(p["units"]["unit_id"]) for p in probes[:-1]])
     times = np.concatenate([p["spike_times"] for p in probes])
     spike_units = np.concatenate([p["spike_clusters"] + off for p, off in zip(probes, offsets)])
-    order = np.lexsort((spike_units, times))
+    order = np.argsort(times, kind="stable")
     return units, times[order], spike_units[order]
 
 
