@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--one_cache_dir", help="local ALF tree / ONE cache (IBL sources); omit for the public remote ONE")
     p.add_argument("--eids", help="file with one experiment id per line (IBL sources)")
     p.add_argument("--eid", nargs="+", default=[], help="experiment ids (IBL sources)")
-    p.add_argument("--input", nargs="+", default=[], help="NWB files or suite2p folders")
+    p.add_argument("--input", nargs="+", default=[], help="NWB files, suite2p folders or binned-count .npz files")
     p.add_argument("--world", default="ibl_like", choices=WORLDS, help="synthetic world")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed")
     p.add_argument("--bin_size", type=float, help="seconds (default per source)")
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=float, nargs=2, metavar=("START", "END"), help="seconds around the align event")
     p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--split_seed", type=int, default=42)
+    p.add_argument("--split_mode", choices=("random", "contiguous"),
+                   help="default: random for trials, contiguous for back-to-back windows")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
     eids = list(args.eid) + (read_eids(args.eids) if args.eids else [])
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
         args.source, args.output_dir, eids=eids, inputs=args.input, one_cache_dir=args.one_cache_dir,
         world=args.world, seed=args.seed, align_event=args.align_event,
         window=tuple(args.window) if args.window else None, bin_size=args.bin_size,
-        split=tuple(args.split), split_seed=args.split_seed, overwrite=args.overwrite,
+        split=tuple(args.split), split_seed=args.split_seed, split_mode=args.split_mode, overwrite=args.overwrite,
     )
     print(format_summary(summary, args.output_dir))
     return 0

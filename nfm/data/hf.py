@@ -83,6 +83,7 @@ def build_dataset(
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     seed: int = 42,
     progress: bool = False,
+    split_mode: str = "random",
 ):
     """Trial-aligned ``DatasetDict`` (train/validation/test by trial) and its meta.
 
@@ -93,6 +94,7 @@ def build_dataset(
         bin_size: seconds; the window must hold a whole number of bins.
         split: train/validation/test fractions of each session's trials.
         seed: shuffling seed of the per-session split (the same for every session).
+        split_mode: ``"random"`` (shuffled trials) or ``"contiguous"`` (time order; see ``assign_splits``).
 
     Returns: ``(datasets.DatasetDict, meta)``; see the module docstring.
     """
@@ -114,7 +116,7 @@ def build_dataset(
     behavior_units: dict[str, str] = {}
     for s in tqdm(sessions, desc="sessions", disable=not progress):
         s.validate()
-        labels = assign_splits(s.n_trials, split, seed)
+        labels = assign_splits(s.n_trials, split, seed, mode=split_mode)
         tables.append(session_table(s, align_event=align_event, window=window, bin_size=bin_size, split=labels))
         for name, unit in s.behavior_units.items():
             if behavior_units.setdefault(name, unit) != unit:
@@ -149,6 +151,7 @@ def build_dataset(
         "bin_size": float(bin_size),
         "n_bins": T,
         "split_fractions": list(split),
+        "split_mode": split_mode,
         "seed": seed,
         "behavior_names": sorted(c[len("behavior_"):] for c in columns if c.startswith("behavior_")),
         "behavior_units": behavior_units,
@@ -270,7 +273,7 @@ def render_card(dd, meta: dict) -> str:
         f"- trials: " + ", ".join(f"{k} {v}" for k, v in s["trials"].items()),
         f"- spikes inside trial windows: {s['spikes_in_windows']}" if meta["modality"] == "spikes" else "- 2-photon activity interpolated at bin centres",
         f"- alignment: `{meta['align_event']}`, window {meta['window'][0]} s to {meta['window'][1]} s, bin size {meta['bin_size']} s ({meta['n_bins']} bins)",
-        f"- split: {meta['split_fractions']} of each session's trials, seed {meta['seed']}",
+        f"- split: {meta['split_fractions']} of each session's trials ({meta.get('split_mode', 'random')}), seed {meta['seed']}",
         f"- behaviour: " + (", ".join(f"{n} ({meta['behavior_units'].get(n, '?')})" for n in meta["behavior_names"]) or "none"),
         f"- stimulus features: " + (", ".join(meta["stimulus_names"]) or "none"),
         "",

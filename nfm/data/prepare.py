@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from .hf import build_dataset, save_dataset, summarize
 
-SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "synthetic")
+SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "binned", "synthetic")
 WORLDS = ("ibl_like", "hub_network", "calcium")
 
 # (align_event, window (s), bin_size (s)) per source
@@ -24,6 +24,7 @@ DEFAULTS = {
     "ibl-mesoscope": ("stimOn_times", (-0.5, 1.5), 0.1),
     "suite2p": ("start_time", (0.0, 2.0), 0.1),
     "nwb": ("start_time", (0.0, 2.0), 0.02),
+    "binned": ("start_time", (0.0, 2.0), None),  # bin size: the file's own
     "synthetic:ibl_like": ("stimOn_times", (-0.5, 1.5), 0.02),
     "synthetic:hub_network": ("start_time", (0.0, 2.0), 0.01),
     "synthetic:calcium": ("stimOn_times", (-0.5, 1.5), 0.1),
@@ -52,12 +53,16 @@ def load_source_sessions(
         else:
             from .sources import ibl_mesoscope as mod
         return mod.load_sessions(list(eids), one_cache_dir=one_cache_dir, **opts)
-    if source in ("suite2p", "nwb"):
+    if source in ("suite2p", "nwb", "binned"):
         if not inputs:
             raise ValueError(f"--source {source} needs --input PATH ...")
         for p in inputs:
             if not Path(p).exists():
                 raise FileNotFoundError(f"--input {p}: no such file or folder")
+        if source == "binned":
+            from .sources.binned import load_npz
+
+            return [load_npz(p, **opts) for p in inputs]
         if source == "suite2p":
             from .sources import suite2p as mod
         else:
@@ -72,6 +77,15 @@ def load_source_sessions(
     if world == "calcium":
         return synthetic.make_calcium_world(seed=seed, **opts)
     raise ValueError(f"unknown synthetic world {world!r}; choose one of {WORLDS}")
+
+
+def _is_back_to_back(trials: dict) -> bool:
+    """True for a trials table made by ``consecutive_windows`` (only start/stop, each window ends where the next starts)."""
+    import numpy as np
+
+    if set(trials) != {"start_time", "stop_time"}:
+        return False
+    return bool(np.allclose(trials["stop_time"][:-1], trials["start_time"][1:]))
 
 
 def read_eids(path: str | Path) -> list[str]:
@@ -94,17 +108,28 @@ def prepare(
     bin_size: float | None = None,
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 42,
+    split_mode: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     source_options: dict[str, Any] | None = None,
 ) -> dict:
-    """Load, align, bin and save; return the summary dict (sessions, subjects, units, trials, spikes)."""
+    """Load, align, bin and save; return the summary dict (sessions, subjects, units, trials, spikes).
+
+    ``split_mode`` defaults to ``"random"`` for trial-structured data and to
+    ``"contiguous"`` when every session's trials are back-to-back windows cut
+    from a continuous recording, where shuffled neighbours would leak into the
+    test set.
+    """
     key = f"synthetic:{world}" if source == "synthetic" else source
     d_align, d_window, d_bin = DEFAULTS.get(key, DEFAULTS["nwb"])
     sessions = load_source_sessions(source, eids=eids, inputs=inputs, one_cache_dir=one_cache_dir,
                                     world=world, seed=seed, source_options=source_options)
+    bin_size = bin_size or d_bin or sessions[0].extra["source_bin_size"]
+    if split_mode is None:  # windows cut from a continuous recording: keep time order
+        split_mode = "contiguous" if all(_is_back_to_back(s.trials) for s in sessions) else "random"
     dd, meta = build_dataset(sessions, align_event=align_event or d_align, window=tuple(window or d_window),
-                             bin_size=bin_size or d_bin, split=split, seed=split_seed, progress=progress)
+                             bin_size=bin_size, split=split, seed=split_seed, progress=progress,
+                             split_mode=split_mode)
     meta["source"] = key
     save_dataset(dd, meta, output_dir, overwrite=overwrite)
     return summarize(dd, meta)

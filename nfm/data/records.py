@@ -34,18 +34,23 @@ def consecutive_windows(t_start: float, t_end: float, length: float = 2.0) -> di
     return {"start_time": start, "stop_time": start + length}
 
 
-def assign_splits(n_trials: int, fractions=(0.7, 0.1, 0.2), seed: int = 42) -> np.ndarray:
-    """Split label (0 train, 1 validation, 2 test) of each trial, shuffled with ``seed``.
+def assign_splits(n_trials: int, fractions=(0.7, 0.1, 0.2), seed: int = 42, mode: str = "random") -> np.ndarray:
+    """Split label (0 train, 1 validation, 2 test) of each trial.
 
+    ``mode="random"`` shuffles trials with ``seed`` (MtM); ``mode="contiguous"``
+    keeps time order (first trials train, then validation, last test), for
+    continuous recordings cut into windows where neighbours are correlated.
     Counts: ``round(f * n)`` for train and validation, the rest to test.
     """
+    if mode not in ("random", "contiguous"):
+        raise ValueError(f"split mode {mode!r} must be 'random' or 'contiguous'")
     f = np.asarray(fractions, dtype=np.float64)
     if f.shape != (3,) or np.any(f < 0) or abs(f.sum() - 1) > 1e-6:
         raise ValueError(f"split fractions {fractions!r} must be three non-negative numbers summing to 1")
     n_train = int(round(f[0] * n_trials))
     n_val = min(int(round(f[1] * n_trials)), n_trials - n_train)
     labels = np.full(n_trials, 2, dtype=np.int8)
-    perm = np.random.default_rng(seed).permutation(n_trials)
+    perm = np.random.default_rng(seed).permutation(n_trials) if mode == "random" else np.arange(n_trials)
     labels[perm[:n_train]] = 0
     labels[perm[n_train:n_train + n_val]] = 1
     return labels
