@@ -24,11 +24,11 @@ def _write_npz(path, T=400, N=6, seed=0, jitter=True):
         t = np.round(t, 3) + rng.choice([-4e-4, 0, 4e-4], T)
     vel = rng.standard_normal((T, 2)).astype(np.float32)
     np.savez(path, spikes=counts, time=t, hand_vel=vel, bin_size=np.float64(0.05))
-    return counts, vel
+    return counts, vel, t
 
 
 def test_binned_npz_round_trips_counts_and_splits_in_time(tmp_path):
-    counts, vel = _write_npz(tmp_path / "rec.npz")
+    counts, vel, t = _write_npz(tmp_path / "rec.npz")
     summary = prepare("binned", tmp_path / "ds", inputs=[str(tmp_path / "rec.npz")], progress=False)
     dd, meta = load_dataset(tmp_path / "ds")
     assert meta["split_mode"] == "contiguous" and meta["bin_size"] == 0.05
@@ -41,9 +41,11 @@ def test_binned_npz_round_trips_counts_and_splits_in_time(tmp_path):
         for b, r in enumerate(rows):
             k = r["trial_id"]
             np.testing.assert_array_equal(batch["spikes"][b].numpy(), counts[40 * k:40 * (k + 1)])
-            # behaviour at bin centres equals the sample of that bin
+            # behaviour: samples sit at their (jittered) bin centres, read at the window's regular bin centres
+            centres = t[0] + 2.0 * k + 0.05 * (np.arange(40) + 0.5)
+            expected = np.interp(centres, t + 0.025, vel[:, 0].astype(np.float64))
             np.testing.assert_allclose(batch["behavior"][b, :, meta["behavior_names"].index("hand_vel_x")].numpy(),
-                                       vel[40 * k:40 * (k + 1), 0], rtol=1e-5, atol=0.05)
+                                       expected, rtol=1e-5, atol=1e-5)
 
 
 def test_binned_npz_bad_input(tmp_path):
