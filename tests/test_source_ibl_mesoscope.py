@@ -49,9 +49,10 @@ def world(tmp_path_factory):
     for k, (fov, spec) in enumerate(FOV_SPEC.items()):
         written[fov] = write_fov(good, fov, n_frames=N_FRAMES - k, rng=rng, **spec)
     trials = ibl_trials(10, rng, t0=2.0, spacing=4.0)
-    write_trials(good, trials)
+    # real mesoscope sessions keep task data in alf/task_00 (not alf)
+    write_trials(good, trials, collection="alf/task_00")
     wt = np.arange(0.0, 52.0, 0.002)
-    write_wheel(good, wt, np.sin(wt))
+    write_wheel(good, wt, np.sin(wt), collection="alf/task_00")
     # broken sessions, one fault each
     no_fov = make_alf_session(root, "cortexlab", "SP002", "2024-03-01", 1)
     write_trials(no_fov, trials)

@@ -412,11 +412,21 @@ def load_wheel_velocity(one, eid, session_path, *, wheel_fs: float = 1000.0,
     from brainbox.behavior.wheel import interpolate_position, velocity_filtered
     from one.alf.exceptions import ALFObjectNotFound
 
+    from brainbox.io.one import SessionLoader
+
+    # the wheel lies in ``alf`` for ephys sessions, ``alf/task_00`` for mesoscope ones
+    from one.alf.exceptions import ALFMultipleCollectionsFound
+
     try:
-        wheel = one.load_object(str(eid), "wheel", collection="alf", attribute=["position", "timestamps"])
+        collection = SessionLoader(one=one, eid=str(eid))._find_behaviour_collection("wheel")
+    except ALFMultipleCollectionsFound:
+        raise DataError(f"{session_path}", "_ibl_wheel.position", "wheel found in several collections; "
+                        "remove the ambiguity or load the wheel yourself") from None
+    try:
+        wheel = one.load_object(str(eid), "wheel", collection=collection, attribute=["position", "timestamps"])
     except ALFObjectNotFound:
         return None
-    src = f"{session_path}/alf/_ibl_wheel"
+    src = f"{session_path}/{collection}/_ibl_wheel"
     if "position" not in wheel or "timestamps" not in wheel:
         raise DataError(src, "wheel", f"needs position and timestamps, found {sorted(wheel)}")
     ts = np.asarray(wheel["timestamps"], dtype=np.float64).ravel()
