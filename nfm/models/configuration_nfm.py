@@ -1,0 +1,345 @@
+"""Configuration of the nfm model family (:class:`NfmConfig`).
+
+One config holds every architectural and objective setting of the backbone
+(:class:`~nfm.models.modeling_nfm.NfmModel`), of the MtM masked-modelling head,
+of the Neuroformer-style event decoder and of the behaviour heads.  Every
+default is documented next to its field; units are given in brackets.
+
+Data-dependent fields (sessions with their unit counts, region vocabulary, bin
+size, trial length, behaviour/stimulus/label names, modality) are filled from a
+dataset's ``meta`` by :meth:`NfmConfig.from_dataset_meta`.
+
+Presets
+-------
+``NfmConfig.from_dataset_meta(meta, preset="mtm")`` picks a documented size:
+
+* ``"default"``: hidden 128, 4 backbone layers, 4 heads, MLP 512, 2 decoder
+  layers (about 1 M shared parameters; pretrains the default synthetic world in
+  minutes on a 2-core CPU).
+* ``"mtm"``: the MtM paper size (hidden 512, 5 layers, 8 heads, MLP 1024,
+  dropout 0.4).
+* ``"neuroformer"``: Neuroformer-like width (hidden 256, 4 + 4 layers, 8 heads).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import field
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+#: Every masking mode the MtM head knows (see :mod:`nfm.models.masking`).
+MASK_MODES = ("neuron", "causal", "temporal", "intra_region", "inter_region", "random_token")
+#: ``mask_modes=["all"]`` expands to MtM's four modes (temporal is MtM's baseline).
+MTM_MODES = ("neuron", "causal", "intra_region", "inter_region")
+#: Prompt-token vocabulary: one token per mask mode, ``"none"`` (no masking,
+#: bidirectional; embedding extraction and behaviour decoding) and
+#: ``"generate"`` (no masking, causal; the past state of the event decoder).
+PROMPTS = ("none",) + MASK_MODES + ("generate",)
+OBJECTIVES = ("mtm", "generation")
+LIKELIHOODS = ("poisson", "gaussian")
+INPUT_TRANSFORMS = ("none", "log1p")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "mtm": dict(hidden_size=512, num_hidden_layers=5, num_attention_heads=8, intermediate_size=1024,
+                hidden_dropout=0.4),
+    "neuroformer": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1024,
+                        decoder_layers=4),
+}
+
+
+class NfmConfig(PreTrainedConfig):
+    r"""Configuration of every nfm model.
+
+    Data fields (normally from :meth:`from_dataset_meta`):
+        session_n_units (dict[str, int]): session id -> number of units (neurons or ROIs). Per-session
+            parameters are keyed by the session id, never by the unit count.
+        region_vocab (list[str]): brain-region vocabulary; index 0 is ``"unknown"`` (also padding). Region
+            embeddings are shared across sessions and animals.
+        bin_size (float): bin width [s] (default 0.02).
+        n_bins (int): bins per trial T (default 100 = 2 s).
+        window (list[float]): trial window around the align event [s] (default [-0.5, 1.5]).
+        modality (str): ``"spikes"`` (Poisson likelihood) or ``"calcium"`` (Gaussian likelihood).
+        behavior_names / stimulus_names / trial_label_names (list[str]): channel order of the batch's
+            ``behavior`` (B, T, K), ``stimulus`` (B, T, D) and ``trial_labels`` (B, L).
+        trial_label_classes (dict[str, list[float]]): for :class:`NfmForBehaviorDecoding`, the class values of
+            each categorical trial label (e.g. ``{"choice": [-1, 1]}``); labels not listed are regressed.
+
+    Backbone:
+        hidden_size (int, 128), num_hidden_layers (int, 4), num_attention_heads (int, 4),
+        intermediate_size (int, 512), hidden_dropout (float, 0.1), attention_dropout (float, 0.0),
+        layer_norm_eps (float, 1e-5), rope_theta (float, 10000), initializer_range (float, 0.02),
+        input_transform (str, ``"log1p"``: sign(x) log(1 + |x|) applied to counts before the read-in;
+        ``"none"`` feeds raw values), max_log_rate (float, 20: log-rates are clamped to +-max_log_rate in the
+        likelihood so bf16 cannot overflow).
+
+    Masking (MtM):
+        mask_modes (list[str], ``["all"]``): modes sampled uniformly, one per batch; ``"all"`` = MtM's
+            neuron, causal, intra-region and inter-region modes. Any of :data:`MASK_MODES`.
+        mask_ratio_neuron (0.3), mask_ratio_causal (0.6), mask_ratio_temporal (0.3),
+        mask_ratio_intra_region (0.3: share of the kept region's units masked), mask_ratio_random_token (0.3).
+
+    Likelihood:
+        likelihood (str): ``"poisson"`` (log-rate read-out) for spike counts, ``"gaussian"`` for 2-photon
+            activity; defaults from ``modality``.
+        gaussian_learn_variance (bool, True): per-unit learned log-variance; else ``gaussian_fixed_variance``.
+
+    Event generation (Neuroformer):
+        gen_window (float, 0.04 s): length of one generated window; the decoder predicts the events of window k
+            from backbone states of bins before window k (``gen_past`` s of them), from the spike-event tokens
+            of the ``gen_past_events`` s before window k, and from stimulus/behaviour tokens of the bins from
+            ``gen_past`` s before window k to the end of window k.  Must be a multiple of ``bin_size`` and divide
+            the trial.
+        dt_resolution (float, 0.01 s): width of one dt class (offset of an event from its window start).
+        gen_past (float, 0.2 s), gen_past_events (float, 0.04 s; 0 disables past-event tokens; a multiple of
+            gen_window), decoder_layers (int, 2), gen_max_events (int, 256: cap of generated events per window),
+        gen_windows_per_step (int, 10; 0 = all): teacher-forced training on this many randomly drawn windows per
+            trial and step instead of all K (the decoder's cost is linear in the number of spike tokens),
+        contrastive_dim (int, 64), contrastive_temperature (float, 0.1).
+        The decoder cost grows with the window length (self-attention within a window, cross-attention to the
+        past-event tokens): 0.04 s windows (2 bins of 20 ms, 4 dt classes) keep CPU pretraining fast.
+
+    Objectives (:class:`NfmForPretraining`):
+        objectives (list[str], ``["mtm", "generation"]``); loss
+        ``L = mtm_weight * L_masked + contrastive_weight * L_contrastive + id_loss_weight * L_ce(id)
+        + (1 - contrastive_weight - id_loss_weight) * L_ce(dt)``.
+    """
+
+    model_type = "nfm"
+
+    # ---- data
+    session_n_units: dict[str, int] = field(default_factory=dict)
+    region_vocab: list[str] = field(default_factory=lambda: ["unknown"])
+    bin_size: float = 0.02
+    n_bins: int = 100
+    window: list[float] = field(default_factory=lambda: [-0.5, 1.5])
+    modality: str = "spikes"
+    behavior_names: list[str] = field(default_factory=list)
+    stimulus_names: list[str] = field(default_factory=list)
+    trial_label_names: list[str] = field(default_factory=list)
+    trial_label_classes: dict[str, list[float]] = field(default_factory=dict)
+    # ---- backbone
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.0
+    layer_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    initializer_range: float = 0.02
+    input_transform: str = "log1p"
+    max_log_rate: float = 20.0
+    # ---- masking
+    mask_modes: list[str] = field(default_factory=lambda: ["all"])
+    mask_ratio_neuron: float = 0.3
+    mask_ratio_causal: float = 0.6
+    mask_ratio_temporal: float = 0.3
+    mask_ratio_intra_region: float = 0.3
+    mask_ratio_random_token: float = 0.3
+    # ---- likelihood
+    likelihood: str | None = None
+    gaussian_learn_variance: bool = True
+    gaussian_fixed_variance: float = 1.0
+    # ---- event generation
+    gen_window: float = 0.04
+    dt_resolution: float = 0.01
+    gen_past: float = 0.2
+    gen_past_events: float = 0.04
+    gen_windows_per_step: int = 10
+    decoder_layers: int = 2
+    gen_max_events: int = 256
+    contrastive_dim: int = 64
+    contrastive_temperature: float = 0.1
+    # ---- objectives
+    objectives: list[str] = field(default_factory=lambda: ["mtm", "generation"])
+    mtm_weight: float = 1.0
+    contrastive_weight: float = 0.1
+    id_loss_weight: float = 0.45
+    # ---- behaviour decoding
+    behavior_loss_weight: float = 1.0
+    trial_loss_weight: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        if self.likelihood is None:
+            self.likelihood = "gaussian" if self.modality == "calcium" else "poisson"
+        super().__post_init__(**kwargs)
+        self.check()
+
+    # ------------------------------------------------------------ validation
+    def check(self) -> "NfmConfig":
+        """Raise ``ValueError`` naming the field and value of any inconsistent setting; return self."""
+        def bad(name, msg):
+            raise ValueError(f"NfmConfig.{name}={getattr(self, name)!r}: {msg}")
+
+        if self.hidden_size % self.num_attention_heads or (self.hidden_size // self.num_attention_heads) % 2:
+            bad("hidden_size", f"must split into {self.num_attention_heads} heads of even size (RoPE)")
+        if self.modality not in ("spikes", "calcium"):
+            bad("modality", "must be 'spikes' or 'calcium'")
+        if self.likelihood not in LIKELIHOODS:
+            bad("likelihood", f"must be one of {LIKELIHOODS}")
+        if self.input_transform not in INPUT_TRANSFORMS:
+            bad("input_transform", f"must be one of {INPUT_TRANSFORMS}")
+        for m in self.mask_modes:
+            if m != "all" and m not in MASK_MODES:
+                bad("mask_modes", f"unknown mode {m!r}; known: {MASK_MODES} or 'all'")
+        if not self.mask_modes:
+            bad("mask_modes", "needs at least one mode")
+        for o in self.objectives:
+            if o not in OBJECTIVES:
+                bad("objectives", f"unknown objective {o!r}; known: {OBJECTIVES}")
+        if not self.region_vocab or self.region_vocab[0] != "unknown":
+            bad("region_vocab", "index 0 must be 'unknown'")
+        if len(set(self.region_vocab)) != len(self.region_vocab):
+            bad("region_vocab", "has duplicates")
+        if not (0 <= self.contrastive_weight and 0 <= self.id_loss_weight
+                and self.contrastive_weight + self.id_loss_weight <= 1):
+            bad("id_loss_weight", "need contrastive_weight, id_loss_weight >= 0 with sum <= 1")
+        for name in ("bin_size", "gen_window", "dt_resolution", "contrastive_temperature"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        if "generation" in self.objectives:
+            if self.modality != "spikes":
+                bad("objectives", "the 'generation' objective needs spike events (modality 'spikes')")
+            self._multiple("gen_window", self.gen_window, self.bin_size, "bin_size")
+            self._multiple("gen_past", self.gen_past, self.bin_size, "bin_size")
+            if self.gen_past_events:
+                self._multiple("gen_past_events", self.gen_past_events, self.gen_window, "gen_window")
+        for sid, n in self.session_n_units.items():
+            if not isinstance(sid, str) or not sid:
+                bad("session_n_units", f"session id {sid!r} must be a non-empty string")
+            if int(n) < 1:
+                bad("session_n_units", f"session {sid!r} has {n} units")
+        return self
+
+    def _multiple(self, name: str, value: float, unit: float, unit_name: str) -> int:
+        k = value / unit
+        if value < 0 or abs(k - round(k)) > 1e-6:
+            raise ValueError(f"NfmConfig.{name}={value!r} s must be a non-negative multiple of "
+                             f"{unit_name}={unit!r} s")
+        return int(round(k))
+
+    # ------------------------------------------------------- derived values
+    @property
+    def active_mask_modes(self) -> list[str]:
+        """``mask_modes`` with ``"all"`` expanded to MtM's four modes (order kept, duplicates removed)."""
+        out: list[str] = []
+        for m in self.mask_modes:
+            for x in (MTM_MODES if m == "all" else (m,)):
+                if x not in out:
+                    out.append(x)
+        return out
+
+    @property
+    def session_ids(self) -> list[str]:
+        return list(self.session_n_units)
+
+    @property
+    def window_bins(self) -> int:
+        """Bins per generated window (gen_window / bin_size)."""
+        return self._multiple("gen_window", self.gen_window, self.bin_size, "bin_size")
+
+    @property
+    def past_bins(self) -> int:
+        """Backbone states (bins) before a window that its decoder attends to."""
+        return self._multiple("gen_past", self.gen_past, self.bin_size, "bin_size")
+
+    @property
+    def past_event_windows(self) -> int:
+        """Number of previous windows whose event tokens the decoder attends to."""
+        if not self.gen_past_events:
+            return 0
+        return self._multiple("gen_past_events", self.gen_past_events, self.gen_window, "gen_window")
+
+    @property
+    def n_dt(self) -> int:
+        """Number of dt classes per window: ceil(gen_window / dt_resolution)."""
+        return int(math.ceil(self.gen_window / self.dt_resolution - 1e-6))
+
+    @property
+    def stimulus_dim(self) -> int:
+        return len(self.stimulus_names)
+
+    @property
+    def behavior_dim(self) -> int:
+        return len(self.behavior_names)
+
+    # ---------------------------------------------------------- constructors
+    @classmethod
+    def from_dataset_meta(cls, meta: dict, preset: str = "default", **overrides) -> "NfmConfig":
+        """Build a config from the ``meta`` dict of :func:`nfm.data.hf.build_dataset`.
+
+        Reads ``bin_size`` [s], ``n_bins``, ``window`` [s], ``modality``, ``behavior_names``,
+        ``stimulus_names``, ``trial_label_names``, the region list (``regions`` or ``region_vocab``) and the
+        sessions (``meta["sessions"]``: a dict session id -> entry, or a list of entries with ``session_id``;
+        each entry has ``n_units`` or a unit table ``units`` with ``unit_id``).  ``preset`` picks a size from
+        :data:`PRESETS`; ``overrides`` replace any field.  Calcium datasets default to the Gaussian likelihood
+        and the MtM objective only.
+        """
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        for key in ("bin_size", "sessions"):
+            if key not in meta:
+                raise ValueError(f"dataset meta has no {key!r} field (keys: {sorted(meta)})")
+        sessions = meta["sessions"]
+        if isinstance(sessions, dict):
+            items = list(sessions.items())
+        else:
+            items = [(s.get("session_id"), s) for s in sessions]
+        n_units: dict[str, int] = {}
+        for sid, entry in items:
+            if not sid:
+                raise ValueError(f"dataset meta: a session entry has no session id: {entry!r:.200}")
+            if "n_units" in entry:
+                n = int(entry["n_units"])
+            elif "units" in entry and "unit_id" in entry["units"]:
+                n = len(entry["units"]["unit_id"])
+            else:
+                raise ValueError(f"dataset meta: session {sid!r} has neither 'n_units' nor units.unit_id")
+            n_units[str(sid)] = n
+        regions = meta.get("region_vocab", meta.get("regions"))
+        if regions is None:  # collect from the unit tables
+            regions = sorted({r for _, e in items for r in e.get("units", {}).get("region", [])})
+        vocab = ["unknown"] + [r for r in dict.fromkeys(map(str, regions)) if r != "unknown"]
+        modality = meta.get("modality", "spikes")
+        kwargs: dict[str, Any] = dict(
+            session_n_units=n_units,
+            region_vocab=vocab,
+            bin_size=float(meta["bin_size"]),
+            modality=modality,
+            behavior_names=list(meta.get("behavior_names", [])),
+            stimulus_names=list(meta.get("stimulus_names", [])),
+            trial_label_names=list(meta.get("trial_label_names", [])),
+        )
+        if "window" in meta:
+            kwargs["window"] = [float(x) for x in meta["window"]]
+        if "n_bins" in meta:
+            kwargs["n_bins"] = int(meta["n_bins"])
+        elif "window" in meta:
+            w = kwargs["window"]
+            kwargs["n_bins"] = int(round((w[1] - w[0]) / kwargs["bin_size"]))
+        if modality == "calcium":
+            kwargs.update(objectives=["mtm"], input_transform="none")
+        kwargs.update(PRESETS[preset])
+        kwargs.update(overrides)
+        if modality == "spikes" and "gen_window" not in overrides:
+            kwargs.update(cls._fit_windows(kwargs["bin_size"], kwargs.get("n_bins", cls.n_bins), overrides))
+        return cls(**kwargs)
+
+    @classmethod
+    def _fit_windows(cls, bin_size: float, n_bins: int, overrides: dict) -> dict:
+        """Default generation windows rounded to whole bins: the window length is the largest whole number of
+        bins <= max(1, round(0.04 s / bin_size)) that divides the trial; past windows are whole bins/windows."""
+        w = max(1, int(round(cls.gen_window / bin_size)))
+        while n_bins % w:
+            w -= 1
+        out = {"gen_window": w * bin_size}
+        if "gen_past" not in overrides:
+            out["gen_past"] = max(1, int(round(cls.gen_past / bin_size))) * bin_size
+        if "gen_past_events" not in overrides:
+            out["gen_past_events"] = max(1, int(round(cls.gen_past_events / out["gen_window"]))) * out["gen_window"]
+        return out
+
+
+__all__ = ["NfmConfig", "MASK_MODES", "MTM_MODES", "PROMPTS", "PRESETS"]
