@@ -396,6 +396,15 @@ class NfmPreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' ``from_pretrained`` restricted to safetensors weights (nothing on the load path
+        unpickles; a checkpoint with only ``pytorch_model.bin`` is refused)."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("nfm models load safetensors weights only (use_safetensors=False is not supported)")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     def add_session(self, session_id: str, n_units: int, regions=None) -> torch.Tensor:
         """Add a new session (animal/recording): see :meth:`NfmModel.add_session`."""
         return self.base_model.add_session(session_id, n_units, regions)
