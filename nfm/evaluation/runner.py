@@ -83,6 +83,7 @@ __all__ = [
     "ModelDatasetMismatch",
     "check_compatibility",
     "generate_held_out",
+    "generate_to_files",
     "write_results",
     "render_markdown",
 ]
@@ -152,8 +153,18 @@ class Predictor:
         """Directed unit-to-unit attention (B, N, N), [b, i, j] = target i <- source j."""
         raise NotApplicable(f"{self.name} exposes no unit-to-unit attention")
 
+    _METHODS = {"mtm": "predict", "latents": "latents", "generation": "generate", "attention": "unit_attention"}
+
     def can(self, what: str) -> str | None:
-        """None if the predictor supports ``what`` (mtm, latents, generation, attention), else the reason."""
+        """None if the predictor supports ``what`` (mtm, latents, generation, attention), else the reason.
+
+        By default: supported when the subclass overrides the corresponding method.
+        """
+        method = self._METHODS.get(what)
+        if method is None:
+            return f"unknown capability {what!r}"
+        if getattr(type(self), method) is getattr(Predictor, method):
+            return f"{self.name} does not implement {method}()"
         return None
 
 
@@ -1302,6 +1313,62 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
     return out
 
 
+def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessions="all", prompt_s: float = 0.5,
+                      temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None,
+                      max_trials: int | None = 16, batch_size: int = 16, interval_s: float | None = None,
+                      seed: int = 0) -> dict:
+    """Closed-loop generation of held-out trials, saved per session; returns the fidelity summary.
+
+    Writes to ``output_dir``: ``<session>.npz`` (no pickled objects) with ``true_counts`` /
+    ``gen_counts`` (R, T_gen, N) float32 counts per bin of the generated part, ``{true,gen,prompt}_event_
+    {times,units,trials}`` (seconds from the trial-window start, unit index, row in ``trial_ids``),
+    ``trial_ids`` (R,), ``start_bin``, ``bin_size`` [s], ``t0`` [s]; ``<session>_raster.png`` (first trial,
+    true vs prompt + generated); ``generation_summary.json`` (fidelity metrics per session, counts per
+    ``interval_s``, default one generation window).
+    """
+    from nfm.data.hf import load_dataset
+
+    dd, meta = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    if split not in dd:
+        raise ValueError(f"split {split!r} is not in the dataset (splits: {list(dd)})")
+    predictor = as_predictor(model)
+    reason = predictor.can("generation")
+    if reason:
+        raise ValueError(f"cannot generate: {reason}")
+    chosen = _select_sessions(meta, dd, split, predictor, sessions)
+    check_compatibility(predictor, meta, chosen)
+    ctx = EvalContext(dd, meta, predictor, split, chosen, batch_size=batch_size, max_trials=max_trials)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    interval_bins = max(1, int(round((interval_s or predictor.generation_window_bins * ctx.bin_size)
+                                     / ctx.bin_size)))
+    summary: dict[str, Any] = {}
+    for sid in chosen:  # one closed-loop generation per session (batched over its trials)
+        sd = ctx.session(sid)
+        g = generate_held_out(predictor, sd, prompt_s=prompt_s, bin_size=ctx.bin_size, temperature=temperature,
+                              top_p=top_p, top_k=top_k, seed=seed)
+        arrays = {"true_counts": g["true_counts"].astype(np.float32), "gen_counts": g["gen_counts"].astype(np.float32),
+                  "trial_ids": sd.trial_ids.astype(np.int64), "start_bin": np.int64(g["start_bin"]),
+                  "bin_size": np.float64(ctx.bin_size), "t0": np.float64(g["t0"])}
+        for part in ("true", "gen", "prompt"):
+            t, u, r = g[f"{part}_events"]
+            arrays.update({f"{part}_event_times": np.asarray(t, np.float64), f"{part}_event_units":
+                           np.asarray(u, np.int64), f"{part}_event_trials": np.asarray(r, np.int64)})
+        stem = _safe(sid)
+        np.savez_compressed(out_dir / f"{stem}.npz", **arrays)
+        pt, pu, pr = g["prompt_events"]
+        tt, tu, tr_ = g["true_events"]
+        gt, gu, gr = g["gen_events"]
+        true_ev = (np.concatenate([pt[pr == 0], tt[tr_ == 0]]), np.concatenate([pu[pr == 0], tu[tr_ == 0]]))
+        gen_ev = (np.concatenate([pt[pr == 0], gt[gr == 0]]), np.concatenate([pu[pr == 0], gu[gr == 0]]))
+        gm.plot_rasters(true_ev, gen_ev, out_dir / f"{stem}_raster.png", n_units=sd.n_units,
+                        title=f"{sid}, trial {int(sd.trial_ids[0])}: generated after {g['t0']:g} s")
+        summary[sid] = {**_generation_scores(g, interval_bins, interval_bins * ctx.bin_size),
+                        "n_trials": sd.n_trials, "npz": f"{stem}.npz", "raster": f"{stem}_raster.png"}
+    (out_dir / "generation_summary.json").write_text(json.dumps(_jsonable(summary), indent=1, allow_nan=False))
+    return summary
+
+
 def _head(sd: SessionData, n: int) -> SessionData:
     """The first ``n`` trials of a session (whole batches plus a cut last batch)."""
     batches, total = [], 0
@@ -1518,7 +1585,9 @@ def evaluate(
         except NotApplicable as err:
             results[task.name] = {"not_applicable": str(err)}
     if out_path is not None:
+        skipped = [s for s in dict.fromkeys(str(x) for x in dd[split]["session_id"]) if s not in chosen]
         header = {"dataset": dataset_name, "split": split, "sessions": ", ".join(chosen),
+                  "sessions not evaluated": ", ".join(skipped) or None,
                   "model": getattr(getattr(predictor, "model", None), "name_or_path", None) or predictor.name,
                   **(info or {})}
         write_results(results, out_path, tasks=task_list, notes=ctx.notes, figures=ctx.figures, header=header)
