@@ -1,0 +1,185 @@
+"""Adapt a pretrained nfm model to a new animal: LoRA (default), full fine-tune or from scratch.
+
+    accelerate launch recipes/finetune_lora.py --model outputs/pretrain --dataset outputs/pretrain/dataset \
+        --sessions synth-04-00 synth-04-01 --output_dir outputs/lora-mouse-04 [--mode lora|full|scratch] \
+        [--max_steps N] [--train_fraction 0.1] [--merge]
+
+* ``lora``: the new sessions get fresh read-in/read-out parameters (trained in full,
+  PEFT ``modules_to_save``), LoRA (rank ``--lora_r``) on the attention and MLP
+  projections, everything else frozen. Writes a standard PEFT adapter folder
+  (``adapter_config.json``, ``adapter_model.safetensors``) + ``nfm_adapter.json``
+  + ``README.md``; ``--merge`` also writes the merged full model to
+  ``<output_dir>/merged`` (loads with ``AutoModel``/``AutoModelForPreTraining``).
+* ``full``: the same model, every weight trained (baseline).
+* ``scratch``: the same architecture from a random init, trained on the new sessions only (baseline).
+
+All three share this code path (same data, sampler, Trainer, evaluation); the
+output folder also holds ``eval_summary.json`` (``--eval_split``, default
+``test``: masked losses and co-smoothing bits/spike on the new sessions),
+``losses.csv``/``.json`` and TensorBoard logs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
+
+from nfm.adapters import (
+    LORA_TARGETS,
+    add_animal,
+    format_trainable,
+    lora_model,
+    merge_adapter,
+    new_sessions_spec,
+    scratch_like,
+    trainable_summary,
+    write_adapter_meta,
+)
+from nfm.cards import adapter_card, write_card
+from nfm.training import (
+    DataArguments,
+    RunArguments,
+    build_trainer,
+    evaluate_summary,
+    parse_args,
+    resolve_resume,
+    subset_meta,
+    subset_split,
+    write_loss_files,
+)
+
+
+@dataclass
+class FinetuneArguments:
+    model: str = field(default="outputs/pretrain", metadata={"help": "pretrained nfm model: folder or Hub id"})
+    mode: str = field(default="lora", metadata={"help": "lora | full | scratch"})
+    merge: bool = field(default=False, metadata={"help": "lora: also write the merged model to <output_dir>/merged"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS), metadata={
+        "help": "module-name suffixes that get LoRA (attention and MLP projections)"})
+    scratch_seed: int = field(default=0, metadata={"help": "scratch: seed of the random init"})
+
+    def __post_init__(self):
+        if self.mode not in ("lora", "full", "scratch"):
+            raise ValueError(f"--mode {self.mode!r} must be lora, full or scratch")
+
+
+FINETUNE_DEFAULTS = dict(output_dir="outputs/finetune", max_steps=200, learning_rate=3e-3, save_steps=100,
+                         logging_steps=10, per_device_train_batch_size=16, warmup_steps=0.05, eval_split="test")
+
+
+def load_base(model_id: str):
+    import nfm.models as models
+
+    models.register_auto_classes()
+    from transformers import AutoModelForPreTraining
+
+    return AutoModelForPreTraining.from_pretrained(model_id)
+
+
+def finetune(argv=None) -> dict:
+    """Run the recipe; returns ``{"model", "trainer", "report", "output_dir", "sessions", "spec"}``."""
+    ft, data_args, run_args, training_args = parse_args(
+        argv, dataclass_types=(FinetuneArguments, DataArguments, RunArguments, TrainingArguments),
+        defaults=FINETUNE_DEFAULTS)
+    hf_logging.set_verbosity_warning()
+    is_main = training_args.process_index == 0
+    if not data_args.dataset:
+        raise ValueError("--dataset DIR is required (the folder the base was pretrained on, or any nfm dataset "
+                         "holding the new animal's sessions)")
+    if not data_args.sessions and not data_args.sessions_file:
+        raise ValueError("--sessions <ids of the new animal> (or --sessions_file) is required")
+    from nfm.data.hf import load_dataset
+    from nfm.training import select_sessions
+
+    set_seed(training_args.seed)
+    dd, meta = load_dataset(data_args.dataset)
+    sessions = select_sessions(meta, data_args)
+    spec = new_sessions_spec(meta, sessions)
+    new_meta = subset_meta(meta, sessions)
+    train_ds = subset_split(dd["train"], sessions, data_args.train_fraction, data_args.train_fraction_seed)
+
+    model = load_base(ft.model)
+    if ft.mode == "lora":
+        model = lora_model(model, spec, r=ft.lora_r, alpha=ft.lora_alpha, dropout=ft.lora_dropout,
+                           targets=ft.lora_targets)
+    else:
+        if ft.mode == "scratch":
+            model = scratch_like(model, seed=ft.scratch_seed)
+        add_animal(model, spec)
+        model.requires_grad_(True)
+    summary = trainable_summary(model)
+    if is_main:
+        print(f"nfm {ft.mode} fine-tuning of {ft.model} on {', '.join(sessions)} "
+              f"({len(train_ds)} training trials)\n{format_trainable(summary)}", flush=True)
+
+    trainer = build_trainer(model, training_args, train_ds, new_meta, rank_info_dir=run_args.rank_info_dir,
+                            bin_size=data_args.bin_size)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))  # lora: adapter_config.json + adapter_model.safetensors; else the full model
+    result_dict = {"model": model, "trainer": trainer, "report": None, "output_dir": out, "sessions": sessions,
+                   "spec": spec}
+    if not trainer.is_world_process_zero():
+        return result_dict
+    if ft.mode == "lora":
+        write_adapter_meta(out, spec, ft.model, list(model.peft_config))
+    write_loss_files(trainer.state.log_history, out)
+    evaluation = {}
+    if not run_args.skip_eval:
+        eval_ds = subset_split(dd[run_args.eval_split], sessions)
+        evaluation = evaluate_summary(model, eval_ds, new_meta, batch_size=run_args.eval_batch_size,
+                                      max_batches=run_args.eval_max_batches, seed=training_args.seed,
+                                      bin_size=data_args.bin_size)
+    report = {"split": run_args.eval_split, "mode": ft.mode, **evaluation, "trainable": summary,
+              "train": {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
+                        "runtime_s": result.metrics.get("train_runtime"), "n_train_trials": len(train_ds)}}
+    (out / "eval_summary.json").write_text(json.dumps(report, indent=1))
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    command = "accelerate launch recipes/finetune_lora.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    lora_settings = (f"r={ft.lora_r}, alpha={ft.lora_alpha}, dropout={ft.lora_dropout}, "
+                     f"targets={', '.join(ft.lora_targets)}") if ft.mode == "lora" else "none"
+    usage = (
+        "```python\nimport nfm.models\nfrom transformers import AutoModelForPreTraining\n"
+        "from nfm.adapters import load_adapter\n\nnfm.models.register_auto_classes()\n"
+        f"base = AutoModelForPreTraining.from_pretrained(\"{ft.model}\")\n"
+        "model = load_adapter(base, \"path/to/this/folder\")  # adds the new sessions, then PeftModel.from_pretrained\n"
+        "```" if ft.mode == "lora" else
+        "```python\nimport nfm.models\nfrom transformers import AutoModelForPreTraining\n\n"
+        "nfm.models.register_auto_classes()\nmodel = AutoModelForPreTraining.from_pretrained(\"path/to/this/folder\")\n```")
+    card = adapter_card(
+        base_model=ft.model, mode=ft.mode, sessions=sessions, trainable=summary["trainable"], total=summary["total"],
+        dataset_name=Path(data_args.dataset).name, lora_settings=lora_settings, eval_summary=evaluation or None,
+        train_info=dict(steps=trainer.state.global_step, batch_size=training_args.per_device_train_batch_size,
+                        learning_rate=training_args.learning_rate, n_train_trials=len(train_ds),
+                        final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
+        command=command, usage=usage)
+    write_card(out, card)
+    if ft.mode == "lora" and ft.merge:
+        merged = merge_adapter(copy.deepcopy(model))  # keep the returned PeftModel unmerged
+        merged.save_pretrained(str(out / "merged"))
+        write_card(out / "merged", card.replace(f"# nfm {ft.mode} adaptation", "# nfm merged LoRA adaptation", 1))
+        print(f"merged model written to {out / 'merged'}")
+    print(f"{ft.mode} fine-tuning done: {out}")
+    if evaluation.get("co_smoothing_bits_per_spike") is not None:
+        print(f"  co-smoothing bits/spike ({run_args.eval_split}): {evaluation['co_smoothing_bits_per_spike']:.4f}")
+    result_dict["report"] = report
+    return result_dict
+
+
+def main(argv=None) -> int:
+    finetune(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

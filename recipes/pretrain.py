@@ -1,0 +1,113 @@
+"""Pretrain an nfm model (MtM masking and/or Neuroformer generation) with transformers.Trainer.
+
+    accelerate launch recipes/pretrain.py                       # synthetic default, < 5 min on 2 CPU cores
+    accelerate launch recipes/pretrain.py --config recipes/configs/mtm_only.yaml --max_steps 1000
+    accelerate launch --multi_gpu --num_processes 8 recipes/pretrain.py \
+        --config recipes/configs/ibl_repeated_site.yaml --dataset data/ibl_repeated_site --bf16
+    accelerate launch recipes/pretrain.py --output_dir outputs/pretrain --resume_from_checkpoint last
+
+Every argument can be set in the YAML config (``--config``, default
+``recipes/configs/synthetic.yaml``) and overridden on the command line; see
+``--help`` (the data, model and run arguments of ``nfm.training`` and all of
+``transformers.TrainingArguments``).
+
+Writes to ``--output_dir``: ``config.json`` + ``model.safetensors``, ``README.md``
+(model card), ``tensorboard/``, ``losses.csv``/``losses.json``,
+``eval_summary.json``, ``checkpoint-N/`` (atomic) and, when no ``--dataset``
+is given, the synthetic ``dataset/`` it built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from transformers import set_seed
+from transformers.utils import logging as hf_logging
+
+from nfm.cards import pretrained_model_card, write_card
+from nfm.training import (
+    build_model,
+    build_trainer,
+    count_parameters,
+    evaluate_summary,
+    parse_args,
+    prepare_training_data,
+    resolve_resume,
+    select_sessions,
+    subset_meta,
+    subset_split,
+    write_loss_files,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "synthetic.yaml"
+
+
+def main(argv=None) -> int:
+    data_args, model_args, run_args, training_args = parse_args(argv, default_config=DEFAULT_CONFIG)
+    hf_logging.set_verbosity_warning()
+    is_main = training_args.process_index == 0
+    set_seed(training_args.seed)
+
+    dd, meta, dataset_path = prepare_training_data(data_args, training_args)
+    train_ids = select_sessions(meta, data_args)
+    heldout = [s for s in meta["sessions"] if s not in set(train_ids)]
+    train_meta = subset_meta(meta, train_ids)
+    train_ds = subset_split(dd["train"], train_ids, data_args.train_fraction, data_args.train_fraction_seed)
+    model = build_model(train_meta, model_args)
+    trainable, total = count_parameters(model)
+    if is_main:
+        print(f"nfm pretraining: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable); "
+              f"{len(train_ids)} sessions, {len(train_ds)} training trials; "
+              f"held out: {', '.join(heldout) or 'none'}; world size {training_args.world_size}", flush=True)
+
+    trainer = build_trainer(model, training_args, train_ds, train_meta, rank_info_dir=run_args.rank_info_dir,
+                            bin_size=data_args.bin_size)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)  # config.json + model.safetensors (+ training_args.json)
+    if not trainer.is_world_process_zero():
+        return 0
+
+    out = Path(training_args.output_dir)
+    write_loss_files(trainer.state.log_history, out)
+    summary = {}
+    if not run_args.skip_eval:
+        eval_ds = subset_split(dd[run_args.eval_split], train_ids)
+        summary = evaluate_summary(model, eval_ds, train_meta, batch_size=run_args.eval_batch_size,
+                                   max_batches=run_args.eval_max_batches, seed=training_args.seed,
+                                   bin_size=data_args.bin_size)
+        summary = {"split": run_args.eval_split, **summary}
+    summary["train"] = {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
+                        "runtime_s": result.metrics.get("train_runtime"),
+                        "samples_per_second": result.metrics.get("train_samples_per_second"),
+                        "world_size": int(training_args.world_size)}
+    (out / "eval_summary.json").write_text(json.dumps(summary, indent=1))
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    card = pretrained_model_card(
+        model, meta, train_sessions=train_ids, heldout_sessions=heldout,
+        dataset_name=_dataset_name(data_args, dataset_path),
+        eval_summary={k: v for k, v in summary.items() if k not in ("train", "split")},
+        train_info=dict(steps=trainer.state.global_step, batch_size=training_args.per_device_train_batch_size,
+                        world_size=training_args.world_size, learning_rate=training_args.learning_rate,
+                        final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
+        repo_id=str(out), command="accelerate launch recipes/pretrain.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    write_card(out, card)
+    print(f"model, card, logs and eval_summary.json written to {out}")
+    for key, value in summary.items():
+        if key != "train":
+            print(f"  {key}: {value}")
+    return 0
+
+
+def _dataset_name(data_args, path) -> str:
+    if data_args.dataset:
+        return Path(data_args.dataset).name
+    return (f"nfm-synthetic-ibl-like-{data_args.synthetic_animals}x{data_args.synthetic_sessions_per_animal}"
+            f"-seed{data_args.synthetic_seed}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""recipes/pretrain.py end to end: two real processes, SIGKILL mid-checkpoint + resume, outputs, configs."""
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training_fixtures import RECIPES, make_tiny_dataset, python, subprocess_env, free_port, tiny_args
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+# Self-kill inside the save of checkpoint-<kill_step>: the model and optimizer files are already written,
+# the RNG states and trainer_state.json not yet -- the worst moment for a non-atomic checkpoint.
+KILL_WRAPPER = """
+import os, signal, sys
+sys.path.insert(0, {recipes!r})
+import nfm.training as T
+_orig = T.NfmTrainer._save_rng_state
+def _die(self, output_dir):
+    if self.state.global_step == {kill_step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _orig(self, output_dir)
+T.NfmTrainer._save_rng_state = _die
+import pretrain
+sys.exit(pretrain.main(sys.argv[1:]))
+"""
+
+
+def _run(cmd, env, timeout=300):
+    return subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_real_processes_shard_data_and_keep_parameters_identical(dataset, tmp_path):
+    info = tmp_path / "ranks"
+    cmd = [python(), "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
+           RECIPES / "pretrain.py", *tiny_args(dataset, tmp_path / "out", max_steps=3, rank_info_dir=info,
+                                               skip_eval=True)]
+    r = _run(cmd, subprocess_env(ACCELERATE_USE_CPU="1", HF_HOME=str(tmp_path / "hf")))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    ranks = [json.loads((info / f"rank{i}.json").read_text()) for i in range(2)]
+    for i, rk in enumerate(ranks):
+        assert rk["process_index"] == i
+        assert rk["world_size"] == 2 and rk["torch_world_size"] == 2 and rk["torch_distributed"]
+        assert len(rk["batches"]) == 3
+        assert all(len(set(b["session_ids"])) == 1 for b in rk["batches"])  # one session per batch
+    assert ranks[0]["pid"] != ranks[1]["pid"]
+    seen = [{(s, t) for b in rk["batches"] for s, t in zip(b["session_ids"], b["trial_ids"])} for rk in ranks]
+    assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1])  # each rank its own shard
+    d0, d1 = ranks[0]["param_digest"], ranks[1]["param_digest"]
+    assert sorted(d0) == sorted(d1) == ["1", "2", "3"]
+    assert all(d0[s] == d1[s] for s in d0)  # bit-identical weights on both ranks after every step
+    assert len(set(d0.values())) == 3  # and they changed at every step
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_sigkill_mid_checkpoint_then_resume_equals_uninterrupted_run(dataset, tmp_path):
+    common = dict(max_steps=18, save_steps=5, save_total_limit=2, seed=7)
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    env = subprocess_env()
+    wrapper = tmp_path / "kill_wrapper.py"
+    wrapper.write_text(KILL_WRAPPER.format(recipes=str(RECIPES), kill_step=15))
+    # the uninterrupted run (also checks every output of the recipe) and the killed run, side by side
+    pa = subprocess.Popen([python(), str(RECIPES / "pretrain.py"),
+                           *tiny_args(dataset, a_dir, report_to="tensorboard", **common)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pb = subprocess.Popen([python(), str(wrapper), *tiny_args(dataset, b_dir, skip_eval=True, **common)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_a, out_b = pa.communicate(timeout=300)[0], pb.communicate(timeout=300)[0]
+    assert pa.returncode == 0, out_a[-4000:]
+    assert pb.returncode == -signal.SIGKILL, out_b[-4000:]
+    # the killed save left only a staging folder: no checkpoint-15 that would load with stale files
+    assert sorted(p.name for p in b_dir.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    partial = b_dir / ".partial" / "checkpoint-15"
+    assert (partial / "model.safetensors").is_file() and not (partial / "trainer_state.json").exists()
+    assert not (b_dir / "checkpoint-10" / "training_args.bin").exists()  # no pickle written
+    c10 = load_file(b_dir / "checkpoint-10" / "model.safetensors")
+    r = _run([python(), RECIPES / "pretrain.py",
+              *tiny_args(dataset, b_dir, skip_eval=True, resume_from_checkpoint="last", **common)], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert not (b_dir / ".partial").exists()
+    a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    assert any(not torch.equal(a[k], c10[k]) for k in a)  # and 8 steps were trained after the resume point
+    _check_recipe_outputs(a_dir, max_steps=18)
+
+
+def _check_recipe_outputs(out: Path, max_steps: int):
+    from huggingface_hub import ModelCard
+
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "nfm" and len(cfg["session_n_units"]) == 2  # the held-out animal is not in it
+    assert (out / "training_args.json").is_file() and not (out / "training_args.bin").exists()
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "nfm"
+    assert "nfm" in card.data.tags and card.data.datasets == ["tiny"]
+    assert any("bits_per_spike" in m for m in card.data.metrics)
+    assert "synth-02-00" in card.text  # held-out session named in the card
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    rows = json.loads((out / "losses.json").read_text())
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == list(range(1, max_steps + 1))
+    header = (out / "losses.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "loss", "mtm_loss", "id_loss", "dt_loss", "learning_rate"} <= set(header)
+    summary = json.loads((out / "eval_summary.json").read_text())
+    assert set(summary["masked_loss"]) == {"neuron", "causal", "intra_region", "inter_region", "temporal"}
+    assert all(0 < v < 10 for v in summary["masked_loss"].values())
+    assert set(summary["co_smoothing_per_session"]) == {"synth-00-00", "synth-01-00"}
+    assert summary["train"]["steps"] == max_steps
