@@ -96,7 +96,7 @@ def test_model_loss_on_masked_entries_only(mode):
     ref = sample_mask(mode, batch["unit_mask"], batch["unit_region"], 20, model.config,
                       torch.Generator().manual_seed(5))
     assert torch.equal(out.mask, ref.target) and torch.equal(out.hidden_mask, ref.hidden)
-    assert PROMPTS[int(out.mask_mode_id)] == mode
+    assert PROMPTS[int(out.mask_mode_id[0])] == mode
     assert torch.allclose(out.loss, _poisson_nll(out.log_rates, batch["spikes"], out.mask.float()), rtol=1e-5)
     # changing a target entry changes only its loss term (the entry is hidden from the input)
     b, t, n = out.mask.nonzero()[0].tolist()
@@ -136,10 +136,10 @@ def test_all_samples_mtm_modes_uniformly():
     model = NfmForMaskedModeling(tiny_config(meta, mask_modes=["all"])).eval()
     batch = make_batch(meta, ["sA"], seed=3)
     g = torch.Generator().manual_seed(0)
-    seen = [PROMPTS[int(model(**batch, generator=g).mask_mode_id)] for _ in range(40)]
+    seen = [PROMPTS[int(model(**batch, generator=g).mask_mode_id[0])] for _ in range(40)]
     assert set(seen) == {"neuron", "causal", "intra_region", "inter_region"}
     model.config.mask_modes = ["temporal"]
-    assert {PROMPTS[int(model(**batch, generator=g).mask_mode_id)] for _ in range(5)} == {"temporal"}
+    assert {PROMPTS[int(model(**batch, generator=g).mask_mode_id[0])] for _ in range(5)} == {"temporal"}
 
 
 def test_gaussian_likelihood_and_bad_frames():

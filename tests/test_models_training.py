@@ -190,3 +190,28 @@ def test_real_pipeline_batch_goes_into_the_model():
     out = model(**batch)  # the collator's keys as keyword arguments, unknown ones ignored
     assert torch.isfinite(out.loss) and out.log_rates.shape == batch["spikes"].shape
     out.loss.backward()
+
+
+def test_transformers_trainer_trains_and_evaluates(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from nfm.data.collate import NfmCollator
+    from nfm.data.hf import build_dataset
+    from nfm.data.sources.synthetic import make_ibl_like_world
+
+    torch.manual_seed(0)
+    dd, meta = build_dataset(make_ibl_like_world(n_animals=1, n_trials=12, seed=1))
+    cfg = NfmConfig.from_dataset_meta(meta, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, decoder_layers=1, gen_windows_per_step=2)
+    model = NfmForPretraining(cfg)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
+                             max_steps=2, learning_rate=1e-3, report_to=[], use_cpu=True,
+                             remove_unused_columns=False, save_strategy="no", logging_steps=1, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=dd["train"], eval_dataset=dd["validation"],
+                      data_collator=NfmCollator(meta, region_vocab=cfg.region_vocab))
+    before = model.nfm.readin_fc1.weight.detach().clone()
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    assert not torch.equal(before, model.nfm.readin_fc1.weight)
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and metrics["eval_loss"] > 0

@@ -271,7 +271,7 @@ class NfmConfig(PreTrainedConfig):
         """Build a config from the ``meta`` dict of :func:`nfm.data.hf.build_dataset`.
 
         Reads ``bin_size`` [s], ``n_bins``, ``window`` [s], ``modality``, ``behavior_names``,
-        ``stimulus_names``, ``trial_label_names``, the region list (``regions`` or ``region_vocab``) and the
+        ``stimulus_names``, ``trial_label_names`` (and ``trial_label_classes`` if present), the region list (``regions`` or ``region_vocab``) and the
         sessions (``meta["sessions"]``: a dict session id -> entry, or a list of entries with ``session_id``;
         each entry has ``n_units`` or a unit table ``units`` with ``unit_id``).  ``preset`` picks a size from
         :data:`PRESETS`; ``overrides`` replace any field.  Calcium datasets default to the Gaussian likelihood
@@ -312,6 +312,9 @@ class NfmConfig(PreTrainedConfig):
             stimulus_names=list(meta.get("stimulus_names", [])),
             trial_label_names=list(meta.get("trial_label_names", [])),
         )
+        if "trial_label_classes" in meta:
+            kwargs["trial_label_classes"] = {str(k): [float(x) for x in v]
+                                             for k, v in meta["trial_label_classes"].items()}
         if "window" in meta:
             kwargs["window"] = [float(x) for x in meta["window"]]
         if "n_bins" in meta:

@@ -111,7 +111,7 @@ class NfmMaskedModelingOutput(ModelOutput):
     log_rates: (B, T, N) Poisson log-rates per bin (spike counts) -- None for the Gaussian likelihood.
     means / log_variances: (B, T, N) / (B, N) Gaussian prediction (2-photon activity) -- None for Poisson.
     mask: (B, T, N) bool target entries; hidden_mask: (B, T, N) bool entries zeroed in the input.
-    mask_mode_id: () long index of the mode in :data:`PROMPTS`.
+    mask_mode_id: (B,) long index of the batch's mode in :data:`PROMPTS` (one mode per batch).
     """
 
     loss: torch.Tensor | None = None
@@ -222,6 +222,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+class StaticKVCache:
+    """Pre-allocated self-attention keys/values of one layer for incremental decoding (no re-allocation or
+    concatenation per step): buffers (B, heads, max_len, d) allocated at the first write, ``length`` filled."""
+
+    def __init__(self, max_len: int):
+        self.max_len = int(max_len)
+        self.k = self.v = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor):
+        L = k.shape[2]
+        if self.k is None:
+            shape = (k.shape[0], k.shape[1], self.max_len, k.shape[3])
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        if self.length + L > self.max_len:
+            raise ValueError(f"KV cache of {self.max_len} positions is full")
+        self.k[:, :, self.length:self.length + L] = k
+        self.v[:, :, self.length:self.length + L] = v
+        self.length += L
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+
+
 class NfmAttention(nn.Module):
     """Multi-head attention (self with RoPE and KV cache, or cross to a memory whose K/V are cached).
 
@@ -236,9 +258,11 @@ class NfmAttention(nn.Module):
         self.n_heads = config.num_attention_heads
         self.head_dim = H // self.n_heads
         self.dropout = config.attention_dropout
-        self.q_proj = nn.Linear(H, H)
-        self.k_proj = nn.Linear(H, H)
-        self.v_proj = nn.Linear(H, H)
+        if cross:
+            self.q_proj = nn.Linear(H, H)
+            self.kv_proj = nn.Linear(H, 2 * H)
+        else:
+            self.qkv_proj = nn.Linear(H, 3 * H)
         self.o_proj = nn.Linear(H, H)
 
     def _split(self, x):
@@ -248,20 +272,24 @@ class NfmAttention(nn.Module):
     def forward(self, x, memory=None, cos=None, sin=None, attn_mask=None, is_causal=False, past=None,
                 use_cache=False, output_attentions=False):
         B, L, H = x.shape
-        q = self._split(self.q_proj(x))
         if self.cross:
+            q = self._split(self.q_proj(x))
             if past is not None:
                 k, v = past
             else:
-                k, v = self._split(self.k_proj(memory)), self._split(self.v_proj(memory))
+                k, v = (self._split(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
         else:
-            k, v = self._split(self.k_proj(x)), self._split(self.v_proj(x))
+            q, k, v = (self._split(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
             if cos is not None:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            if past is not None:
+            if isinstance(past, StaticKVCache):
+                k, v = past.append(k, v)
+            elif past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        present = (k, v) if use_cache else None
+        present = (past if isinstance(past, StaticKVCache) else (k, v)) if use_cache else None
         Lk = k.shape[2]
+        if is_causal and L == 1:  # one new query attends to every cached position
+            is_causal = False
         if is_causal and (Lk != L or output_attentions):
             # bottom-right aligned causal mask (queries are the last L of Lk positions)
             attn_mask = torch.ones(L, Lk, dtype=torch.bool, device=x.device).tril(Lk - L)
@@ -677,7 +705,7 @@ def _masked_modeling(backbone: NfmModel, config: NfmConfig, spikes, unit_mask, u
     return NfmMaskedModelingOutput(
         loss=loss, log_rates=pred if poisson else None, means=None if poisson else pred, log_variances=log_var,
         mask=sample.target, hidden_mask=sample.hidden,
-        mask_mode_id=torch.tensor(PROMPTS.index(sample.mode), device=spikes.device),
+        mask_mode_id=torch.full((B,), PROMPTS.index(sample.mode), dtype=torch.long, device=spikes.device),
         last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
@@ -791,11 +819,15 @@ class NfmEventDecoder(nn.Module):
         u = unit_tok[b_idx, units.clamp_min(0)] * (units >= 0).unsqueeze(-1)
         return self.dt_embed(dts) + u
 
-    def run(self, x, memory, memory_mask, start: int = 0, cache=None, use_cache=False, output_attentions=False):
-        """Decoder layers on (B', L, H) inputs at positions start .. start + L - 1 -> (states, cache, attns)."""
+    def rope(self, n_pos: int, device, start: int = 0):
         cfg = self.config
-        cos, sin = rope_cos_sin(x.shape[1], cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta, x.device,
-                                start=start)
+        return rope_cos_sin(n_pos, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta, device, start=start)
+
+    def run(self, x, memory, memory_mask, start: int = 0, cache=None, use_cache=False, output_attentions=False,
+            rope=None):
+        """Decoder layers on (B', L, H) inputs at positions start .. start + L - 1 -> (states, cache, attns).
+        ``rope``: precomputed (cos, sin) tables of those positions (default: computed here)."""
+        cos, sin = rope if rope is not None else self.rope(x.shape[1], x.device, start)
         new_cache, self_w, cross_w = [], [], []
         for i, layer in enumerate(self.layers):
             x, ws, wc, present = layer(x, memory, memory_mask, cos, sin, cache=cache[i] if cache else None,
@@ -1027,19 +1059,24 @@ class NfmSpikeSampling:
         dev = memory.device
         n_dt = decoder.n_dt
         EOS, SOS, PAD = special_ids(n_dt)
-        seq_u = torch.full((B, 1), NO_UNIT, dtype=torch.long, device=dev)
-        seq_dt = torch.full((B, 1), SOS, dtype=torch.long, device=dev)
+        seq_u = torch.full((B, max_events + 2), NO_UNIT, dtype=torch.long, device=dev)
+        seq_dt = torch.full((B, max_events + 2), PAD, dtype=torch.long, device=dev)
+        seq_dt[:, 0] = SOS
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
-        cache = None
+        cache = ([{"self": StaticKVCache(max_events + 1), "cross": None} for _ in decoder.layers]
+                 if use_cache else None)
+        cos, sin = decoder.rope(max_events + 1, dev)
+        length = 1
         for step in range(max_events + 1):
             if use_cache:
-                x = decoder.embed_tokens(seq_u[:, -1:], seq_dt[:, -1:], unit_tok)
-                states, cache, _, _ = decoder.run(x, memory, mem_mask, start=step, cache=cache, use_cache=True)
+                x = decoder.embed_tokens(seq_u[:, step:step + 1], seq_dt[:, step:step + 1], unit_tok)
+                states, cache, _, _ = decoder.run(x, memory, mem_mask, cache=cache, use_cache=True,
+                                                  rope=(cos[step:step + 1], sin[step:step + 1]))
             else:
-                x = decoder.embed_tokens(seq_u, seq_dt, unit_tok)
+                x = decoder.embed_tokens(seq_u[:, :step + 1], seq_dt[:, :step + 1], unit_tok)
                 states, _, _, _ = decoder.run(x, memory, mem_mask)
             state = states[:, -1]
-            cur_u, cur_dt = seq_u[:, -1], seq_dt[:, -1]
+            cur_u, cur_dt = seq_u[:, step], seq_dt[:, step]
             dt_logits = decoder.dt_logits(state, cur_dt)
             if step < min_events:
                 dt_logits[:, EOS] = float("-inf")
@@ -1056,9 +1093,10 @@ class NfmSpikeSampling:
             finished = done
             if bool(finished.all()):
                 break
-            seq_u = torch.cat([seq_u, nxt_u[:, None]], 1)
-            seq_dt = torch.cat([seq_dt, nxt_dt[:, None]], 1)
-        return seq_u[:, 1:], seq_dt[:, 1:]
+            seq_u[:, step + 1] = nxt_u
+            seq_dt[:, step + 1] = nxt_dt
+            length = step + 2
+        return seq_u[:, 1:length], seq_dt[:, 1:length]
 
 
 # --------------------------------------------------------------------------- heads
@@ -1078,7 +1116,7 @@ class NfmForMaskedModeling(NfmPreTrainedModel):
     def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, mask_mode: str | None = None,
                 mask=None, hidden_mask=None, valid_mask=None, generator: torch.Generator | None = None,
                 output_attentions=None, output_hidden_states=None, return_dict=None,
-                **kwargs) -> NfmMaskedModelingOutput:
+                return_loss: bool = True, **kwargs) -> NfmMaskedModelingOutput:
         out = _masked_modeling(self.nfm, self.config, spikes, unit_mask, unit_region, session_ids, mask_mode, mask,
                                hidden_mask, generator, output_attentions, output_hidden_states, valid_mask)
         return out if return_dict is not False else out.to_tuple()
@@ -1095,7 +1133,7 @@ class NfmForSpikeGeneration(NfmSpikeSampling, NfmPreTrainedModel):
 
     def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
                 event_units=None, event_mask=None, stimulus=None, behavior=None, output_attentions=None,
-                return_dict=None, **kwargs) -> NfmSpikeGenerationOutput:
+                return_dict=None, return_loss: bool = True, **kwargs) -> NfmSpikeGenerationOutput:
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         out = _generation(self.nfm, self.decoder, self.config, spikes, unit_mask, unit_region, session_ids,
                           event_times, event_units, event_mask, stimulus, behavior, output_attentions)
@@ -1138,7 +1176,7 @@ class NfmForPretraining(NfmSpikeSampling, NfmPreTrainedModel):
     def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
                 event_units=None, event_mask=None, stimulus=None, behavior=None, mask_mode: str | None = None,
                 mask=None, hidden_mask=None, valid_mask=None, generator: torch.Generator | None = None,
-                return_dict=None, **kwargs) -> NfmPretrainingOutput:
+                return_dict=None, return_loss: bool = True, **kwargs) -> NfmPretrainingOutput:
         cfg = self.config
         loss = spikes.new_zeros((), dtype=torch.float32)
         out = NfmPretrainingOutput()
@@ -1194,7 +1232,7 @@ class NfmForBehaviorDecoding(NfmPreTrainedModel):
 
     def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, behavior=None,
                 trial_labels=None, valid_mask=None, output_attentions=None, return_dict=None,
-                **kwargs) -> NfmBehaviorDecodingOutput:
+                return_loss: bool = True, **kwargs) -> NfmBehaviorDecodingOutput:
         cfg = self.config
         hidden = None
         if valid_mask is not None:  # 2-photon bad frames are marked as missing, not fed as zeros
