@@ -258,11 +258,10 @@ class NfmAttention(nn.Module):
         self.n_heads = config.num_attention_heads
         self.head_dim = H // self.n_heads
         self.dropout = config.attention_dropout
-        if cross:
-            self.q_proj = nn.Linear(H, H)
-            self.kv_proj = nn.Linear(H, 2 * H)
-        else:
-            self.qkv_proj = nn.Linear(H, 3 * H)
+        # separate q/k/v projections: the LoRA adapters (nfm.adapters) target q_proj, k_proj, v_proj, o_proj
+        self.q_proj = nn.Linear(H, H)
+        self.k_proj = nn.Linear(H, H)
+        self.v_proj = nn.Linear(H, H)
         self.o_proj = nn.Linear(H, H)
 
     def _split(self, x):
@@ -272,14 +271,14 @@ class NfmAttention(nn.Module):
     def forward(self, x, memory=None, cos=None, sin=None, attn_mask=None, is_causal=False, past=None,
                 use_cache=False, output_attentions=False):
         B, L, H = x.shape
+        q = self._split(self.q_proj(x))
         if self.cross:
-            q = self._split(self.q_proj(x))
             if past is not None:
                 k, v = past
             else:
-                k, v = (self._split(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+                k, v = self._split(self.k_proj(memory)), self._split(self.v_proj(memory))
         else:
-            q, k, v = (self._split(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
+            k, v = self._split(self.k_proj(x)), self._split(self.v_proj(x))
             if cos is not None:
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             if isinstance(past, StaticKVCache):
