@@ -139,3 +139,26 @@ def test_unit_attention_map_shape_and_mass(gen_setup):
     # padding units of the second trial (session sB has 6 units) never appear
     assert att[1, 6:].abs().sum() == 0 and att[1, :, 6:].abs().sum() == 0
     assert len(out.cross_attentions) == model.config.decoder_layers
+
+
+def test_windows_where_every_trial_stops_at_once(gen_setup):
+    # max_events=0 forces EOS first in every window: empty windows must give empty events, not an error
+    _, model, batch = gen_setup
+    out = model.generate(**batch, start_window=2, n_windows=3, max_events=0)
+    assert out.n_events.sum() == 0 and out.event_times.shape == (2, 0)
+    assert out.spikes[:, 2 * model.config.window_bins:].sum() == 0
+    assert torch.equal(out.spikes[:, : 2 * model.config.window_bins],
+                       batch["spikes"][:, : 2 * model.config.window_bins])
+
+
+def test_generation_outputs_of_the_pretraining_model(gen_setup):
+    from nfm.models import NfmForPretraining
+
+    meta, model, batch = gen_setup
+    pre = NfmForPretraining(model.config).eval()
+    pre.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        a = pre.generation_outputs(**batch, output_attentions=True)
+        b = model(**batch, output_attentions=True)
+    assert torch.equal(a.id_logits, b.id_logits) and len(a.cross_attentions) == len(b.cross_attentions)
+    assert torch.equal(NfmForSpikeGeneration.unit_attention(a, 10), NfmForSpikeGeneration.unit_attention(b, 10))

@@ -91,3 +91,9 @@ def test_bad_events_raise():
     # padding entries may hold anything
     tok = tokenize_events(torch.tensor([[9.0]]), torch.tensor([[-5]]), ~ok, window_s=W, n_windows=K, dt_resolution=DT)
     assert tok.n_events.sum() == 0 and tok.units.shape == (1, K, 2)
+
+
+def test_tokens_to_events_with_no_tokens():
+    empty = torch.zeros(3, 1, 0, dtype=torch.long)
+    t, u, m = tokens_to_events(empty, empty, 5, window_s=0.04, dt_resolution=0.01, n_dt=4)
+    assert t.shape == u.shape == m.shape == (3, 0)

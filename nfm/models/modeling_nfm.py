@@ -972,7 +972,18 @@ def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k, to
 
 
 class NfmSpikeSampling:
-    """``generate()`` for models that own ``self.nfm`` (backbone) and ``self.decoder`` (event decoder)."""
+    """``generate()`` and ``generation_outputs()`` for models that own ``self.nfm`` (backbone) and
+    ``self.decoder`` (event decoder)."""
+
+    def generation_outputs(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
+                           event_units=None, event_mask=None, stimulus=None, behavior=None,
+                           output_attentions: bool = False, **kwargs) -> NfmSpikeGenerationOutput:
+        """Teacher-forced event-decoder outputs (losses, logits and, with ``output_attentions``, the attention
+        maps for :meth:`NfmForSpikeGeneration.unit_attention`) of any model with an event decoder."""
+        if getattr(self, "decoder", None) is None:
+            raise ValueError("this model has no event decoder ('generation' not in config.objectives)")
+        return _generation(self.nfm, self.decoder, self.config, spikes, unit_mask, unit_region, session_ids,
+                           event_times, event_units, event_mask, stimulus, behavior, output_attentions)
 
     @torch.no_grad()
     def generate(self, spikes: torch.Tensor, unit_mask=None, unit_region=None, session_ids=None, event_times=None,

@@ -130,6 +130,9 @@ def tokens_to_events(units: torch.Tensor, dts: torch.Tensor, window_index: torch
     device = units.device
     if isinstance(window_index, int):
         window_index = torch.arange(K, device=device) + window_index
+    if units.numel() == 0:  # no token at all (e.g. every trial ended its window at once)
+        return (torch.zeros(B, 0, device=device), torch.zeros(B, 0, dtype=torch.long, device=device),
+                torch.zeros(B, 0, dtype=torch.bool, device=device))
     is_event = (dts >= 0) & (dts < n_dt) & (units >= 0)
     times = (window_index.view(1, K, 1).double() * window_s + (dts.double() + 0.5) * dt_resolution)
     # order: window, dt, unit (tokens are already ordered like this when produced by the decoder grammar,
