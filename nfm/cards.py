@@ -146,7 +146,7 @@ def pretrained_model_card(
     cfg = model.config
     info = dict(train_info or {})
     subjects = sorted({meta["sessions"][s]["subject_id"] for s in train_sessions if s in meta["sessions"]})
-    metrics = {k: v for k, v in flat_metrics(eval_summary).items() if "bits_per_spike" in k or k.endswith("loss")}
+    metrics = _card_metrics(eval_summary)
     objectives = list(getattr(cfg, "objectives", []))
     tags = ["mtm" if "mtm" in objectives else "", "generation" if "generation" in objectives else "",
             getattr(cfg, "modality", "spikes")]
@@ -198,7 +198,7 @@ def adapter_card(
 ) -> str:
     """Card of a LoRA adapter (or a full / scratch fine-tune) for a new animal."""
     info = dict(train_info or {})
-    metrics = {k: v for k, v in flat_metrics(eval_summary).items() if "bits_per_spike" in k or k.endswith("loss")}
+    metrics = _card_metrics(eval_summary)
     tags = ["lora", "peft"] if mode == "lora" else [f"{mode}-finetune"]
     metadata = card_metadata(model_name=f"nfm-{mode}-{sessions[0] if sessions else 'adapter'}", tags=tags,
                              datasets=[dataset_name], metrics=metrics, base_model=base_model)
@@ -223,6 +223,12 @@ def adapter_card(
         limitations=info.get("limitations", _LIMITATIONS),
     )
     return render_card(load_template(ADAPTER_TEMPLATE), metadata, fields)
+
+
+def _card_metrics(summary) -> dict[str, float]:
+    """Aggregate metrics for the card metadata (bits/spike, masked and generation losses; not per session)."""
+    return {k: v for k, v in flat_metrics(summary).items()
+            if "per_session" not in k and ("bits_per_spike" in k or "loss" in k)}
 
 
 def _short(ids: Sequence[str], n: int = 12) -> str:

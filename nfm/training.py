@@ -394,6 +394,10 @@ class NfmTrainer(Trainer):
         if self.train_dataset is None:
             raise ValueError("NfmTrainer: training requires a train_dataset")
         ds = self.train_dataset
+        if isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+            # streaming: no per-session batches; Accelerate splits the stream's shards across ranks and the
+            # collator pads units across sessions
+            return super().get_train_dataloader()
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         self._train_sampler = SessionBatchSampler(
             list(ds["session_id"]), batch_size=self._train_batch_size,
