@@ -182,7 +182,8 @@ class NfmPredictor(Predictor):
       ``config.gaussian_fixed_variance``;
     * latents: the backbone's ``bin_states`` with the ``"none"`` prompt;
     * generation: ``model.generate(...)`` (closed loop);
-    * attention: :func:`_generation_outputs_with_attention` then ``NfmForSpikeGeneration.unit_attention``.
+    * attention: ``model.generation_outputs(..., output_attentions=True)`` then
+      ``NfmForSpikeGeneration.unit_attention``.
     """
 
     def __init__(self, model, name: str = "model"):
@@ -279,21 +280,10 @@ class NfmPredictor(Predictor):
 
 
 def _generation_outputs_with_attention(model, batch: dict):
-    """Teacher-forced event-decoder outputs with cross-attention maps, for any nfm model with a decoder.
-
-    ``NfmForSpikeGeneration.forward`` takes ``output_attentions``; ``NfmForPretraining.forward`` does not
-    (see /tmp/prompts/requests_from_evaluation.md), so for it the model module's ``_generation`` (the very
-    function its forward calls) is used with ``output_attentions=True``.
-    """
-    from nfm.models import NfmForSpikeGeneration
-    from nfm.models import modeling_nfm
-
+    """Teacher-forced event-decoder outputs with cross-attention maps (``model.generation_outputs``)."""
     keys = ("spikes", "unit_mask", "unit_region", "session_ids", "event_times", "event_units", "event_mask",
             "stimulus", "behavior")
-    if isinstance(model, NfmForSpikeGeneration):
-        return model(**{k: batch.get(k) for k in keys}, output_attentions=True)
-    return modeling_nfm._generation(model.nfm, model.decoder, model.config, *(batch.get(k) for k in keys),
-                                    output_attentions=True)
+    return model.generation_outputs(**{k: batch.get(k) for k in keys}, output_attentions=True)
 
 
 def as_predictor(model, name: str = "model") -> Predictor:
