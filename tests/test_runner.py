@@ -307,3 +307,34 @@ def test_evaluate_and_generate_recipes_on_saved_model(ibl, tmp_path, capsys):
     assert is_png(tmp_path / "gen" / f"{sid}_raster.png")
     summary = json.loads((tmp_path / "gen" / "generation_summary.json").read_text())
     assert set(summary) == set(meta["sessions"])
+
+
+def test_adapter_for_a_new_animal_is_loaded_and_merged(ibl, tmp_path):
+    from nfm import adapters
+
+    dd, meta = ibl
+    old, new = list(meta["sessions"])
+    base_meta = copy.deepcopy(meta)
+    del base_meta["sessions"][new]
+    tiny_model(base_meta).save_pretrained(tmp_path / "base")
+    save_dataset(dd, meta, tmp_path / "data")
+    spec = adapters.new_sessions_spec(meta, [new])
+    peft = adapters.lora_model(NfmForPretraining.from_pretrained(tmp_path / "base"), spec)
+    with torch.no_grad():  # stand-in for fine-tuning: a distinctive read-out bias of the new session
+        for name, p in peft.named_parameters():
+            if "modules_to_save" in name and name.endswith("readout_bias"):
+                p.fill_(-1.5)
+    adapters.save_adapter(peft, tmp_path / "adapter", spec, base_model=str(tmp_path / "base"))
+    argv = ["--model", str(tmp_path / "base"), "--dataset", str(tmp_path / "data"), "--sessions", new,
+            "--tasks", "co_smoothing", "--task_option", 'co_smoothing.baselines=["null"]', "--max_trials", "3",
+            "--output", str(tmp_path / "ev" / "results.json")]
+    evaluate_recipe = load_recipe("evaluate")
+    with pytest.raises(ModelDatasetMismatch, match="unknown"):
+        evaluate_recipe.main(argv)
+    assert evaluate_recipe.main(argv + ["--adapter", str(tmp_path / "adapter")]) == 0
+    got = json.loads((tmp_path / "ev" / "results.json").read_text())["co_smoothing"]
+    merged = adapters.merge_adapter(peft).eval()
+    want = evaluate(merged, (dd, meta), tasks="co_smoothing", sessions=[new], max_trials=3,
+                    task_overrides={"co_smoothing": {"baselines": ["null"]}})["co_smoothing"]
+    assert got["bps"] == pytest.approx(want["bps"], rel=1e-6)
+    assert list(got["per_session"]) == [new]

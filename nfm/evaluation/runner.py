@@ -297,9 +297,9 @@ def load_model(path_or_id: str, adapter: str | None = None, device: str | None =
     """Load an nfm model from a folder or a Hugging Face Hub id (safetensors), optionally with a PEFT adapter.
 
     The class is the one named in the checkpoint's ``config.architectures`` (e.g. ``NfmForPretraining``).
-    ``adapter``: a PEFT adapter folder (``recipes/finetune_lora.py``); ``nfm.adapters.load_adapter`` is used
-    when it exists (it creates the new animal's sessions first), else ``peft.PeftModel.from_pretrained``;
-    the adapter is merged into the weights for evaluation.
+    ``adapter``: an nfm PEFT adapter folder (``recipes/finetune_lora.py``): :func:`nfm.adapters.load_adapter`
+    adds the new animal's sessions and loads the LoRA weights, :func:`nfm.adapters.merge_adapter` folds them
+    into a plain model for evaluation.
     """
     import nfm.models as models
     from transformers import AutoConfig
@@ -312,18 +312,9 @@ def load_model(path_or_id: str, adapter: str | None = None, device: str | None =
         raise ValueError(f"{path_or_id}: config.architectures names {arch!r}, which is not an nfm model class")
     model = cls.from_pretrained(path_or_id)
     if adapter:
-        try:
-            from nfm import adapters as nfm_adapters
-        except ImportError:
-            nfm_adapters = None
-        if nfm_adapters is not None and hasattr(nfm_adapters, "load_adapter"):
-            model = nfm_adapters.load_adapter(model, adapter)
-        else:
-            from peft import PeftModel
+        from nfm import adapters
 
-            model = PeftModel.from_pretrained(model, adapter)
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
+        model = adapters.merge_adapter(adapters.load_adapter(model, adapter))
     if device:
         model = model.to(device)
     model.eval()
