@@ -201,8 +201,8 @@ def test_neuron_count_mismatch_and_unknown_session_are_clear_errors(ibl):
     sids = list(meta["sessions"])
     wrong = copy.deepcopy(meta)
     wrong["sessions"][sids[0]]["n_units"] += 2
-    with pytest.raises(ModelDatasetMismatch, match=rf"session '{sids[0]}'.*{meta['sessions'][sids[0]]['n_units'] + 2}"
-                                                   rf" units but the dataset has {meta['sessions'][sids[0]]['n_units']}"):
+    n = meta["sessions"][sids[0]]["n_units"]
+    with pytest.raises(ModelDatasetMismatch, match=rf"session '{sids[0]}'.*{n + 2} units but the dataset has {n}"):
         evaluate(tiny_model(wrong), (dd, meta), tasks="co_smoothing")
     only_second = copy.deepcopy(meta)
     del only_second["sessions"][sids[0]]

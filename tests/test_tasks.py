@@ -74,7 +74,7 @@ def test_bare_yaml_null_baseline_is_explained(tmp_path):
 
 def test_user_task_folder_and_overrides(tmp_path):
     write(tmp_path, "my_cosmooth", {"kind": "masking", "description": "half the units held out",
-                                   "mask": {"mode": "neuron", "held_out_folds": 2}, "baselines": ["null"]})
+                                    "mask": {"mode": "neuron", "held_out_folds": 2}, "baselines": ["null"]})
     (tmp_path / "notes.txt").write_text("not a task")
     tasks = load_tasks("all", tmp_path)
     assert [t.name for t in tasks] == ["my_cosmooth"]

@@ -58,7 +58,7 @@ import json
 import math
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -1357,8 +1357,8 @@ def _head(sd: SessionData, n: int) -> SessionData:
         if total >= n:
             break
         take = min(n - total, b["spikes"].shape[0])
-        batches.append({k: (v[:take] if (torch.is_tensor(v) and v.dim() > 0) else (v[:take] if isinstance(v, list)
-                                                                                  else v)) for k, v in b.items()})
+        batches.append({k: (v[:take] if (torch.is_tensor(v) and v.dim() > 0) or isinstance(v, list) else v)
+                        for k, v in b.items()})
         total += take
     t, u, r = sd.events
     keep = r < n
@@ -1697,6 +1697,7 @@ def write_results(results: dict, output: str | os.PathLike, *, tasks: Sequence[T
         md = render_markdown(results, tasks, notes, {k: v for k, v in figures.items() if k != "summary"},
                              header, figure_root=out.parent)
         if "summary" in figures:
-            md = md.replace("## Summary\n", f"## Summary\n\n![summary]({os.path.relpath(figures['summary'][0], out.parent)})\n", 1)
+            rel = os.path.relpath(figures["summary"][0], out.parent)
+            md = md.replace("## Summary\n", f"## Summary\n\n![summary]({rel})\n", 1)
         out.with_suffix(".md").write_text(md)
     return out
