@@ -19,8 +19,8 @@ def make_meta(sessions: dict[str, list[str]] | None = None, n_bins: int = 20, bi
         "modality": modality, "bin_size": bin_size, "n_bins": n_bins, "window": [-0.1, -0.1 + n_bins * bin_size],
         "behavior_names": list(behavior_names), "stimulus_names": list(stimulus_names),
         "trial_label_names": list(trial_label_names), "regions": sorted({r for v in sessions.values() for r in v}),
-        "sessions": {sid: {"n_units": len(regs), "units": {"unit_id": [f"{sid}-u{i}" for i in range(len(regs))],
-                                                          "region": list(regs)}}
+        "sessions": {sid: {"n_units": len(regs),
+                           "units": {"unit_id": [f"{sid}-u{i}" for i in range(len(regs))], "region": list(regs)}}
                      for sid, regs in sessions.items()},
     }
 

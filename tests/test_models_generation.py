@@ -34,8 +34,7 @@ def _perturb_after(batch, t_cut, seed=1):
     u = torch.cat([batch["event_units"], new_u], 1)
     m = torch.cat([keep, torch.ones(B, 25, dtype=torch.bool)], 1)
     order = torch.argsort(torch.where(m, t, torch.full_like(t, 1e9)), dim=1, stable=True)
-    b2["event_times"], b2["event_units"], b2["event_mask"] = (t.gather(1, order), u.gather(1, order),
-                                                               m.gather(1, order))
+    b2["event_times"], b2["event_units"], b2["event_mask"] = t.gather(1, order), u.gather(1, order), m.gather(1, order)
     b2["spikes"] = bin_events(b2["event_times"], b2["event_units"], b2["event_mask"], n_bins=batch["spikes"].shape[1],
                               n_units=batch["spikes"].shape[2], bin_size=0.02)
     return b2

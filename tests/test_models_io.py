@@ -22,7 +22,8 @@ def setup_module():
 
 
 def _mask(batch, seed=0):
-    return sample_mask("neuron", batch["unit_mask"], batch["unit_region"], 20, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    return sample_mask("neuron", batch["unit_mask"], batch["unit_region"], 20, generator=g)
 
 
 def test_config_from_meta():

@@ -118,7 +118,8 @@ def test_prompt_token_differs_per_mode():
     meta = make_meta()
     model = NfmForMaskedModeling(tiny_config(meta)).eval()
     batch = make_batch(meta, ["sA", "sA"], seed=2)
-    fixed = sample_mask("neuron", batch["unit_mask"], batch["unit_region"], 20, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    fixed = sample_mask("neuron", batch["unit_mask"], batch["unit_region"], 20, generator=g)
     outs = {}
     for mode in ["neuron", "temporal", "intra_region", "inter_region", "random_token"]:
         # same mask and attention, only the prompt token changes

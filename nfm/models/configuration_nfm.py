@@ -271,9 +271,10 @@ class NfmConfig(PreTrainedConfig):
         """Build a config from the ``meta`` dict of :func:`nfm.data.hf.build_dataset`.
 
         Reads ``bin_size`` [s], ``n_bins``, ``window`` [s], ``modality``, ``behavior_names``,
-        ``stimulus_names``, ``trial_label_names`` (and ``trial_label_classes`` if present), the region list (``regions`` or ``region_vocab``) and the
-        sessions (``meta["sessions"]``: a dict session id -> entry, or a list of entries with ``session_id``;
-        each entry has ``n_units`` or a unit table ``units`` with ``unit_id``).  ``preset`` picks a size from
+        ``stimulus_names``, ``trial_label_names`` (and ``trial_label_classes`` if present), the region list
+        (``regions`` or ``region_vocab``) and the sessions (``meta["sessions"]``: a dict session id -> entry,
+        or a list of entries with ``session_id``; each entry has ``n_units`` or a unit table ``units`` with
+        ``unit_id``).  ``preset`` picks a size from
         :data:`PRESETS`; ``overrides`` replace any field.  Calcium datasets default to the Gaussian likelihood
         and the MtM objective only.
         """

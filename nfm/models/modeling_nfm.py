@@ -1115,7 +1115,9 @@ class NfmForMaskedModeling(NfmPreTrainedModel):
     prompt token fed, masked entries predicted; loss averaged over the target entries.
 
     ``mask`` may be a :class:`~nfm.models.masking.MaskSample` or a (B, T, N) bool target tensor (with
-    ``hidden_mask`` for the input entries to zero; default = ``mask``) for evaluation masks.
+    ``hidden_mask`` for the input entries to zero, default = ``mask``, and ``mask_mode`` naming the prompt,
+    default ``"neuron"``) for evaluation masks.  ``valid_mask`` (B, T, N) bool (2-photon bad frames = False):
+    invalid entries are never scored and always hidden.
     """
 
     def __init__(self, config: NfmConfig):
