@@ -134,8 +134,14 @@ def test_load_by_hub_id_offline(tmp_path):
 def test_add_session_leaves_old_outputs_unchanged(tmp_path):
     torch.manual_seed(0)
     meta = make_meta()
-    model = NfmForPretraining(tiny_config(meta)).eval()
+    model = NfmForPretraining(tiny_config(meta))
     batch = make_batch(meta, ["sA", "sB"], seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):  # "after training": a few optimiser steps first
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    model.eval()
     mask = _mask(batch)
     before = model(**batch, mask=mask)
     state = {k: v.clone() for k, v in model.state_dict().items()}
