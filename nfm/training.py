@@ -409,11 +409,15 @@ class NfmTrainer(Trainer):
             params.update(persistent_workers=self.args.dataloader_persistent_workers,
                           prefetch_factor=self.args.dataloader_prefetch_factor)
         loader = self.accelerator.prepare(DataLoader(ds, **params))
-        # our sampler is already rank-aware: make Accelerate's BatchSamplerShard a pass-through
+        # our sampler is already rank-aware: make Accelerate's BatchSamplerShard a pass-through. Its
+        # ``batch_size`` must go too: with it set, the shard silently drops every batch shorter than
+        # ``batch_size`` (each session's last one), a different number on each rank -> unequal step
+        # counts -> a hang at the end of training.
         shard = getattr(loader, "batch_sampler", None)
         if shard is not None and getattr(shard, "batch_sampler", None) is self._train_sampler:
             shard.num_processes = 1
             shard.process_index = 0
+            shard.batch_size = None
         return loader
 
     def _run_epoch(self, *args, **kwargs):

@@ -19,7 +19,6 @@ is given, the synthetic ``dataset/`` it built.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Recipe configs (YAML -> dataclasses, command-line overrides) and session selection."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

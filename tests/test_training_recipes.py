@@ -38,26 +38,31 @@ def _run(cmd, env, timeout=300):
 
 
 def test_two_real_processes_shard_data_and_keep_parameters_identical(dataset, tmp_path):
+    # 2 sessions x 14 training trials in batches of 4 -> 8 batches per epoch (each session's last one holds 2
+    # trials), 4 per rank; 5 steps cross into the second epoch
     info = tmp_path / "ranks"
     cmd = [python(), "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
-           RECIPES / "pretrain.py", *tiny_args(dataset, tmp_path / "out", max_steps=3, rank_info_dir=info,
+           RECIPES / "pretrain.py", *tiny_args(dataset, tmp_path / "out", max_steps=5, rank_info_dir=info,
                                                skip_eval=True)]
-    r = _run(cmd, subprocess_env(ACCELERATE_USE_CPU="1", HF_HOME=str(tmp_path / "hf")))
+    r = _run(cmd, subprocess_env(ACCELERATE_USE_CPU="1", HF_HOME=str(tmp_path / "hf")), timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     ranks = [json.loads((info / f"rank{i}.json").read_text()) for i in range(2)]
     for i, rk in enumerate(ranks):
         assert rk["process_index"] == i
         assert rk["world_size"] == 2 and rk["torch_world_size"] == 2 and rk["torch_distributed"]
-        assert len(rk["batches"]) == 3
+        assert len(rk["batches"]) == 5
         assert all(len(set(b["session_ids"])) == 1 for b in rk["batches"])  # one session per batch
     assert ranks[0]["pid"] != ranks[1]["pid"]
-    seen = [{(s, t) for b in rk["batches"] for s, t in zip(b["session_ids"], b["trial_ids"])} for rk in ranks]
-    assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1])  # each rank its own shard
+    epoch0 = [[(s, t) for b in rk["batches"][:4] for s, t in zip(b["session_ids"], b["trial_ids"])] for rk in ranks]
+    assert set(epoch0[0]).isdisjoint(epoch0[1])  # each rank its own shard ...
+    both = epoch0[0] + epoch0[1]
+    assert len(both) == len(set(both)) == 28  # ... and together every training trial once (short batches kept)
+    assert sorted(len(b["trial_ids"]) for rk in ranks for b in rk["batches"][:4]) == [2, 2] + [4] * 6
     d0, d1 = ranks[0]["param_digest"], ranks[1]["param_digest"]
-    assert sorted(d0) == sorted(d1) == ["1", "2", "3"]
+    assert sorted(d0) == sorted(d1) == ["1", "2", "3", "4", "5"]
     assert all(d0[s] == d1[s] for s in d0)  # bit-identical weights on both ranks after every step
-    assert len(set(d0.values())) == 3  # and they changed at every step
+    assert len(set(d0.values())) == 5  # and they changed at every step
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
