@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def throughput(base: Path, work: Path, steps: int) -> list[dict]:
               "--dynamo_backend", "no"]
     for procs, threads in ((1, 1), (1, 2), (2, 1)):
         out = work / f"tp_{procs}x{threads}"
+        shutil.rmtree(out, ignore_errors=True)
         dist = ["--multi_gpu", "--num_processes", "2", "--main_process_port", free_port()] if procs == 2 else \
             ["--num_processes", "1"]
         wall = run([*launch, *dist, REPO / "recipes" / "pretrain.py", "--dataset", base / "dataset",
@@ -65,7 +67,8 @@ def throughput(base: Path, work: Path, steps: int) -> list[dict]:
         train = json.loads((out / "eval_summary.json").read_text())["train"]
         rows.append({"processes": procs, "threads_per_process": threads, "steps": steps,
                      "global_batch": 16 * procs, "train_runtime_s": train["runtime_s"],
-                     "trials_per_s": train["samples_per_second"], "wall_s": wall})
+                     "trials_per_s": train["samples_per_second"], "wall_s": wall,
+                     "load_avg_1min_after": os.getloadavg()[0]})
         print(rows[-1], flush=True)
     return rows
 
@@ -120,12 +123,13 @@ def write_table(tp, ad, base, steps_tp, steps_ad, total_s, path: Path):
         f"16 trials per process per step, {steps_tp} steps, no evaluation. Two processes: "
         "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2` (gloo DDP).",
         "",
-        "| processes | threads / process | global batch | train s | trials/s | steps/s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| processes | threads / process | global batch | train s | trials/s | steps/s | 1-min load after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in tp:
         lines.append(f"| {r['processes']} | {r['threads_per_process']} | {r['global_batch']} | "
-                     f"{r['train_runtime_s']:.1f} | {r['trials_per_s']:.1f} | {r['steps'] / r['train_runtime_s']:.2f} |")
+                     f"{r['train_runtime_s']:.1f} | {r['trials_per_s']:.1f} | {r['steps'] / r['train_runtime_s']:.2f} | "
+                     f"{r.get('load_avg_1min_after', float('nan')):.1f} |")
     lines += [
         "",
         "## Adaptation to an unseen animal (synth-mouse-04, left out of pretraining)",
@@ -154,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--throughput_steps", type=int, default=40)
     p.add_argument("--adapt_steps", type=int, default=100)
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results_training.md"))
+    p.add_argument("--reuse", action="store_true", help="reuse <work>/results.json parts instead of re-running")
+    p.add_argument("--only", choices=("throughput", "adaptation"), help="re-run one part (needs --reuse for the other)")
     args = p.parse_args(argv)
     t0 = time.time()
     base, work = Path(args.base), Path(args.work)
@@ -161,8 +167,11 @@ def main(argv=None) -> int:
     if not (base / "model.safetensors").is_file():
         print(f"no pretrained model at {base}: running the default pretraining first", flush=True)
         run([PY, REPO / "recipes" / "pretrain.py", "--output_dir", base], threads=2, log=work / "pretrain.log")
-    tp = throughput(base, work, args.throughput_steps)
-    ad = adaptation(base, work, args.adapt_steps)
+    old = json.loads((work / "results.json").read_text()) if args.reuse and (work / "results.json").is_file() else {}
+    tp = old["throughput"] if args.only == "adaptation" and "throughput" in old else \
+        throughput(base, work, args.throughput_steps)
+    ad = old["adaptation"] if args.only == "throughput" and "adaptation" in old else \
+        adaptation(base, work, args.adapt_steps)
     total = time.time() - t0
     (work / "results.json").write_text(json.dumps({"throughput": tp, "adaptation": ad}, indent=1))
     write_table(tp, ad, args.base, args.throughput_steps, args.adapt_steps, total, Path(args.output))
