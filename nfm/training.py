@@ -639,6 +639,10 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 
 # --------------------------------------------------------------------------- evaluation summary
+#: masking tasks of the evaluation summary (every model is scored on all of them, whatever it trained on)
+EVAL_MASK_MODES = ("neuron", "causal", "intra_region", "inter_region", "temporal")
+
+
 def heldout_units(n_units: int, fraction: float, seed: int, session_id: str) -> np.ndarray:
     """Fixed co-smoothing held-out units of a session: ``max(1, round(fraction * n))`` indices, seeded by
     (seed, session id) so every model is scored on the same units."""
@@ -670,10 +674,13 @@ def evaluate_summary(
 
     Returns a JSON-ready dict:
 
-    * ``masked_loss``: ``{mode: NLL}`` per MtM mask mode (the config's modes,
-      plus ``temporal``), each the mean NLL per masked entry (nats per
-      bin x unit) over the split, masks drawn from a generator seeded with
-      ``seed`` (the same masks for every model of equal data);
+    * ``masked_loss``: ``{mode: NLL}`` for each of :data:`EVAL_MASK_MODES`
+      (whatever the model trained on, so MtM, temporal-only and other
+      variants are compared on the same tasks), each the mean NLL per masked
+      entry (nats per bin x unit) over the split, masks drawn from a generator
+      seeded with ``seed`` (the same masks for every model of equal data). The
+      prompt token is the task's mode when the model trained on it, else the
+      model's first trained mode (``masked_loss_prompts`` says which);
     * ``co_smoothing_bits_per_spike``: NLB co-bps (:func:`nfm.evaluation.metrics.co_bps`,
       pooled over the held-out neurons of a session; null = each neuron's mean
       over the evaluated trials and bins) with a fixed ``heldout_fraction`` of
@@ -687,7 +694,7 @@ def evaluate_summary(
     reported for either likelihood.
     """
     from .evaluation.metrics import co_bps
-    from .models.masking import held_out_units_mask
+    from .models.masking import MaskSample, held_out_units_mask, sample_mask
 
     cfg = model.config
     was_training = model.training
@@ -701,24 +708,30 @@ def evaluate_summary(
     try:
         if "mtm" in objectives:
             stack.enter_context(_objectives(cfg, ["mtm"]))  # skip the generation pass in masked scoring
-            modes = list(mask_modes) if mask_modes is not None else list(dict.fromkeys(
-                [*cfg.active_mask_modes, "temporal"]))
+            modes = list(mask_modes) if mask_modes is not None else list(EVAL_MASK_MODES)
+            trained = list(cfg.active_mask_modes)
+            prompts = {m: (m if m in trained else trained[0]) for m in modes}
             losses = {}
             for mode in modes:
                 gen = torch.Generator().manual_seed(seed)
                 total, count = 0.0, 0.0
                 for rows in batches:
                     batch = _to_device(collator(_rows(dataset, rows)), device)
-                    out = model(**batch, mask_mode=mode, generator=gen)
+                    task = sample_mask(mode, batch["unit_mask"], batch["unit_region"], batch["spikes"].shape[1],
+                                       cfg, gen)
+                    # the task's mask, under the prompt of a mode the model was trained on
+                    sample = MaskSample(task.target, task.hidden, prompts[mode], causal=task.causal)
+                    out = model(**batch, mask=sample)
                     loss = out["mtm_loss"] if "mtm_loss" in out else out["loss"]
                     n = float(out["mask"].sum())
                     total += float(loss) * n
                     count += n
                 losses[mode] = total / max(count, 1.0)
             summary["masked_loss"] = losses
+            summary["masked_loss_prompts"] = prompts
             if cfg.likelihood == "poisson":
                 summary.update(_co_smoothing(model, dataset, batches, collator, device, seed, heldout_fraction,
-                                             co_bps, held_out_units_mask))
+                                             co_bps, held_out_units_mask, prompts.get("neuron", trained[0])))
             stack.close()
         if "generation" in objectives:
             stack.enter_context(_objectives(cfg, ["generation"]))
@@ -750,7 +763,8 @@ def _objectives(config, objectives: list[str]):
         config.objectives = saved
 
 
-def _co_smoothing(model, dataset, batches, collator, device, seed, fraction, co_bps, held_out_units_mask):
+def _co_smoothing(model, dataset, batches, collator, device, seed, fraction, co_bps, held_out_units_mask,
+                  prompt: str = "neuron"):
     rates: dict[str, list[np.ndarray]] = {}
     counts: dict[str, list[np.ndarray]] = {}
     held: dict[str, np.ndarray] = {}
@@ -763,7 +777,9 @@ def _co_smoothing(model, dataset, batches, collator, device, seed, fraction, co_
         ho = torch.zeros_like(batch["unit_mask"])
         ho[:, torch.as_tensor(held[sid], device=ho.device)] = True
         T = batch["spikes"].shape[1]
-        out = model(**batch, mask=held_out_units_mask(batch["unit_mask"], ho, T))
+        sample = held_out_units_mask(batch["unit_mask"], ho, T)
+        sample.mode = prompt  # the neuron prompt, or the one a single-mode model was trained with
+        out = model(**batch, mask=sample)
         log_rates = out["log_rates"].float().clamp(max=float(model.config.max_log_rate))
         rates.setdefault(sid, []).append(torch.exp(log_rates)[..., :n].cpu().numpy())
         counts.setdefault(sid, []).append(batch["spikes"][..., :n].float().cpu().numpy())
@@ -776,7 +792,8 @@ def _co_smoothing(model, dataset, batches, collator, device, seed, fraction, co_
             per_session[sid] = float("nan")
     valid = [v for v in per_session.values() if np.isfinite(v)]
     return {"co_smoothing_bits_per_spike": float(np.mean(valid)) if valid else float("nan"),
-            "co_smoothing_per_session": per_session, "co_smoothing_heldout_fraction": fraction}
+            "co_smoothing_per_session": per_session, "co_smoothing_heldout_fraction": fraction,
+            "co_smoothing_prompt": prompt}
 
 
 def _rows(dataset, idx: list[int]) -> list[dict]:
