@@ -9,6 +9,7 @@ from nfm.training import (
     DataArguments,
     ModelArguments,
     parse_args,
+    read_id_file,
     select_sessions,
     subset_meta,
     subset_split,
@@ -73,6 +74,9 @@ def test_ibl_config_holds_out_mtm_sessions():
     data, model, _, _ = parse_args(["--config", str(REPO / "recipes" / "configs" / "ibl_repeated_site.yaml")])
     assert model.preset == "mtm" and model.objectives == ["mtm"]
     assert data.exclude_sessions_file.endswith("mtm_heldout_5_eids.txt")
+    heldout = read_id_file(data.exclude_sessions_file)  # repository-relative path resolves from any cwd
+    all40 = read_id_file(REPO / "datasets" / "ibl_repeated_site" / "mtm_40_eids.txt")
+    assert len(heldout) == 5 and set(heldout) <= set(all40) and len(set(all40) - set(heldout)) == 35
 
 
 def test_session_selection(tiny, tmp_path):
