@@ -574,15 +574,26 @@ def load_sessions(eids: Iterable, *, one=None, one_cache_dir=None, skip_errors: 
     the public IBL server.  ``skip_errors=True`` skips sessions that raise
     :class:`DataError`, with a warning naming each one; by default it raises.
     """
+    one = one if one is not None else make_one(one_cache_dir)
+    return load_each(load_session, eids, one, what="IBL session", skip_errors=skip_errors,
+                     progress=progress, **kwargs)
+
+
+def load_each(loader, eids: Iterable, one, *, what: str, skip_errors: bool = False, progress: bool = True,
+              **kwargs) -> list[Session]:
+    """``loader(eid, one, **kwargs)`` for each eid with a progress bar (shared by the IBL sources).
+
+    ``skip_errors=True`` skips sessions that raise :class:`DataError`, with a
+    warning naming each one; by default the first error is raised.
+    """
     from tqdm.auto import tqdm
 
-    one = one if one is not None else make_one(one_cache_dir)
     sessions = []
-    for eid in tqdm(list(eids), desc="IBL sessions", disable=not progress):
+    for eid in tqdm(list(eids), desc=f"{what}s", disable=not progress):
         try:
-            sessions.append(load_session(eid, one, **kwargs))
+            sessions.append(loader(eid, one, **kwargs))
         except DataError as err:
             if not skip_errors:
                 raise
-            warnings.warn(f"skipping IBL session {eid}: {err}", stacklevel=2)
+            warnings.warn(f"skipping {what} {eid}: {err}", stacklevel=3)
     return sessions

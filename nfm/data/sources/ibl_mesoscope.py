@@ -47,7 +47,6 @@ from __future__ import annotations
 import csv
 import functools
 import re
-import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -57,6 +56,7 @@ from ..schema import DataError, Session
 from .ibl import (
     DEFAULT_KEY_EVENTS,
     filter_trials,
+    load_each,
     load_trials_table,
     load_wheel_velocity,
     load_whisker_motion_energy,
@@ -406,15 +406,6 @@ def load_sessions(eids: Iterable, *, one=None, one_cache_dir=None, skip_errors: 
     the public IBL server. ``skip_errors=True`` skips sessions that raise
     :class:`DataError` with a warning naming each; by default it raises.
     """
-    from tqdm.auto import tqdm
-
     one = one if one is not None else make_one(one_cache_dir)
-    sessions = []
-    for eid in tqdm(list(eids), desc="IBL mesoscope sessions", disable=not progress):
-        try:
-            sessions.append(load_session(eid, one, **kwargs))
-        except DataError as err:
-            if not skip_errors:
-                raise
-            warnings.warn(f"skipping IBL mesoscope session {eid}: {err}", stacklevel=2)
-    return sessions
+    return load_each(load_session, eids, one, what="IBL mesoscope session", skip_errors=skip_errors,
+                     progress=progress, **kwargs)
