@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from .binning import align_events, bin_centres, interpolate_at, n_bins_for
-from .schema import DataError, Session
+from .schema import Session
 
 SPLITS = ("train", "validation", "test")
 
