@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -337,6 +338,84 @@ def make_collator(meta: dict, config=None, bin_size: float | None = None) -> Nfm
     """Collator whose region indices follow the model config's vocabulary."""
     vocab = getattr(config, "region_vocab", None) if config is not None else None
     return NfmCollator(meta, region_vocab=vocab, bin_size=bin_size)
+
+
+def session_statistics(dataset, meta: dict, session_ids: Iterable[str] | None = None,
+                       bin_size: float | None = None, transform=None) -> dict[str, dict[str, np.ndarray]]:
+    """Per-unit statistics of ``dataset`` (e.g. the training split) over its trials and bins, per session.
+
+    Returns ``{session_id: {"mean": (N,), "input_mean": (N,), "input_std": (N,)}}`` (float64) for the
+    sessions of ``session_ids`` (default: every session of ``meta``) that have rows in ``dataset``:
+
+    * ``mean``: spikes: expected count per bin [spikes / bin] at ``bin_size`` s (default: the dataset's);
+      2-photon: mean activity (NaN bad frames ignored; 0 for a unit never valid);
+    * ``input_mean`` / ``input_std``: mean and standard deviation of ``transform(x)`` (a callable on a
+      float32 tensor, e.g. the model's ``transform_input``; default identity) over the same entries.
+
+    Spikes are binned with one ``np.bincount`` per session (trials x bins x units).
+    """
+    from .data.binning import bin_index, n_bins_for
+
+    wanted = list(session_ids) if session_ids is not None else list(meta["sessions"])
+    sids = np.asarray(list(dataset["session_id"]), dtype=object).astype(str)
+    transform = transform if transform is not None else (lambda t: t)
+    spikes = meta.get("modality", "spikes") == "spikes"
+    if spikes:
+        import pyarrow.compute as pc
+
+        window = (float(meta["window"][0]), float(meta["window"][1]))
+        size = float(bin_size or meta["bin_size"])
+        T = n_bins_for(window, size)
+        table = dataset.with_format("arrow")[:]
+        lengths = pc.list_value_length(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
+        all_units = pc.list_flatten(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
+        all_times = pc.list_flatten(table.column("spike_times")).to_numpy(zero_copy_only=False).astype(np.float64)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for sid in wanted:  # one step per session
+        rows = np.flatnonzero(sids == sid)
+        if len(rows) == 0:
+            continue
+        N = int(meta["sessions"][sid]["n_units"])
+        if spikes:
+            take = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in rows]) if len(rows) else np.zeros(0, int)
+            trial = np.repeat(np.arange(len(rows)), lengths[rows])
+            flat = (trial * T + bin_index(all_times[take], window, size, T)) * N + all_units[take]
+            x = np.bincount(flat, minlength=len(rows) * T * N).reshape(len(rows), T, N).astype(np.float32)
+            valid = np.ones_like(x, dtype=bool)
+        else:
+            x = np.full((len(rows), int(meta["n_bins"]), N), np.nan, dtype=np.float32)
+            for i, act in enumerate(dataset.select(rows)["activity"]):  # one step per trial
+                a = np.asarray(act, dtype=np.float32)
+                x[i, :, : a.shape[1]] = a
+            valid = np.isfinite(x)
+            x = np.where(valid, x, 0.0).astype(np.float32)
+        n_valid = valid.sum((0, 1))
+        mean = np.where(n_valid > 0, x.sum((0, 1), dtype=np.float64) / np.maximum(n_valid, 1), 0.0)
+        tx = transform(torch.from_numpy(x)).double().numpy()
+        tx = np.where(valid, tx, 0.0)
+        t_mean = tx.sum((0, 1)) / np.maximum(n_valid, 1)
+        t_var = np.where(valid, (tx - t_mean) ** 2, 0.0).sum((0, 1)) / np.maximum(n_valid, 1)
+        out[sid] = {"mean": mean, "input_mean": t_mean, "input_std": np.sqrt(t_var)}
+    return out
+
+
+def init_sessions_from_data(model, dataset, meta: dict, session_ids: Iterable[str] | None = None,
+                            bin_size: float | None = None, standardize_input: bool = True) -> list[str]:
+    """Data-dependent read-in/read-out init of the model's sessions from their units' statistics in ``dataset``
+    (:func:`session_statistics`, then
+    :meth:`~nfm.models.modeling_nfm.NfmPreTrainedModel.init_session_statistics`); returns the sessions set.
+    ``standardize_input=False`` sets only the read-out biases."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    known = base.config.session_n_units
+    wanted = [s for s in (session_ids if session_ids is not None else known) if s in known and s in meta["sessions"]]
+    stats = session_statistics(dataset, meta, wanted, bin_size, transform=base.base_model.transform_input)
+    for sid, st in stats.items():  # one step per session
+        if standardize_input:
+            base.init_session_statistics(sid, st["mean"], st["input_mean"], st["input_std"])
+        else:
+            base.init_session_statistics(sid, st["mean"])
+    return list(stats)
 
 
 # --------------------------------------------------------------------------- model
@@ -703,11 +782,16 @@ def evaluate_summary(
     collator = make_collator(meta, cfg, bin_size=bin_size)
     batches = _session_batches(dataset, batch_size, max_batches)
     objectives = list(getattr(cfg, "objectives", ["mtm"]))
+    # NfmForPretraining runs a subset of its objectives per call (no generation pass in masked scoring)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    takes_objectives = "objectives" in inspect.signature(base.forward).parameters
+
+    def only(objs: list[str]) -> dict:
+        return {"objectives": objs} if takes_objectives else {}
+
     summary: dict[str, Any] = {"n_trials": int(sum(len(b) for b in batches))}
-    stack = contextlib.ExitStack()
     try:
         if "mtm" in objectives:
-            stack.enter_context(_objectives(cfg, ["mtm"]))  # skip the generation pass in masked scoring
             modes = list(mask_modes) if mask_modes is not None else list(EVAL_MASK_MODES)
             trained = list(cfg.active_mask_modes)
             prompts = {m: (m if m in trained else trained[0]) for m in modes}
@@ -721,7 +805,7 @@ def evaluate_summary(
                                        cfg, gen)
                     # the task's mask, under the prompt of a mode the model was trained on
                     sample = MaskSample(task.target, task.hidden, prompts[mode], causal=task.causal)
-                    out = model(**batch, mask=sample)
+                    out = model(**batch, mask=sample, **only(["mtm"]))
                     loss = out["mtm_loss"] if "mtm_loss" in out else out["loss"]
                     n = float(out["mask"].sum())
                     total += float(loss) * n
@@ -731,40 +815,25 @@ def evaluate_summary(
             summary["masked_loss_prompts"] = prompts
             if cfg.likelihood == "poisson":
                 summary.update(_co_smoothing(model, dataset, batches, collator, device, seed, heldout_fraction,
-                                             co_bps, held_out_units_mask, prompts.get("neuron", trained[0])))
-            stack.close()
+                                             co_bps, held_out_units_mask, prompts.get("neuron", trained[0]),
+                                             only(["mtm"])))
         if "generation" in objectives:
-            stack.enter_context(_objectives(cfg, ["generation"]))
             ids, dts = [], []
             for rows in batches:
                 batch = _to_device(collator(_rows(dataset, rows)), device)
-                out = model(**batch)
+                out = model(**batch, **only(["generation"]))
                 if out.get("id_loss") is not None:
                     ids.append(float(out["id_loss"]))
                     dts.append(float(out["dt_loss"]))
             if ids:
                 summary["generation"] = {"id_loss": float(np.mean(ids)), "dt_loss": float(np.mean(dts))}
     finally:
-        stack.close()
         model.train(was_training)
     return summary
 
 
-@contextlib.contextmanager
-def _objectives(config, objectives: list[str]):
-    """Temporarily run only ``objectives`` (the forward of NfmForPretraining reads ``config.objectives``)."""
-    saved = list(config.objectives)
-    if any(o not in saved for o in objectives):
-        raise ValueError(f"objectives {objectives} are not all in the model's {saved}")
-    config.objectives = list(objectives)
-    try:
-        yield
-    finally:
-        config.objectives = saved
-
-
 def _co_smoothing(model, dataset, batches, collator, device, seed, fraction, co_bps, held_out_units_mask,
-                  prompt: str = "neuron"):
+                  prompt: str = "neuron", forward_kwargs: dict | None = None):
     rates: dict[str, list[np.ndarray]] = {}
     counts: dict[str, list[np.ndarray]] = {}
     held: dict[str, np.ndarray] = {}
@@ -779,7 +848,7 @@ def _co_smoothing(model, dataset, batches, collator, device, seed, fraction, co_
         T = batch["spikes"].shape[1]
         sample = held_out_units_mask(batch["unit_mask"], ho, T)
         sample.mode = prompt  # the neuron prompt, or the one a single-mode model was trained with
-        out = model(**batch, mask=sample)
+        out = model(**batch, mask=sample, **(forward_kwargs or {}))
         log_rates = out["log_rates"].float().clamp(max=float(model.config.max_log_rate))
         rates.setdefault(sid, []).append(torch.exp(log_rates)[..., :n].cpu().numpy())
         counts.setdefault(sid, []).append(batch["spikes"][..., :n].float().cpu().numpy())

@@ -47,6 +47,7 @@ from nfm.training import (
     RunArguments,
     build_trainer,
     evaluate_summary,
+    init_sessions_from_data,
     parse_args,
     resolve_resume,
     subset_meta,
@@ -108,13 +109,17 @@ def finetune(argv=None) -> dict:
     train_ds = subset_split(dd["train"], sessions, data_args.train_fraction, data_args.train_fraction_seed)
 
     model = load_base(ft.model)
+    if ft.mode == "scratch":
+        model = scratch_like(model, seed=ft.scratch_seed)
+    new = [s for s in sessions if s not in model.config.session_n_units]
+    add_animal(model, spec)
+    # the new sessions' read-in standardisation and read-out biases from their training trials (the base was
+    # pretrained with the same data-dependent init of its own sessions)
+    init_sessions_from_data(model, train_ds, new_meta, session_ids=new, bin_size=data_args.bin_size)
     if ft.mode == "lora":
         model = lora_model(model, spec, r=ft.lora_r, alpha=ft.lora_alpha, dropout=ft.lora_dropout,
                            targets=ft.lora_targets)
     else:
-        if ft.mode == "scratch":
-            model = scratch_like(model, seed=ft.scratch_seed)
-        add_animal(model, spec)
         model.requires_grad_(True)
     summary = trainable_summary(model)
     if is_main:

@@ -32,6 +32,7 @@ from nfm.training import (
     build_trainer,
     count_parameters,
     evaluate_summary,
+    init_sessions_from_data,
     parse_args,
     prepare_training_data,
     resolve_resume,
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     train_meta = subset_meta(meta, train_ids)
     train_ds = subset_split(dd["train"], train_ids, data_args.train_fraction, data_args.train_fraction_seed)
     model = build_model(train_meta, model_args)
+    if not model_args.init_from:  # read-out biases at each unit's mean rate (see init_session_statistics)
+        init_sessions_from_data(model, train_ds, train_meta, bin_size=data_args.bin_size)
     trainable, total = count_parameters(model)
     if is_main:
         print(f"nfm pretraining: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable); "

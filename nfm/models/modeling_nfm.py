@@ -370,6 +370,10 @@ class NfmSessionParameters(nn.Module):
     unit_embed (N, H): read-in rows, decoder unit tokens and unit-id logit keys; readout (N, H) and
     readout_bias (N,): log-rate (or mean) read-out; id_bias (N,): unit-id logit bias; token (H,): session
     token; log_var (N,): Gaussian per-unit log-variance (only with a learned Gaussian likelihood).
+    Buffers (saved, not trained): input_mean / input_scale (N,): the read-in feeds
+    ``(transform(x) - input_mean) * input_scale``, each unit standardised over the training data, so a hidden
+    entry (fed as 0) stands for the unit's mean; 0 / 1 (no standardisation) until
+    :meth:`NfmPreTrainedModel.init_session_statistics` sets them.
     """
 
     def __init__(self, n_units: int, hidden_size: int, learn_variance: bool = False):
@@ -381,6 +385,9 @@ class NfmSessionParameters(nn.Module):
         self.id_bias = nn.Parameter(torch.empty(n_units))
         self.token = nn.Parameter(torch.empty(hidden_size))
         self.log_var = nn.Parameter(torch.empty(n_units)) if learn_variance else None
+        # read-in standardisation (not trained; set from data by NfmPreTrainedModel.init_session_statistics)
+        self.register_buffer("input_mean", torch.zeros(n_units))
+        self.register_buffer("input_scale", torch.ones(n_units))
 
 
 @dataclass
@@ -388,7 +395,8 @@ class SessionTables:
     """Per-trial views of the session parameters, padded to the batch's N (padding rows are zero).
 
     unit_embed (B, N, H) incl. region embeddings; readout (B, N, H) incl. region read-out; readout_bias (B, N);
-    id_bias (B, N); token (B, H); log_var (B, N) or None; unit_mask (B, N); unit_region (B, N).
+    id_bias (B, N); token (B, H); log_var (B, N) or None; unit_mask (B, N); unit_region (B, N);
+    input_mean / input_scale (B, N) read-in standardisation (padding: 0 / 0).
     """
 
     unit_embed: torch.Tensor
@@ -399,6 +407,8 @@ class SessionTables:
     log_var: torch.Tensor | None
     unit_mask: torch.Tensor
     unit_region: torch.Tensor
+    input_mean: torch.Tensor | None = None
+    input_scale: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------- base class
@@ -420,6 +430,8 @@ class NfmPreTrainedModel(PreTrainedModel):
             init.normal_(module.token, std=std)
             if module.log_var is not None:
                 init.zeros_(module.log_var)
+            init.zeros_(module.input_mean)  # no read-in standardisation until init_session_statistics
+            init.ones_(module.input_scale)
         else:
             super()._init_weights(module)
 
@@ -435,6 +447,59 @@ class NfmPreTrainedModel(PreTrainedModel):
     def add_session(self, session_id: str, n_units: int, regions=None) -> torch.Tensor:
         """Add a new session (animal/recording): see :meth:`NfmModel.add_session`."""
         return self.base_model.add_session(session_id, n_units, regions)
+
+    @torch.no_grad()
+    def init_session_statistics(self, session_id: str, mean_activity, input_mean=None, input_std=None,
+                                min_count: float = 1e-3, min_std: float = 0.05) -> None:
+        """Data-dependent initialisation of one session's read-in and read-out (call before training it).
+
+        Args:
+            session_id: a session of the model.
+            mean_activity: (N,) each unit's mean over the training trials and bins: expected spike count per
+                bin [spikes / bin] for the Poisson likelihood, mean activity for the Gaussian one.
+            input_mean / input_std: (N,) mean and standard deviation of each unit's *transformed* input
+                (``config.input_transform`` of the counts, e.g. log1p) over the same bins; the read-in then feeds
+                ``(transform(x) - input_mean) / max(input_std, min_std)``, so every unit enters on the same scale
+                and a hidden (masked) entry, fed as 0, stands for the unit's mean instead of "no spike".
+                None keeps the read-in as it is.
+            min_count: floor [spikes / bin] of the Poisson mean (a unit silent in the training data).
+
+        Poisson: ``readout_bias = log(mean)`` (the prediction starts at each unit's mean rate, the NLB null
+        model, instead of 1 spike per bin) and ``id_bias = log(mean / sum(mean))`` (the event decoder's unit
+        logits start at each unit's share of the spikes).  Gaussian: ``readout_bias = mean``.
+        Why: the per-session parameters are updated only on that session's batches (1 step in S with S
+        sessions) and Adam moves a parameter by about ``learning_rate`` per update, so a bias at 0 needs
+        ~``|log mean| / lr`` of its own updates (thousands of steps) to reach a log-rate of about -2 to -4.
+        """
+        module = self.base_model.session_module(session_id)
+
+        def vector(x, name):
+            v = torch.as_tensor(x, dtype=torch.float64).flatten()
+            if v.numel() != module.n_units:
+                raise ValueError(f"{name} has {v.numel()} entries but session {session_id!r} has "
+                                 f"{module.n_units} units")
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{name} of session {session_id!r} has non-finite values")
+            return v
+
+        mean = vector(mean_activity, "mean_activity")
+        dtype = module.readout_bias.dtype
+        if self.config.likelihood == "poisson":
+            if bool((mean < 0).any()):
+                raise ValueError(f"mean_activity of session {session_id!r} (spike counts) has negative values")
+            log_mean = mean.clamp_min(min_count).log()
+            module.readout_bias.copy_(log_mean.to(dtype))
+            module.id_bias.copy_((log_mean - torch.logsumexp(log_mean, 0)).to(dtype))
+        else:
+            module.readout_bias.copy_(mean.to(dtype))
+        if (input_mean is None) != (input_std is None):
+            raise ValueError("give both input_mean and input_std, or neither")
+        if input_mean is not None:
+            std = vector(input_std, "input_std")
+            if bool((std < 0).any()):
+                raise ValueError(f"input_std of session {session_id!r} has negative values")
+            module.input_mean.copy_(vector(input_mean, "input_mean").to(module.input_mean.dtype))
+            module.input_scale.copy_((1.0 / std.clamp_min(min_std)).to(module.input_scale.dtype))
 
 
 def _as_session_list(session_ids, B: int) -> list[str]:
@@ -583,7 +648,7 @@ class NfmModel(NfmPreTrainedModel):
         token = torch.stack([m.token for m in mods])[inv]
         log_var = stack("log_var") if mods[0].log_var is not None else None
         return SessionTables(unit_embed, readout, stack("readout_bias"), stack("id_bias"), token, log_var,
-                             unit_mask, unit_region)
+                             unit_mask, unit_region, stack("input_mean"), stack("input_scale"))
 
     # ---------------------------------------------------------------- forward
     def transform_input(self, spikes: torch.Tensor) -> torch.Tensor:
@@ -608,8 +673,10 @@ class NfmModel(NfmPreTrainedModel):
             causal = mask_mode in CAUSAL_MODES or mask_mode == "generate"
         if tables is None:
             tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region, device=spikes.device)
-        x = self.transform_input(spikes.float()).to(self.region_embed.weight.dtype)
-        x = x * tables.unit_mask.unsqueeze(1)
+        x = self.transform_input(spikes.float())
+        if tables.input_mean is not None:
+            x = (x - tables.input_mean.float().unsqueeze(1)) * tables.input_scale.float().unsqueeze(1)
+        x = x.to(self.region_embed.weight.dtype) * tables.unit_mask.unsqueeze(1)
         if hidden_mask is not None:
             if hidden_mask.shape != spikes.shape:
                 raise ValueError(f"hidden_mask shape {tuple(hidden_mask.shape)} != spikes shape {tuple(spikes.shape)}")
@@ -1177,7 +1244,11 @@ class NfmForSpikeGeneration(NfmSpikeSampling, NfmPreTrainedModel):
 
 class NfmForPretraining(NfmSpikeSampling, NfmPreTrainedModel):
     """MtM + Neuroformer on one backbone; objectives and weights from the config (``objectives``,
-    ``mtm_weight``, ``contrastive_weight``, ``id_loss_weight``)."""
+    ``mtm_weight``, ``contrastive_weight``, ``id_loss_weight``).
+
+    ``forward(..., objectives=[...])`` runs a subset of the model's objectives for one call (e.g. only
+    ``["mtm"]`` to score masked predictions without the generation pass); default: ``config.objectives``.
+    """
 
     def __init__(self, config: NfmConfig):
         super().__init__(config)
@@ -1188,17 +1259,25 @@ class NfmForPretraining(NfmSpikeSampling, NfmPreTrainedModel):
     def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
                 event_units=None, event_mask=None, stimulus=None, behavior=None, mask_mode: str | None = None,
                 mask=None, hidden_mask=None, valid_mask=None, generator: torch.Generator | None = None,
-                return_dict=None, return_loss: bool = True, **kwargs) -> NfmPretrainingOutput:
+                objectives=None, return_dict=None, return_loss: bool = True, **kwargs) -> NfmPretrainingOutput:
         cfg = self.config
+        if objectives is None:
+            objectives = list(cfg.objectives)
+        else:
+            objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+            extra = [o for o in objectives if o not in cfg.objectives]
+            if extra or not objectives:
+                raise ValueError(f"objectives={objectives} must be a non-empty subset of the model's "
+                                 f"config.objectives={list(cfg.objectives)}")
         loss = spikes.new_zeros((), dtype=torch.float32)
         out = NfmPretrainingOutput()
-        if "mtm" in cfg.objectives:
+        if "mtm" in objectives:
             m = _masked_modeling(self.nfm, cfg, spikes, unit_mask, unit_region, session_ids, mask_mode, mask,
                                  hidden_mask, generator, valid_mask=valid_mask)
             loss = loss + cfg.mtm_weight * m.loss
             out.mtm_loss, out.log_rates, out.means, out.mask, out.mask_mode_id = (
                 m.loss, m.log_rates, m.means, m.mask, m.mask_mode_id)
-        if "generation" in cfg.objectives:
+        if "generation" in objectives:
             g = _generation(self.nfm, self.decoder, cfg, spikes, unit_mask, unit_region, session_ids, event_times,
                             event_units, event_mask, stimulus, behavior)
             loss = loss + g.loss
