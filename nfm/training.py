@@ -89,6 +89,9 @@ class DataArguments:
         "help": "file with session ids (one per line, # comments), added to --sessions"})
     exclude_subjects: list[str] | None = field(default=None, metadata={
         "help": "animals (subject ids) left out of training, e.g. kept for LoRA adaptation"})
+    synthetic_heldout_subjects: list[str] | None = field(default=None, metadata={
+        "help": "synthetic worlds only: animals left out of training (kept for the LoRA demo); ignored for "
+                "datasets from other sources, so a config made for the synthetic default works on real data"})
     exclude_sessions: list[str] | None = field(default=None, metadata={"help": "session ids left out of training"})
     exclude_sessions_file: str | None = field(default=None, metadata={
         "help": "file with session ids left out (e.g. datasets/ibl_repeated_site/mtm_heldout_5_eids.txt)"})
@@ -300,6 +303,8 @@ def select_sessions(meta: dict, data_args: DataArguments) -> list[str]:
     if unknown_subjects:
         raise ValueError(f"--exclude_subjects {sorted(unknown_subjects)} not in the dataset "
                          f"(subjects: {sorted(known_subjects)})")
+    if str(meta.get("source", "")).startswith("synthetic"):
+        subjects |= set(data_args.synthetic_heldout_subjects or []) & known_subjects
     chosen = [s for s in chosen if s not in excluded and meta["sessions"][s]["subject_id"] not in subjects]
     if not chosen:
         raise ValueError("no session left to train on after --sessions / --exclude_* selection")

@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
 
 def test_no_arguments_gives_the_synthetic_default():
     data, model, run, train = parse_args([], default_config=REPO / "recipes" / "configs" / "synthetic.yaml")
-    assert data.dataset is None and data.exclude_subjects == ["synth-mouse-04"]
+    assert data.dataset is None and data.synthetic_heldout_subjects == ["synth-mouse-04"]
     assert train.output_dir == "outputs/pretrain" and train.report_to == ["tensorboard"]
     assert train.remove_unused_columns is False
     assert model.objectives == ["mtm", "generation"] and model.model_overrides["hidden_size"] == 128
@@ -91,6 +91,10 @@ def test_session_selection(tiny, tmp_path):
         select_sessions(meta, DataArguments(sessions=["nope"]))
     with pytest.raises(ValueError, match="exclude_subjects"):
         select_sessions(meta, DataArguments(exclude_subjects=["mouse-x"]))
+    # the synthetic default's held-out animal applies to synthetic datasets only
+    args = DataArguments(synthetic_heldout_subjects=["synth-mouse-02"])
+    assert "synth-02-00" not in select_sessions(dict(meta, source="synthetic:ibl_like"), args)
+    assert "synth-02-00" in select_sessions(dict(meta, source="nwb"), args)
     with pytest.raises(ValueError, match="no session left"):
         select_sessions(meta, DataArguments(sessions=["synth-00-00"], exclude_sessions=["synth-00-00"]))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
