@@ -44,7 +44,7 @@ def test_binned_npz_round_trips_counts_and_splits_in_time(tmp_path):
             # behaviour: samples sit at their (jittered) bin centres, read at the window's regular bin centres
             centres = t[0] + 2.0 * k + 0.05 * (np.arange(40) + 0.5)
             expected = np.interp(centres, t + 0.025, vel[:, 0].astype(np.float64))
-            np.testing.assert_allclose(batch["behavior"][b, :, meta["behavior_names"].index("hand_vel_x")].numpy(),
+            np.testing.assert_allclose(batch["behavior"][b, :, meta["behavior_names"].index("hand_velocity_x")].numpy(),
                                        expected, rtol=1e-5, atol=1e-5)
 
 

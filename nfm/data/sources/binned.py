@@ -8,7 +8,7 @@ original counts exactly; finer bins are meaningless for such data and
 :func:`load_npz` reads the layout of the macaque M1 recording in
 ``shared/data/m1_stevenson_2011`` (keys ``spikes`` (T, N) counts, ``time`` (T,)
 bin starts in s, ``bin_size``, and behaviour arrays such as ``hand_vel``
-(T, 2)); there are no trials, so windows are back-to-back (align on
+(T, 2), stored as ``hand_velocity_x``/``_y``); there are no trials, so windows are back-to-back (align on
 ``start_time``).
 """
 from __future__ import annotations
@@ -19,6 +19,10 @@ import numpy as np
 
 from ..records import consecutive_windows
 from ..schema import DataError, Session
+
+
+#: npz key -> nfm behaviour name (the evaluation tasks look for these names)
+BEHAVIOR_NAMES = {"hand_vel": "hand_velocity", "hand_pos": "hand_position"}
 
 
 def session_from_counts(
@@ -90,8 +94,8 @@ def load_npz(path: str | Path, *, session_id: str | None = None, subject_id: str
         for key in ("spikes", "time", "bin_size"):
             if key not in f.files:
                 raise DataError(str(path), key, f"required array missing (file has {sorted(f.files)})")
-        beh = {k: f[k] for k in behavior_keys if k in f.files}
+        beh = {BEHAVIOR_NAMES.get(k, k): f[k] for k in behavior_keys if k in f.files}
         counts, t, bs = f["spikes"], f["time"], float(f["bin_size"])
     return session_from_counts(counts, t, bs, session_id=session_id or path.stem, subject_id=subject_id or path.stem,
                                region=region, behavior=beh, window_length=window_length, source=str(path),
-                               behavior_units={"hand_vel": "a.u./s", "hand_pos": "a.u."})
+                               behavior_units={"hand_velocity": "a.u./s", "hand_position": "a.u."})
