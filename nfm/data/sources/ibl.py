@@ -478,6 +478,33 @@ def load_whisker_motion_energy(one, eid, session_path, cameras: Sequence[str] = 
 
 
 # --------------------------------------------------------------------------------- session
+def load_behavior(one, eid, session_path, *, wheel_fs: float = 1000.0, wheel_out_hz: float = 100.0,
+                  cameras: Sequence[str] = ("left", "right")):
+    """Wheel velocity and speed (rad/s) and whisker motion energy (a.u.) of a session, where present.
+
+    Returns ``(behavior, behavior_units, extra)``; ``extra["missing_behavior"]`` lists what the
+    session lacks (never an error: many sessions have no video), ``extra["whisker_camera"]`` the camera used.
+    """
+    behavior, behavior_units, missing, extra = {}, {}, [], {}
+    wheel = load_wheel_velocity(one, eid, session_path, wheel_fs=wheel_fs, wheel_out_hz=wheel_out_hz)
+    if wheel is None:
+        missing += ["wheel_velocity", "wheel_speed"]
+    else:
+        behavior["wheel_velocity"] = (wheel[0], wheel[1])
+        behavior["wheel_speed"] = (wheel[0], np.abs(wheel[1]))
+        behavior_units.update(wheel_velocity="rad/s", wheel_speed="rad/s")
+    me = load_whisker_motion_energy(one, eid, session_path, cameras=cameras)
+    if me is None:
+        missing.append("whisker_motion_energy")
+    else:
+        behavior["whisker_motion_energy"] = (me[0], me[1])
+        behavior_units["whisker_motion_energy"] = "a.u."
+        extra["whisker_camera"] = me[2]
+        extra["whisker_motion_energy_nonfinite"] = int(np.count_nonzero(~np.isfinite(me[1])))
+    extra["missing_behavior"] = missing
+    return behavior, behavior_units, extra
+
+
 def load_session(eid, one, *, good_units_only: bool = False, align_event: str = "stimOn_times",
                  min_rt: float | None = 0.08, max_rt: float | None = 2.0,
                  max_trial_duration: float | None = 10.0, drop_no_choice: bool = True,
@@ -541,23 +568,9 @@ def load_session(eid, one, *, good_units_only: bool = False, align_event: str = 
                                "kept_spikes": int(len(spike_times)),
                                "dropped_spikes": extra["n_spikes_all"] - int(len(spike_times))}
 
-    behavior, behavior_units, missing = {}, {}, []
-    wheel = load_wheel_velocity(one, eid, session_path, wheel_fs=wheel_fs, wheel_out_hz=wheel_out_hz)
-    if wheel is None:
-        missing += ["wheel_velocity", "wheel_speed"]
-    else:
-        behavior["wheel_velocity"] = (wheel[0], wheel[1])
-        behavior["wheel_speed"] = (wheel[0], np.abs(wheel[1]))
-        behavior_units.update(wheel_velocity="rad/s", wheel_speed="rad/s")
-    me = load_whisker_motion_energy(one, eid, session_path, cameras=motion_energy_cameras)
-    if me is None:
-        missing.append("whisker_motion_energy")
-    else:
-        behavior["whisker_motion_energy"] = (me[0], me[1])
-        behavior_units["whisker_motion_energy"] = "a.u."
-        extra["whisker_camera"] = me[2]
-        extra["whisker_motion_energy_nonfinite"] = int(np.count_nonzero(~np.isfinite(me[1])))
-    extra["missing_behavior"] = missing
+    behavior, behavior_units, behavior_extra = load_behavior(
+        one, eid, session_path, wheel_fs=wheel_fs, wheel_out_hz=wheel_out_hz, cameras=motion_energy_cameras)
+    extra.update(behavior_extra)
 
     session = Session(session_id=eid, subject_id=subject, units=units, trials=trials,
                       modality="spikes", spike_times=spike_times, spike_units=spike_units,

@@ -56,10 +56,9 @@ from ..schema import DataError, Session
 from .ibl import (
     DEFAULT_KEY_EVENTS,
     filter_trials,
+    load_behavior,
     load_each,
     load_trials_table,
-    load_wheel_velocity,
-    load_whisker_motion_energy,
     make_one,
 )
 from .suite2p import resample_frames
@@ -363,22 +362,8 @@ def load_session(
         table, trials_source, align_event=align_event, min_rt=min_rt, max_rt=max_rt,
         max_trial_duration=max_trial_duration, drop_no_choice=drop_no_choice, key_events=key_events)
 
-    behavior, behavior_units, missing = {}, {}, []
-    wheel = load_wheel_velocity(one, eid, session_path, wheel_fs=wheel_fs, wheel_out_hz=wheel_out_hz)
-    if wheel is None:
-        missing += ["wheel_velocity", "wheel_speed"]
-    else:
-        behavior["wheel_velocity"] = (wheel[0], wheel[1])
-        behavior["wheel_speed"] = (wheel[0], np.abs(wheel[1]))
-        behavior_units.update(wheel_velocity="rad/s", wheel_speed="rad/s")
-    extra = {}
-    me = load_whisker_motion_energy(one, eid, session_path, cameras=motion_energy_cameras)
-    if me is None:
-        missing.append("whisker_motion_energy")
-    else:
-        behavior["whisker_motion_energy"] = (me[0], me[1])
-        behavior_units["whisker_motion_energy"] = "a.u."
-        extra["whisker_camera"] = me[2]
+    behavior, behavior_units, extra = load_behavior(
+        one, eid, session_path, wheel_fs=wheel_fs, wheel_out_hz=wheel_out_hz, cameras=motion_energy_cameras)
 
     extra.update({
         "eid": eid, "session_path": str(session_path), "lab": details.get("lab"),
@@ -389,7 +374,7 @@ def load_session(
         "cells_only": bool(cells_only), "fovs": fov_info,
         "n_bad_frames": int(sum(i["n_bad_frames"] for i in fov_info.values())),
         "n_clock_frames_all_nan": int(np.count_nonzero(np.isnan(act).all(axis=1))),
-        "trial_filter": trial_counts, "missing_behavior": missing,
+        "trial_filter": trial_counts,
     })
     session = Session(session_id=eid, subject_id=subject, units=units, trials=trials, modality="calcium",
                       frame_times=frame_clock, activity=act, activity_kind=activity,
