@@ -700,12 +700,17 @@ def _session_spike_metrics(p: dict, prefix: str = "") -> dict[str, float]:
             f"{prefix}bps_neuron_mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")}
 
 
-def run_masking(ctx: EvalContext, task: Task) -> dict:
+def _require(ctx: EvalContext, task: Task, capability: str | None = None) -> None:
+    """Raise :class:`NotApplicable` unless the task fits the data's modality (and the model has ``capability``)."""
     if not task.applies_to(ctx.modality):
         raise NotApplicable(f"task is for {task.modality} data; this dataset is {ctx.modality}")
-    reason = ctx.predictor.can("mtm")
+    reason = ctx.predictor.can(capability) if capability else None
     if reason:
         raise NotApplicable(reason)
+
+
+def run_masking(ctx: EvalContext, task: Task) -> dict:
+    _require(ctx, task, "mtm")
     spikes = ctx.modality == "spikes"
     wanted = task.metrics_for(ctx.modality)
     per_session: dict[str, dict] = {}
@@ -821,11 +826,7 @@ def _psth_r2_any(rates: np.ndarray, data: np.ndarray, cond: np.ndarray, spikes: 
 
 
 def run_psth(ctx: EvalContext, task: Task) -> dict:
-    if not task.applies_to(ctx.modality):
-        raise NotApplicable(f"task is for {task.modality} data; this dataset is {ctx.modality}")
-    reason = ctx.predictor.can("mtm")
-    if reason:
-        raise NotApplicable(reason)
+    _require(ctx, task, "mtm")
     spikes = ctx.modality == "spikes"
     per_session: dict[str, dict] = {}
     per_unit: dict[str, list[np.ndarray]] = {}
@@ -949,8 +950,7 @@ def _class_check(y: np.ndarray, n_splits: int) -> None:
 
 
 def run_decoding(ctx: EvalContext, task: Task) -> dict:
-    if not task.applies_to(ctx.modality):
-        raise NotApplicable(f"task is for {task.modality} data; this dataset is {ctx.modality}")
+    _require(ctx, task)
     kind, names = _resolve_target(task.spec["target"], ctx.meta)
     dec = task.spec["decoder"]
     classification = kind == "label"
@@ -1060,8 +1060,7 @@ def _balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
 def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
     from nfm.models import NfmForBehaviorDecoding
 
-    if not task.applies_to(ctx.modality):
-        raise NotApplicable(f"task is for {task.modality} data; this dataset is {ctx.modality}")
+    _require(ctx, task)
     pred = ctx.predictor
     model = getattr(pred, "model", None)
     if model is None or getattr(model, "nfm", None) is None:
@@ -1245,11 +1244,7 @@ def _generation_scores(g: dict, interval_bins: int, interval_s: float) -> dict[s
 
 
 def run_generation(ctx: EvalContext, task: Task) -> dict:
-    if not task.applies_to(ctx.modality):
-        raise NotApplicable(f"task is for {task.modality} data; this dataset is {ctx.modality}")
-    reason = ctx.predictor.can("generation")
-    if reason:
-        raise NotApplicable(reason)
+    _require(ctx, task, "generation")
     k = task.spec["interval_s"] / ctx.bin_size
     if abs(k - round(k)) > 1e-6 or round(k) < 1:
         raise ValueError(f"{task.source}: interval_s={task.spec['interval_s']} s is not a whole number of "
@@ -1410,8 +1405,7 @@ def perturbation_matrix(predictor: Predictor, sd: SessionData, n_forward: int) -
 
 
 def run_connectivity(ctx: EvalContext, task: Task) -> dict:
-    if not task.applies_to(ctx.modality):
-        raise NotApplicable(f"task is for {task.modality} data; this dataset is {ctx.modality}")
+    _require(ctx, task)
     with_w = [s for s in ctx.sessions
               if isinstance(ctx.meta["sessions"][s].get("extra"), dict)
               and "true_weights" in ctx.meta["sessions"][s]["extra"]]
