@@ -742,6 +742,17 @@ def _session_batches(dataset, batch_size: int, max_batches: int) -> list[list[in
     return batches[:max_batches] if max_batches > 0 else batches
 
 
+def end_of_training_summary(model, dd, meta: dict, session_ids, run_args, data_args, training_args) -> dict[str, Any]:
+    """:func:`evaluate_summary` on ``run_args.eval_split`` of ``session_ids`` as the recipes run it after
+    training; ``{}`` with ``--skip_eval``."""
+    if run_args.skip_eval:
+        return {}
+    eval_ds = subset_split(dd[run_args.eval_split], session_ids)
+    return evaluate_summary(model, eval_ds, meta, batch_size=run_args.eval_batch_size,
+                            max_batches=run_args.eval_max_batches, seed=training_args.seed,
+                            bin_size=data_args.bin_size)
+
+
 @torch.no_grad()
 def evaluate_summary(
     model,

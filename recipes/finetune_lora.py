@@ -46,7 +46,7 @@ from nfm.training import (
     DataArguments,
     RunArguments,
     build_trainer,
-    evaluate_summary,
+    end_of_training_summary,
     init_sessions_from_data,
     parse_args,
     resolve_resume,
@@ -139,12 +139,7 @@ def finetune(argv=None) -> dict:
     if ft.mode == "lora":
         write_adapter_meta(out, spec, ft.model, list(model.peft_config))
     write_loss_files(trainer.state.log_history, out)
-    evaluation = {}
-    if not run_args.skip_eval:
-        eval_ds = subset_split(dd[run_args.eval_split], sessions)
-        evaluation = evaluate_summary(model, eval_ds, new_meta, batch_size=run_args.eval_batch_size,
-                                      max_batches=run_args.eval_max_batches, seed=training_args.seed,
-                                      bin_size=data_args.bin_size)
+    evaluation = end_of_training_summary(model, dd, new_meta, sessions, run_args, data_args, training_args)
     report = {"split": run_args.eval_split, "mode": ft.mode, **evaluation, "trainable": summary,
               "train": {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
                         "runtime_s": result.metrics.get("train_runtime"), "n_train_trials": len(train_ds)}}

@@ -31,7 +31,7 @@ from nfm.training import (
     build_model,
     build_trainer,
     count_parameters,
-    evaluate_summary,
+    end_of_training_summary,
     init_sessions_from_data,
     parse_args,
     prepare_training_data,
@@ -75,12 +75,8 @@ def main(argv=None) -> int:
 
     out = Path(training_args.output_dir)
     write_loss_files(trainer.state.log_history, out)
-    summary = {}
-    if not run_args.skip_eval:
-        eval_ds = subset_split(dd[run_args.eval_split], train_ids)
-        summary = evaluate_summary(model, eval_ds, train_meta, batch_size=run_args.eval_batch_size,
-                                   max_batches=run_args.eval_max_batches, seed=training_args.seed,
-                                   bin_size=data_args.bin_size)
+    summary = end_of_training_summary(model, dd, train_meta, train_ids, run_args, data_args, training_args)
+    if summary:
         summary = {"split": run_args.eval_split, **summary}
     summary["train"] = {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
                         "runtime_s": result.metrics.get("train_runtime"),
