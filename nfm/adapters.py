@@ -51,16 +51,16 @@ def _nfm_model(model):
     return model
 
 
-def new_sessions_spec(meta: Mapping[str, Any], session_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``{session_id: {"n_units", "regions", "subject_id"}}`` of ``session_ids`` from a dataset ``meta``."""
+def new_sessions_spec(meta, session_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{session_id: {"n_units", "regions", "subject_id"}}`` of ``session_ids`` from a dataset's
+    :class:`~nfm.data.meta.DatasetMeta`."""
     out = {}
     for sid in session_ids:
-        if sid not in meta["sessions"]:
-            known = list(meta["sessions"])
+        if sid not in meta.sessions:
+            known = meta.session_ids
             raise ValueError(f"session {sid!r} is not in the dataset (it has {known[:8]}{' ...' if len(known) > 8 else ''})")
-        m = meta["sessions"][sid]
-        out[sid] = {"n_units": int(m["n_units"]), "regions": [str(r) for r in m["units"]["region"]],
-                    "subject_id": m.get("subject_id", "")}
+        m = meta.sessions[sid]
+        out[sid] = {"n_units": int(m.n_units), "regions": m.regions, "subject_id": m.subject_id}
     return out
 
 

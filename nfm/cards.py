@@ -17,20 +17,18 @@ from pathlib import Path
 from string import Template
 from typing import Any, Mapping, Sequence
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+from nfm import resources as _resources
+
+#: the card templates shipped with nfm (``nfm/resources/model_cards``, shown in the repository as ``model_cards/``)
+TEMPLATE_DIR = _resources.path("model_cards")
 MODEL_TEMPLATE = "model_card_template.md"
 ADAPTER_TEMPLATE = "adapter_card_template.md"
 BASE_TAGS = ("nfm", "neuroscience", "neural-population", "spikes", "mtm", "neuroformer")
-#: used when the package is installed without the repository's model_cards/ folder
-_FALLBACK_TEMPLATE = "# $title\n\n$summary\n\n## Evaluation ($eval_split split)\n\n$eval_table\n"
 
 
 def load_template(name: str) -> str:
-    """Text of ``model_cards/<name>`` (a short built-in template if the folder is not shipped)."""
-    path = TEMPLATE_DIR / name
-    if path.is_file():
-        return path.read_text()
-    return _FALLBACK_TEMPLATE
+    """Text of the card template ``name`` (``model_cards/<name>``)."""
+    return (TEMPLATE_DIR / name).read_text()
 
 
 def card_metadata(
@@ -131,7 +129,7 @@ def flat_metrics(summary: Mapping[str, Any] | None) -> dict[str, float]:
 
 def pretrained_model_card(
     model,
-    meta: Mapping[str, Any],
+    meta,
     *,
     train_sessions: Sequence[str],
     heldout_sessions: Sequence[str] = (),
@@ -142,10 +140,11 @@ def pretrained_model_card(
     command: str = "accelerate launch recipes/pretrain.py",
     base_model: str | None = None,
 ) -> str:
-    """Card of a pretrained nfm model (``model_cards/model_card_template.md``)."""
+    """Card of a pretrained nfm model (``model_cards/model_card_template.md``); ``meta``: the dataset's
+    :class:`~nfm.data.meta.DatasetMeta`; the time grid shown is the model's (``config.bin_size``, ``window``)."""
     cfg = model.config
     info = dict(train_info or {})
-    subjects = sorted({meta["sessions"][s]["subject_id"] for s in train_sessions if s in meta["sessions"]})
+    subjects = sorted({meta.sessions[s].subject_id for s in train_sessions if s in meta.sessions})
     metrics = _card_metrics(eval_summary)
     objectives = list(getattr(cfg, "objectives", []))
     tags = ["mtm" if "mtm" in objectives else "", "generation" if "generation" in objectives else "",
@@ -156,17 +155,16 @@ def pretrained_model_card(
     fields = dict(
         title=f"nfm {type(model).__name__} ({dataset_name})",
         summary=(f"Pretrained on {len(train_sessions)} sessions of {len(subjects)} animals "
-                 f"({meta.get('modality', 'spikes')})."),
+                 f"({meta.modality})."),
         architecture=type(model).__name__,
         objectives=objectives or "none",
         mask_modes=list(getattr(cfg, "active_mask_modes", getattr(cfg, "mask_modes", []))) if "mtm" in objectives else "none",
         hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers, num_heads=cfg.num_attention_heads,
         intermediate_size=cfg.intermediate_size,
         n_parameters=f"{n_params:,}",
-        modality=meta.get("modality", "spikes"), bin_size=meta.get("bin_size"), window=meta.get("window"),
-        align_event=meta.get("align_event", "?"),
+        modality=meta.modality, bin_size=cfg.bin_size, window=list(cfg.window), align_event=meta.align_event,
         n_sessions=len(train_sessions), n_subjects=len(subjects),
-        regions=list(meta.get("regions", [])),
+        regions=list(meta.regions),
         dataset=dataset_name,
         sessions=_short(train_sessions),
         heldout=_short(heldout_sessions) if heldout_sessions else "none",
@@ -226,9 +224,11 @@ def adapter_card(
 
 
 def _card_metrics(summary) -> dict[str, float]:
-    """Aggregate metrics for the card metadata (bits/spike, masked and generation losses; not per session)."""
+    """Aggregate metrics for the card metadata (the model's pooled bits/spike, R2 and generation losses; no
+    baselines, nothing per session)."""
+    keep = ("_bps", "_r2", "_loss")
     return {k: v for k, v in flat_metrics(summary).items()
-            if "per_session" not in k and ("bits_per_spike" in k or "loss" in k)}
+            if "per_session" not in k and "/" not in k and k.endswith(keep)}
 
 
 def _short(ids: Sequence[str], n: int = 12) -> str:

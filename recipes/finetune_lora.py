@@ -42,15 +42,14 @@ from nfm.adapters import (
     write_adapter_meta,
 )
 from nfm.cards import adapter_card, write_card
+from nfm.evaluation.summary import compact, end_of_training_summary
 from nfm.training import (
     DataArguments,
     RunArguments,
     build_trainer,
-    end_of_training_summary,
     init_sessions_from_data,
     parse_args,
     resolve_resume,
-    subset_meta,
     subset_split,
     write_loss_files,
 )
@@ -105,7 +104,7 @@ def finetune(argv=None) -> dict:
     dd, meta = load_dataset(data_args.dataset)
     sessions = select_sessions(meta, data_args)
     spec = new_sessions_spec(meta, sessions)
-    new_meta = subset_meta(meta, sessions)
+    new_meta = meta.subset(sessions)
     train_ds = subset_split(dd["train"], sessions, data_args.train_fraction, data_args.train_fraction_seed)
 
     model = load_base(ft.model)
@@ -115,7 +114,10 @@ def finetune(argv=None) -> dict:
     add_animal(model, spec)
     # the new sessions' read-in standardisation and read-out biases from their training trials (the base was
     # pretrained with the same data-dependent init of its own sessions)
-    init_sessions_from_data(model, train_ds, new_meta, session_ids=new, bin_size=data_args.bin_size)
+    if data_args.bin_size is not None and abs(data_args.bin_size - model.config.bin_size) > 1e-12:
+        raise ValueError(f"--bin_size {data_args.bin_size} s differs from the base model's {model.config.bin_size} s"
+                         " (the adapted model keeps the base's time grid)")
+    init_sessions_from_data(model, train_ds, new_meta, session_ids=new)
     if ft.mode == "lora":
         model = lora_model(model, spec, r=ft.lora_r, alpha=ft.lora_alpha, dropout=ft.lora_dropout,
                            targets=ft.lora_targets)
@@ -126,8 +128,7 @@ def finetune(argv=None) -> dict:
         print(f"nfm {ft.mode} fine-tuning of {ft.model} on {', '.join(sessions)} "
               f"({len(train_ds)} training trials)\n{format_trainable(summary)}", flush=True)
 
-    trainer = build_trainer(model, training_args, train_ds, new_meta, rank_info_dir=run_args.rank_info_dir,
-                            bin_size=data_args.bin_size)
+    trainer = build_trainer(model, training_args, train_ds, new_meta, rank_info_dir=run_args.rank_info_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     out = Path(training_args.output_dir)
@@ -139,7 +140,9 @@ def finetune(argv=None) -> dict:
     if ft.mode == "lora":
         write_adapter_meta(out, spec, ft.model, list(model.peft_config))
     write_loss_files(trainer.state.log_history, out)
-    evaluation = end_of_training_summary(model, dd, new_meta, sessions, run_args, data_args, training_args)
+    evaluation = {} if run_args.skip_eval else end_of_training_summary(
+        model, dd, new_meta, sessions, split=run_args.eval_split, tasks=run_args.eval_tasks.split(","),
+        batch_size=run_args.eval_batch_size, max_trials=run_args.eval_max_trials or None)
     report = {"split": run_args.eval_split, "mode": ft.mode, **evaluation, "trainable": summary,
               "train": {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
                         "runtime_s": result.metrics.get("train_runtime"), "n_train_trials": len(train_ds)}}
@@ -158,7 +161,8 @@ def finetune(argv=None) -> dict:
         "nfm.models.register_auto_classes()\nmodel = AutoModelForPreTraining.from_pretrained(\"path/to/this/folder\")\n```")
     card = adapter_card(
         base_model=ft.model, mode=ft.mode, sessions=sessions, trainable=summary["trainable"], total=summary["total"],
-        dataset_name=Path(data_args.dataset).name, lora_settings=lora_settings, eval_summary=evaluation or None,
+        dataset_name=Path(data_args.dataset).name, lora_settings=lora_settings,
+        eval_summary=compact(evaluation.get("tasks", {})) or None,
         train_info=dict(steps=trainer.state.global_step, batch_size=training_args.per_device_train_batch_size,
                         learning_rate=training_args.learning_rate, n_train_trials=len(train_ds),
                         final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
@@ -170,8 +174,9 @@ def finetune(argv=None) -> dict:
         write_card(out / "merged", card.replace(f"# nfm {ft.mode} adaptation", "# nfm merged LoRA adaptation", 1))
         print(f"merged model written to {out / 'merged'}")
     print(f"{ft.mode} fine-tuning done: {out}")
-    if evaluation.get("co_smoothing_bits_per_spike") is not None:
-        print(f"  co-smoothing bits/spike ({run_args.eval_split}): {evaluation['co_smoothing_bits_per_spike']:.4f}")
+    co = evaluation.get("tasks", {}).get("co_smoothing", {})
+    if co.get("bps") is not None:
+        print(f"  co-smoothing bits/spike ({run_args.eval_split}): {co['bps']:.4f}")
     result_dict["report"] = report
     return result_dict
 

@@ -27,22 +27,21 @@ from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from nfm.cards import pretrained_model_card, write_card
+from nfm.evaluation.summary import compact, end_of_training_summary
 from nfm.training import (
     build_model,
     build_trainer,
     count_parameters,
-    end_of_training_summary,
     init_sessions_from_data,
     parse_args,
     prepare_training_data,
     resolve_resume,
     select_sessions,
-    subset_meta,
     subset_split,
     write_loss_files,
 )
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "synthetic.yaml"
+DEFAULT_CONFIG = "synthetic"  # recipes/configs/synthetic.yaml (shipped in nfm/resources/configs)
 
 
 def main(argv=None) -> int:
@@ -53,20 +52,20 @@ def main(argv=None) -> int:
 
     dd, meta, dataset_path = prepare_training_data(data_args, training_args)
     train_ids = select_sessions(meta, data_args)
-    heldout = [s for s in meta["sessions"] if s not in set(train_ids)]
-    train_meta = subset_meta(meta, train_ids)
+    heldout = [s for s in meta.sessions if s not in set(train_ids)]
+    train_meta = meta.subset(train_ids)
     train_ds = subset_split(dd["train"], train_ids, data_args.train_fraction, data_args.train_fraction_seed)
-    model = build_model(train_meta, model_args)
+    model = build_model(train_meta, model_args, bin_size=data_args.bin_size)  # the time grid lives in the config
     if not model_args.init_from:  # read-out biases at each unit's mean rate (see init_session_statistics)
-        init_sessions_from_data(model, train_ds, train_meta, bin_size=data_args.bin_size)
+        init_sessions_from_data(model, train_ds, train_meta)
     trainable, total = count_parameters(model)
     if is_main:
         print(f"nfm pretraining: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable); "
-              f"{len(train_ids)} sessions, {len(train_ds)} training trials; "
+              f"{len(train_ids)} sessions, {len(train_ds)} training trials, {model.config.n_bins} bins of "
+              f"{model.config.bin_size} s; "
               f"held out: {', '.join(heldout) or 'none'}; world size {training_args.world_size}", flush=True)
 
-    trainer = build_trainer(model, training_args, train_ds, train_meta, rank_info_dir=run_args.rank_info_dir,
-                            bin_size=data_args.bin_size)
+    trainer = build_trainer(model, training_args, train_ds, train_meta, rank_info_dir=run_args.rank_info_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # config.json + model.safetensors (+ training_args.json)
@@ -75,9 +74,9 @@ def main(argv=None) -> int:
 
     out = Path(training_args.output_dir)
     write_loss_files(trainer.state.log_history, out)
-    summary = end_of_training_summary(model, dd, train_meta, train_ids, run_args, data_args, training_args)
-    if summary:
-        summary = {"split": run_args.eval_split, **summary}
+    summary = {} if run_args.skip_eval else end_of_training_summary(
+        model, dd, train_meta, train_ids, split=run_args.eval_split, tasks=run_args.eval_tasks.split(","),
+        batch_size=run_args.eval_batch_size, max_trials=run_args.eval_max_trials or None)
     summary["train"] = {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
                         "runtime_s": result.metrics.get("train_runtime"),
                         "samples_per_second": result.metrics.get("train_samples_per_second"),
@@ -87,16 +86,19 @@ def main(argv=None) -> int:
     card = pretrained_model_card(
         model, meta, train_sessions=train_ids, heldout_sessions=heldout,
         dataset_name=_dataset_name(data_args, dataset_path),
-        eval_summary={k: v for k, v in summary.items() if k not in ("train", "split")},
+        eval_summary={**compact(summary.get("tasks", {})), **({"generation": summary["generation"]}
+                                                              if "generation" in summary else {})},
         train_info=dict(steps=trainer.state.global_step, batch_size=training_args.per_device_train_batch_size,
                         world_size=training_args.world_size, learning_rate=training_args.learning_rate,
                         final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
         repo_id=str(out), command="accelerate launch recipes/pretrain.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     write_card(out, card)
     print(f"model, card, logs and eval_summary.json written to {out}")
-    for key, value in summary.items():
-        if key != "train":
-            print(f"  {key}: {value}")
+    for task, res in compact(summary.get("tasks", {})).items():
+        print(f"  {task}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in res.items()))
+    if "generation" in summary:
+        print(f"  generation: {summary['generation']}")
     return 0
 
 

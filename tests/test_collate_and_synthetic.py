@@ -70,7 +70,7 @@ def test_collator_counts_equal_independent_binning(world):
     rows = [dd["train"][i] for i in range(0, 40, 5)]  # mixes sessions with different unit counts
     batch = NfmCollator(meta)(rows)
     B, T, N = batch["spikes"].shape
-    assert T == 100 and N == max(meta["sessions"][r["session_id"]]["n_units"] for r in rows)
+    assert T == 100 and N == max(meta.sessions[r["session_id"]].n_units for r in rows)
     by_id = {s.session_id: s for s in world}
     for b, r in enumerate(rows):
         s = by_id[r["session_id"]]
@@ -82,9 +82,9 @@ def test_collator_counts_equal_independent_binning(world):
         assert n_ev == ref.sum()
         ev_t = batch["event_times"][b, :n_ev].numpy()
         assert np.all(np.diff(ev_t) >= 0) and ev_t.min() >= 0 and ev_t.max() < 2.0
-        assert batch["trial_labels"][b, meta["trial_label_names"].index("choice")] == s.trials["choice"][r["trial_id"]]
+        assert batch["trial_labels"][b, meta.trial_label_names.index("choice")] == s.trials["choice"][r["trial_id"]]
     assert batch["behavior"].shape == (B, T, 2) and torch.isfinite(batch["behavior"]).all()
-    assert batch["unit_region"].max() < len(["unknown"] + meta["regions"])
+    assert batch["unit_region"].max() < len(["unknown"] + meta.regions)
 
 
 def test_collator_rebins_and_refuses_unknown_session(world):

@@ -29,7 +29,7 @@ def test_rows_hold_the_right_spikes_and_survive_save_load(tmp_path):
     dd, meta = build_dataset([s1, s2])
     out = save_dataset(dd, meta, tmp_path / "ds")
     dd2, meta2 = load_dataset(out)
-    assert meta2 == json.loads(json.dumps(meta))
+    assert meta2.to_dict() == meta.to_dict()
     ref = {s.session_id: bin_trials(s.spike_times, s.spike_units, s.n_units, s.trials["stimOn_times"], (-0.5, 1.5), 0.02)
            for s in (s1, s2)}
     n_rows = 0
@@ -48,8 +48,8 @@ def test_rows_hold_the_right_spikes_and_survive_save_load(tmp_path):
             else:
                 assert np.isnan(wheel).all()  # absent signal is NaN, not zero
     assert n_rows == 38
-    assert meta["sessions"]["s1"]["units"]["region"][0] == "VISp"
-    assert "choice" in meta["trial_label_names"] and "stimOn_times" not in meta["trial_label_names"]
+    assert meta.sessions["s1"].units["region"][0] == "VISp"
+    assert "choice" in meta.trial_label_names and "stimOn_times" not in meta.trial_label_names
     assert (out / "README.md").read_text().count("| s") >= 2
 
 

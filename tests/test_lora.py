@@ -4,6 +4,7 @@ import json
 import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,7 +12,9 @@ from safetensors.torch import load_file
 from nfm.adapters import add_animal, load_adapter, new_sessions_spec
 from nfm.data.hf import load_dataset
 from nfm.models import NfmConfig, NfmForPretraining, register_auto_classes
-from nfm.training import make_collator, subset_meta, subset_split, _rows
+from nfm.data.collate import NfmCollator
+from nfm.training import rows as dataset_rows
+from nfm.training import subset_split
 from training_fixtures import RECIPES, make_tiny_dataset
 
 #: the dimensions of the default synthetic model (recipes/configs/synthetic.yaml), 1 layer for speed
@@ -37,13 +40,13 @@ def world(tmp_path_factory):
     ds_dir = make_tiny_dataset(root / "data")
     dd, meta = load_dataset(ds_dir)
     torch.manual_seed(0)
-    base_meta = subset_meta(meta, ["synth-00-00"])
+    base_meta = meta.subset(["synth-00-00"])
     model = NfmForPretraining(NfmConfig.from_dataset_meta(base_meta, **BASE_DIMS))
-    collator = make_collator(base_meta, model.config)
+    collator = NfmCollator.for_config(base_meta, model.config)
     train = subset_split(dd["train"], ["synth-00-00"])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for start in (0, 7):
-        model(**collator(_rows(train, list(range(start, start + 7))))).loss.backward()
+        model(**collator(dataset_rows(train, list(range(start, start + 7))))).loss.backward()
         opt.step()
         opt.zero_grad()
     model.save_pretrained(root / "base")
@@ -64,7 +67,7 @@ def _outputs(model, world, session):
     """Deterministic forward on the session's test trials: eval mode, fixed neuron mask."""
     model.eval()
     rows = subset_split(world["dd"]["test"], [session])
-    batch = make_collator(world["meta"], model.config)(_rows(rows, list(range(len(rows)))))
+    batch = NfmCollator.for_config(world["meta"], model.config)(dataset_rows(rows, list(range(len(rows)))))
     with torch.no_grad():
         out = model(**batch, mask_mode="neuron", generator=torch.Generator().manual_seed(0))
     return out.loss, out.log_rates, out.id_loss
@@ -103,7 +106,8 @@ def test_lora_adapter_saved_reloaded_merged(world, tmp_path, capsys):
     assert card.data.library_name == "nfm" and card.data.base_model == str(world["base"])
     assert "lora" in card.data.tags
     summary = json.loads((out / "eval_summary.json").read_text())
-    assert summary["mode"] == "lora" and "co_smoothing_bits_per_spike" in summary
+    assert summary["mode"] == "lora" and summary["sessions"] == ["synth-02-00"]
+    assert np.isfinite(summary["tasks"]["co_smoothing"]["bps"])
 
     # only LoRA and the new animal's read-in/read-out moved; every base weight is bit-identical
     base_sd = load_file(world["base"] / "model.safetensors")

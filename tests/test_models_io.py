@@ -35,8 +35,14 @@ def test_config_from_meta():
         0.02, 20, ["wheel_speed"], ["signed_contrast"], ["choice"])
     assert cfg.hidden_size == 64 and cfg.likelihood == "poisson"
     assert NfmConfig.from_dataset_meta(meta, preset="mtm").hidden_size == 512
-    with pytest.raises(ValueError, match="no 'sessions'"):
+    coarse = NfmConfig.from_dataset_meta(meta, bin_size=0.04)  # spike data re-binned: the grid is the config's
+    assert (coarse.bin_size, coarse.n_bins, coarse.window) == (0.04, 10, list(meta.window))
+    with pytest.raises(TypeError, match="needs a DatasetMeta"):
         NfmConfig.from_dataset_meta({"bin_size": 0.02})
+    with pytest.raises(ValueError, match="n_bins comes from the dataset's time grid"):
+        NfmConfig.from_dataset_meta(meta, n_bins=50)
+    with pytest.raises(ValueError, match="n_bins"):
+        NfmConfig(bin_size=0.02, n_bins=20, window=[0.0, 2.0])  # 2 s / 20 ms = 100 bins
     with pytest.raises(ValueError, match="hidden_size"):
         NfmConfig(hidden_size=30, num_attention_heads=4)
 
@@ -160,7 +166,7 @@ def test_add_session_leaves_old_outputs_unchanged(tmp_path):
     with pytest.raises(ValueError, match="already"):
         model.add_session("new-animal", 5)
     # the new session runs in a batch mixed with an old one and survives save/load
-    meta_new = make_meta({"sA": meta["sessions"]["sA"]["units"]["region"], "new-animal": ["VISp"] * 5})
+    meta_new = make_meta({"sA": meta.sessions["sA"].units["region"], "new-animal": ["VISp"] * 5})
     mixed = make_batch(meta_new, ["sA", "new-animal"], seed=4, region_vocab=model.config.region_vocab)
     mixed["unit_region"][1, :5] = idx
     out = model(**mixed)

@@ -82,11 +82,11 @@ def test_bin_events_matches_numpy():
 
 def test_bad_events_raise():
     ok = torch.tensor([[True]])
-    with pytest.raises(ValueError, match="outside the trial"):
+    with pytest.raises(ValueError, match=r"event 0 of trial 0: time 0.25 s is outside the window"):
         tokenize_events(torch.tensor([[0.25]]), torch.tensor([[1]]), ok, window_s=W, n_windows=K, dt_resolution=DT)
     with pytest.raises(ValueError, match="negative unit"):
         tokenize_events(torch.tensor([[0.1]]), torch.tensor([[-2]]), ok, window_s=W, n_windows=K, dt_resolution=DT)
-    with pytest.raises(ValueError, match="outside 10 bins"):
+    with pytest.raises(ValueError, match="unit 7 is outside 0..4"):
         bin_events(torch.tensor([[0.1]]), torch.tensor([[7]]), ok, n_bins=10, n_units=5, bin_size=0.02)
     # padding entries may hold anything
     tok = tokenize_events(torch.tensor([[9.0]]), torch.tensor([[-5]]), ~ok, window_s=W, n_windows=K, dt_resolution=DT)

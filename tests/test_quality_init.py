@@ -9,7 +9,9 @@ from safetensors.torch import load_file, save_file
 
 from nfm.data.hf import load_dataset
 from nfm.models import NfmConfig, NfmForPretraining
-from nfm.training import _rows, init_sessions_from_data, make_collator, session_statistics, subset_meta, subset_split
+from nfm.data.collate import NfmCollator
+from nfm.training import init_sessions_from_data, session_statistics, subset_split
+from nfm.training import rows as dataset_rows
 from training_fixtures import TINY_MODEL, make_tiny_dataset
 
 IDS = ["synth-00-00", "synth-01-00"]
@@ -18,7 +20,7 @@ IDS = ["synth-00-00", "synth-01-00"]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     dd, meta = load_dataset(make_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny"))
-    return subset_split(dd["train"], IDS), subset_meta(meta, IDS)
+    return subset_split(dd["train"], IDS), meta.subset(IDS)
 
 
 def _model(meta, **over):
@@ -27,10 +29,10 @@ def _model(meta, **over):
 
 
 def _session_counts(ds, meta, sid, bin_size=None):
-    collator = make_collator(meta, bin_size=bin_size)
+    collator = NfmCollator(meta, bin_size=bin_size)
     rows = [i for i, s in enumerate(ds["session_id"]) if s == sid]
-    n = meta["sessions"][sid]["n_units"]
-    return collator(_rows(ds, rows))["spikes"].numpy()[..., :n].astype(np.float64)
+    n = meta.sessions[sid].n_units
+    return collator(dataset_rows(ds, rows))["spikes"].numpy()[..., :n].astype(np.float64)
 
 
 @pytest.mark.parametrize("bin_size", [None, 0.04])
@@ -68,9 +70,9 @@ def test_init_sets_biases_and_standardises_the_read_in(tiny):
     hidden[..., 0] = True  # a hidden unit enters as 0 in both (= its mean for the standardised model)
     um = torch.ones(x.shape[0], x.shape[2], dtype=torch.bool)
     with torch.no_grad():
-        a = model.nfm(x, unit_mask=um, session_ids=sid, hidden_mask=hidden, mask_mode="neuron").last_hidden_state
-        b = ref.nfm(z, unit_mask=um, session_ids=sid, hidden_mask=hidden, mask_mode="neuron").last_hidden_state
-        plain = ref.nfm(x, unit_mask=um, session_ids=sid, hidden_mask=hidden, mask_mode="neuron").last_hidden_state
+        a = model.nfm(x, unit_mask=um, session_ids=sid, hidden_mask=hidden, prompt="neuron").last_hidden_state
+        b = ref.nfm(z, unit_mask=um, session_ids=sid, hidden_mask=hidden, prompt="neuron").last_hidden_state
+        plain = ref.nfm(x, unit_mask=um, session_ids=sid, hidden_mask=hidden, prompt="neuron").last_hidden_state
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(a, plain, atol=1e-3)
 
@@ -87,13 +89,13 @@ def test_init_only_touches_the_named_sessions(tiny):
     with pytest.raises(ValueError, match="has 3 entries"):
         model.init_session_statistics(IDS[0], np.ones(3))
     with pytest.raises(ValueError, match="negative"):
-        model.init_session_statistics(IDS[0], -np.ones(meta["sessions"][IDS[0]]["n_units"]))
+        model.init_session_statistics(IDS[0], -np.ones(meta.sessions[IDS[0]].n_units))
 
 
 def test_checkpoint_without_statistics_loads_as_identity(tiny, tmp_path):
     _, meta = tiny
     model = _model(meta)
-    n = meta["sessions"][IDS[0]]["n_units"]
+    n = meta.sessions[IDS[0]].n_units
     model.init_session_statistics(IDS[0], np.full(n, 0.2), np.full(n, 0.1), np.full(n, 0.5))
     model.save_pretrained(tmp_path)
     loaded = NfmForPretraining.from_pretrained(tmp_path).nfm.session_module(IDS[0])
@@ -108,7 +110,7 @@ def test_forward_objectives_argument(tiny):
     ds, meta = tiny
     model = _model(meta)
     model.eval()
-    batch = make_collator(meta, model.config)(_rows(ds, [0, 1, 2]))
+    batch = NfmCollator.for_config(meta, model.config)(dataset_rows(ds, [0, 1, 2]))
     with torch.no_grad():
         full = model(**batch, mask_mode="neuron", generator=torch.Generator().manual_seed(3))
         mtm = model(**batch, mask_mode="neuron", generator=torch.Generator().manual_seed(3), objectives=["mtm"])

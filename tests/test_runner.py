@@ -61,7 +61,7 @@ def test_all_tasks_on_tiny_model_write_json_md_png(ibl, tmp_path):
         if "not_applicable" in r:
             assert isinstance(r["not_applicable"], str) and r["not_applicable"]
             continue
-        assert set(r["per_session"]) <= set(meta["sessions"]), name
+        assert set(r["per_session"]) <= set(meta.sessions), name
         for k, v in r.items():
             if k != "per_session":
                 assert isinstance(v, (int, float)), (name, k, v)
@@ -127,8 +127,8 @@ class RateOracle(Predictor):
 
     def __init__(self, expected, meta):
         self.expected = expected
-        self.session_n_units = {s: m["n_units"] for s, m in meta["sessions"].items()}
-        self.bin_size = meta["bin_size"]
+        self.session_n_units = {s: m.n_units for s, m in meta.sessions.items()}
+        self.bin_size = meta.bin_size
         self.seen = []
 
     def predict(self, batch, mask):
@@ -198,14 +198,14 @@ def test_intra_and_inter_region_masks_hide_the_right_units():
 # --------------------------------------------------------------------------- errors and not-applicable
 def test_neuron_count_mismatch_and_unknown_session_are_clear_errors(ibl):
     dd, meta = ibl
-    sids = list(meta["sessions"])
+    sids = list(meta.sessions)
     wrong = copy.deepcopy(meta)
-    wrong["sessions"][sids[0]]["n_units"] += 2
-    n = meta["sessions"][sids[0]]["n_units"]
+    wrong.sessions[sids[0]].n_units += 2
+    wrong.sessions[sids[0]].units = {k: v + v[:2] for k, v in wrong.sessions[sids[0]].units.items()}
+    n = meta.sessions[sids[0]].n_units
     with pytest.raises(ModelDatasetMismatch, match=rf"session '{sids[0]}'.*{n + 2} units but the dataset has {n}"):
         evaluate(tiny_model(wrong), (dd, meta), tasks="co_smoothing")
-    only_second = copy.deepcopy(meta)
-    del only_second["sessions"][sids[0]]
+    only_second = meta.subset(sids[1:])
     model = tiny_model(only_second)
     with pytest.raises(ModelDatasetMismatch, match=rf"session '{sids[0]}' of the dataset is unknown.*--sessions known"):
         evaluate(model, (dd, meta), tasks="co_smoothing")
@@ -244,7 +244,7 @@ class GlmOracle(Predictor):
 
     def __init__(self, W, meta):
         self.W = W
-        self.session_n_units = {s: m["n_units"] for s, m in meta["sessions"].items()}
+        self.session_n_units = {s: m.n_units for s, m in meta.sessions.items()}
 
     def predict(self, batch, mask):
         x = batch["spikes"].numpy().astype(float)
@@ -299,23 +299,22 @@ def test_evaluate_and_generate_recipes_on_saved_model(ibl, tmp_path, capsys):
     rc = load_recipe("generate").main(["--model", str(model_dir), "--max_trials", "2", "--prompt_s", "1.0",
                                        "--output_dir", str(tmp_path / "gen")])
     assert rc == 0
-    sid = list(meta["sessions"])[0]
+    sid = list(meta.sessions)[0]
     with np.load(tmp_path / "gen" / f"{sid}.npz", allow_pickle=False) as z:
-        assert z["gen_counts"].shape == z["true_counts"].shape == (2, 50, meta["sessions"][sid]["n_units"])
+        assert z["gen_counts"].shape == z["true_counts"].shape == (2, 50, meta.sessions[sid].n_units)
         assert int(z["start_bin"]) == 50 and (z["gen_event_times"] >= 1.0 - 1e-6).all()
         assert z["gen_counts"].sum() == z["gen_event_times"].size
     assert is_png(tmp_path / "gen" / f"{sid}_raster.png")
     summary = json.loads((tmp_path / "gen" / "generation_summary.json").read_text())
-    assert set(summary) == set(meta["sessions"])
+    assert set(summary) == set(meta.sessions)
 
 
 def test_adapter_for_a_new_animal_is_loaded_and_merged(ibl, tmp_path):
     from nfm import adapters
 
     dd, meta = ibl
-    old, new = list(meta["sessions"])
-    base_meta = copy.deepcopy(meta)
-    del base_meta["sessions"][new]
+    old, new = list(meta.sessions)
+    base_meta = meta.subset([old])
     tiny_model(base_meta).save_pretrained(tmp_path / "base")
     save_dataset(dd, meta, tmp_path / "data")
     spec = adapters.new_sessions_spec(meta, [new])

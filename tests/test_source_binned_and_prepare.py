@@ -9,6 +9,7 @@ import pytest
 
 from nfm.data.collate import NfmCollator
 from nfm.data.hf import load_dataset
+from nfm.data.meta import DatasetMeta
 from nfm.data.prepare import prepare
 from nfm.data.schema import DataError
 from nfm.data.sources.binned import load_npz
@@ -31,7 +32,7 @@ def test_binned_npz_round_trips_counts_and_splits_in_time(tmp_path):
     counts, vel, t = _write_npz(tmp_path / "rec.npz")
     summary = prepare("binned", tmp_path / "ds", inputs=[str(tmp_path / "rec.npz")], progress=False)
     dd, meta = load_dataset(tmp_path / "ds")
-    assert meta["split_mode"] == "contiguous" and meta["bin_size"] == 0.05
+    assert meta.split_mode == "contiguous" and meta.bin_size == 0.05
     assert summary["trials"] == {"train": 7, "validation": 1, "test": 2}  # 400 bins -> 10 windows of 40
     assert max(dd["train"]["trial_id"]) < min(dd["validation"]["trial_id"]) < min(dd["test"]["trial_id"])
     coll = NfmCollator(meta)
@@ -44,7 +45,7 @@ def test_binned_npz_round_trips_counts_and_splits_in_time(tmp_path):
             # behaviour: samples sit at their (jittered) bin centres, read at the window's regular bin centres
             centres = t[0] + 2.0 * k + 0.05 * (np.arange(40) + 0.5)
             expected = np.interp(centres, t + 0.025, vel[:, 0].astype(np.float64))
-            np.testing.assert_allclose(batch["behavior"][b, :, meta["behavior_names"].index("hand_velocity_x")].numpy(),
+            np.testing.assert_allclose(batch["behavior"][b, :, meta.behavior_names.index("hand_velocity_x")].numpy(),
                                        expected, rtol=1e-5, atol=1e-5)
 
 
@@ -67,8 +68,8 @@ def test_prepare_data_recipe_cli_synthetic(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "sessions 4  subjects 4" in res.stdout and "spikes" in res.stdout
-    meta = json.loads((out / "nfm_meta.json").read_text())
-    assert meta["align_event"] == "stimOn_times" and meta["split_mode"] == "random"
+    meta = DatasetMeta.load(out)
+    assert meta.align_event == "stimOn_times" and meta.split_mode == "random"
     # refuses to overwrite; a wrong source input is a clear error
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "exists" in res.stderr

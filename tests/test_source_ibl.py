@@ -226,9 +226,9 @@ def test_load_sessions_and_hf_round_trip(tree, session_a, tmp_path):
     dd, meta = hf.build_dataset(sessions, align_event="stimOn_times", window=WINDOW, bin_size=0.02)
     hf.save_dataset(dd, meta, tmp_path / "ibl_ds")
     dd2, meta2 = hf.load_dataset(tmp_path / "ibl_ds")
-    assert meta2["sessions"][tree["eid_a"]]["extra"]["trial_filter"]["n_kept"] == tree["expected"]["n_kept"]
-    assert meta2["sessions"][tree["eid_a"]]["units"]["region"] == list(session_a.units["region"])
-    assert "wheel_speed" in meta2["behavior_names"] and "whisker_motion_energy" in meta2["behavior_names"]
+    assert meta2.sessions[tree["eid_a"]].extra["trial_filter"]["n_kept"] == tree["expected"]["n_kept"]
+    assert meta2.sessions[tree["eid_a"]].units["region"] == list(session_a.units["region"])
+    assert "wheel_speed" in meta2.behavior_names and "whisker_motion_energy" in meta2.behavior_names
     s = session_a
     expected = _written_counts(tree["probes_a"], list(s.units["unit_id"]), s.trials["stimOn_times"], WINDOW)
     rows = 0

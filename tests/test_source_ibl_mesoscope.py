@@ -153,8 +153,8 @@ def test_build_dataset_activity_matches_numpy(world):
     ses = meso.load_session(world["eids"]["good"], world["one"])
     window, bin_size = (-0.5, 1.5), 0.1
     dd, meta = build_dataset([ses], align_event="stimOn_times", window=window, bin_size=bin_size)
-    assert meta["modality"] == "calcium" and meta["n_bins"] == 20
-    assert set(meta["sessions"][ses.session_id]["units"]["region"]) == {"VISp", "CA1", "void", "SSp-bfd", "root"}
+    assert meta.modality == "calcium" and meta.n_bins == 20
+    assert set(meta.sessions[ses.session_id].units["region"]) == {"VISp", "CA1", "void", "SSp-bfd", "root"}
     rows = [r for split in dd.values() for r in split]
     assert sorted(r["trial_id"] for r in rows) == list(range(10))
     centres_rel = window[0] + (np.arange(20) + 0.5) * bin_size

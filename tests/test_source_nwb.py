@@ -248,8 +248,8 @@ def test_build_dataset_from_nwb_sessions(tmp_path, spikes_file):
     window, bin_size = (-0.5, 1.5), 0.02
     dd, meta = build_dataset([s], align_event="stimOn_times", window=window, bin_size=bin_size)
     assert sum(dd[k].num_rows for k in dd) == 6
-    assert meta["sessions"]["sess-spikes"]["units"]["region"] == s.units["region"].tolist()
-    assert meta["behavior_units"]["running_speed"] == "cm/s"
+    assert meta.sessions["sess-spikes"].units["region"] == s.units["region"].tolist()
+    assert meta.behavior_units["running_speed"] == "cm/s"
     rows = sorted((r for k in dd for r in dd[k]), key=lambda r: r["trial_id"])
     for r in rows:
         k = r["trial_id"]
@@ -265,7 +265,7 @@ def test_build_dataset_from_nwb_sessions(tmp_path, spikes_file):
     assert sum(dd2[k].num_rows for k in dd2) == o.n_trials == 4
     r = dd2["train"][0]
     assert np.asarray(r["activity"]).shape == (20, 4)
-    assert meta2["modality"] == "calcium"
+    assert meta2.modality == "calcium"
 
 
 # -------------------------------------------------------------- bad inputs

@@ -204,7 +204,7 @@ def test_build_dataset_on_consecutive_windows(tmp_path):
     write_suite2p(tmp_path)
     ses = s2p.load_session(tmp_path, session_id="rec", subject_id="m")
     dd, meta = build_dataset([ses], align_event="start_time", window=(0.0, 2.0), bin_size=0.1)
-    assert meta["modality"] == "calcium" and meta["n_bins"] == 20
+    assert meta.modality == "calcium" and meta.n_bins == 20
     rows = sorted((r for split in dd.values() for r in split), key=lambda r: r["trial_id"])
     assert [r["trial_id"] for r in rows] == [0, 1]
     for r in rows:

@@ -11,7 +11,6 @@ from nfm.training import (
     parse_args,
     read_id_file,
     select_sessions,
-    subset_meta,
     subset_split,
 )
 from training_fixtures import REPO, make_tiny_dataset
@@ -93,14 +92,16 @@ def test_session_selection(tiny, tmp_path):
         select_sessions(meta, DataArguments(exclude_subjects=["mouse-x"]))
     # the synthetic default's held-out animal applies to synthetic datasets only
     args = DataArguments(synthetic_heldout_subjects=["synth-mouse-02"])
-    assert "synth-02-00" not in select_sessions(dict(meta, source="synthetic:ibl_like"), args)
-    assert "synth-02-00" in select_sessions(dict(meta, source="nwb"), args)
+    import dataclasses
+
+    assert "synth-02-00" not in select_sessions(dataclasses.replace(meta, source="synthetic:ibl_like"), args)
+    assert "synth-02-00" in select_sessions(dataclasses.replace(meta, source="nwb"), args)
     with pytest.raises(ValueError, match="no session left"):
         select_sessions(meta, DataArguments(sessions=["synth-00-00"], exclude_sessions=["synth-00-00"]))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         select_sessions(meta, DataArguments(sessions_file=str(tmp_path / "missing.txt")))
-    sub = subset_meta(meta, ["synth-01-00"])
-    assert list(sub["sessions"]) == ["synth-01-00"] and sub["regions"] == meta["regions"]
+    sub = meta.subset(["synth-01-00"])
+    assert list(sub.sessions) == ["synth-01-00"] and sub.regions == meta.regions
 
 
 def test_train_fraction_subset(tiny):

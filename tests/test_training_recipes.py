@@ -107,7 +107,7 @@ def _check_recipe_outputs(out: Path, max_steps: int):
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "nfm"
     assert "nfm" in card.data.tags and card.data.datasets == ["tiny"]
-    assert any("bits_per_spike" in m for m in card.data.metrics)
+    assert "co_smoothing_bps" in card.data.metrics and "co_smoothing_smoothing/bps" not in card.data.metrics
     assert "synth-02-00" in card.text  # held-out session named in the card
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = json.loads((out / "losses.json").read_text())
@@ -116,7 +116,7 @@ def _check_recipe_outputs(out: Path, max_steps: int):
     header = (out / "losses.csv").read_text().splitlines()[0].split(",")
     assert {"step", "loss", "mtm_loss", "id_loss", "dt_loss", "learning_rate"} <= set(header)
     summary = json.loads((out / "eval_summary.json").read_text())
-    assert set(summary["masked_loss"]) == {"neuron", "causal", "intra_region", "inter_region", "temporal"}
-    assert all(0 < v < 10 for v in summary["masked_loss"].values())
-    assert set(summary["co_smoothing_per_session"]) == {"synth-00-00", "synth-01-00"}
+    assert set(summary["tasks"]) == {"co_smoothing", "forward_prediction", "intra_region", "inter_region"}
+    assert set(summary["tasks"]["co_smoothing"]["per_session"]) == {"synth-00-00", "synth-01-00"}
+    assert all(0 < v < 10 for v in summary["generation"].values())
     assert summary["train"]["steps"] == max_steps

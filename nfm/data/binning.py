@@ -71,15 +71,75 @@ def align_events(
     return offsets, rel, units
 
 
-def bin_index(rel_times: np.ndarray, window: tuple[float, float], bin_size: float, n_bins: int) -> np.ndarray:
-    """Bin of each event time (seconds relative to align), clipped to ``[0, n_bins)``.
+#: Tolerance [s] of every time -> bin assignment.  Spike times are stored as float32 seconds (rounding of up to
+#: ~1e-7 s at 2 s); a time within ``TIME_EPS`` below a bin edge belongs to the bin that starts at that edge, and a
+#: time within ``TIME_EPS`` of the window end belongs to the last bin.  1 us is 30x finer than a 30 kHz sample.
+TIME_EPS = 1e-6
 
-    The clip only absorbs float rounding at the window's end: callers pass
-    times already inside the window.
+
+def _bin_error(times, bad, start, bin_size, n_bins, what) -> ValueError:
+    bad = np.asarray(bad)
+    i = int(np.flatnonzero(bad.ravel())[0])
+    t = float(np.asarray(times).ravel()[i])
+    where = (f"{what} {i}" if bad.ndim <= 1 else
+             f"{what} {int(np.unravel_index(i, bad.shape)[-1])} of trial {int(np.unravel_index(i, bad.shape)[0])}")
+    return ValueError(f"{where}: time {t!r} s is outside the window [{start}, {start + n_bins * bin_size}) s "
+                      f"of {n_bins} bins of {bin_size} s")
+
+
+def bin_index(times: np.ndarray, bin_size: float, n_bins: int, start: float = 0.0, *,
+              what: str = "event") -> np.ndarray:
+    """Bin of each time: ``floor((t - start + TIME_EPS) / bin_size)`` (int64, same shape as ``times``).
+
+    Args:
+        times: seconds, on the same clock as ``start``.
+        bin_size: [s]; n_bins: bins of the window; start: window start [s].
+    Bin ``b`` covers ``[start + b * bin_size, start + (b + 1) * bin_size)`` (up to :data:`TIME_EPS`).  A time
+    before ``start - TIME_EPS``, at or after ``start + n_bins * bin_size + TIME_EPS`` or not finite raises
+    ``ValueError`` naming its index and value (``what`` names the thing counted); nothing is silently dropped.
+    The torch twin is :func:`bin_index_torch` (same formula, same errors).
     """
-    b = np.floor((rel_times - window[0]) / bin_size).astype(np.int64)
-    np.clip(b, 0, n_bins - 1, out=b)
-    return b
+    t = np.asarray(times, dtype=np.float64)
+    b = np.floor((t - start + TIME_EPS) / bin_size)
+    bad = ~np.isfinite(b) | (b < 0) | (t - start >= n_bins * bin_size + TIME_EPS)
+    if bad.any():
+        raise _bin_error(t, bad, start, bin_size, n_bins, what)
+    return np.minimum(b, n_bins - 1).astype(np.int64)
+
+
+def bin_index_torch(times, bin_size: float, n_bins: int, start: float = 0.0, *, valid=None, what: str = "event"):
+    """:func:`bin_index` for a torch tensor (computed in float64; ``valid``: bool mask of the entries to check and
+    count, others get bin 0).  Returns a long tensor of ``times.shape``."""
+    import torch
+
+    t = times.double()
+    b = torch.floor((t - start + TIME_EPS) / bin_size)
+    bad = ~torch.isfinite(b) | (b < 0) | (t - start >= n_bins * bin_size + TIME_EPS)
+    if valid is not None:
+        bad = bad & valid.bool()
+    if bool(bad.any()):
+        raise _bin_error(t.detach().cpu().numpy(), bad.detach().cpu().numpy(), start, bin_size, n_bins, what)
+    b = b.clamp(0, n_bins - 1).long()
+    return b if valid is None else torch.where(valid.bool(), b, torch.zeros_like(b))
+
+
+def sum_bins(x: np.ndarray, k: int, axis: int = 1) -> np.ndarray:
+    """Counts at ``k`` times coarser bins: sums of ``k`` consecutive bins along ``axis`` (a trailing partial group
+    raises ``ValueError`` instead of being dropped)."""
+    return _group_bins(x, k, axis).sum(axis=axis + 1)
+
+
+def mean_bins(x: np.ndarray, k: int, axis: int = 1) -> np.ndarray:
+    """Per-bin signals (behaviour, stimulus) at ``k`` times coarser bins: means of ``k`` consecutive bins."""
+    return _group_bins(x, k, axis).mean(axis=axis + 1)
+
+
+def _group_bins(x: np.ndarray, k: int, axis: int) -> np.ndarray:
+    x = np.asarray(x)
+    T = x.shape[axis]
+    if k < 1 or T % k:
+        raise ValueError(f"{T} bins cannot be grouped by {k}: the count must divide the number of bins")
+    return x.reshape(x.shape[:axis] + (T // k, k) + x.shape[axis + 1:])
 
 
 def bin_trials(
@@ -96,7 +156,7 @@ def bin_trials(
     offsets, rel, units = align_events(spike_times, spike_units, align_times, window)
     n_trials = len(offsets) - 1
     trial_of = np.repeat(np.arange(n_trials, dtype=np.int64), np.diff(offsets))
-    flat = (trial_of * T + bin_index(rel, window, bin_size, T)) * n_units + units
+    flat = (trial_of * T + bin_index(rel, bin_size, T, window[0], what="spike")) * n_units + units
     counts = np.bincount(flat, minlength=n_trials * T * n_units)
     return counts.astype(dtype, copy=False).reshape(n_trials, T, n_units)
 

@@ -15,6 +15,7 @@ E = most spike events of any trial in the batch):
 * ``trial_id`` (B,) long.
 * ``valid_mask`` (B, T, N) bool, 2-photon only: False where activity was NaN
   (bad frames) — those entries are set to 0 in ``spikes`` and must not be scored.
+* ``bin_size`` (float): seconds per bin T (the grid the batch was binned on).
 
 Binning is one ``np.bincount`` over the whole batch.
 """
@@ -25,7 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .binning import bin_index, n_bins_for
+from .binning import bin_index, mean_bins
+from .meta import DatasetMeta
 
 UNKNOWN_REGION = "unknown"
 
@@ -34,38 +36,43 @@ class NfmCollator:
     """Callable turning a list of dataset rows into the model batch.
 
     Args:
-        meta: the dataset's ``nfm_meta.json`` content.
-        region_vocab: region names of the model (index 0 must be ``unknown``);
-            defaults to ``["unknown"] + meta["regions"]``.
-        bin_size: seconds; defaults to the dataset's. Spike data can be re-binned
-            at any size that divides the window; 2-photon data cannot.
+        meta: the dataset's :class:`~nfm.data.meta.DatasetMeta`.
+        region_vocab: region names of the model (index 0 must be ``unknown``); default ``meta.region_vocab()``.
+        bin_size: seconds; default the dataset's.  Spike data can be re-binned at any size that divides the
+            window; see :meth:`DatasetMeta.grid` for the rules.  The batch carries ``bin_size`` so that a model
+            refuses batches on another grid than its config's.
+
+    Build it from a model config with :meth:`for_config` (its region vocabulary and time grid), so that the
+    bin size flows dataset -> config -> collator from one place.
     """
 
-    def __init__(self, meta: dict, region_vocab: Sequence[str] | None = None, bin_size: float | None = None):
+    def __init__(self, meta: DatasetMeta, region_vocab: Sequence[str] | None = None, bin_size: float | None = None):
+        if not isinstance(meta, DatasetMeta):
+            raise TypeError(f"NfmCollator needs a DatasetMeta (nfm.data.meta), got {type(meta).__name__}")
         self.meta = meta
-        self.window = (float(meta["window"][0]), float(meta["window"][1]))
-        self.bin_size = float(bin_size or meta["bin_size"])
-        if meta["modality"] != "spikes" and abs(self.bin_size - meta["bin_size"]) > 1e-12:
-            raise ValueError(f"2-photon activity is stored at {meta['bin_size']} s bins; cannot re-bin to {self.bin_size} s")
-        self.n_bins = n_bins_for(self.window, self.bin_size)
+        self.window, self.bin_size, self.n_bins = meta.grid(bin_size)
         # per-bin behaviour/stimulus is stored at the dataset's bins: coarser bins average groups of them
-        ratio = self.bin_size / float(meta["bin_size"])
-        self.group = int(round(ratio))
-        has_per_bin = bool(meta.get("behavior_names") or meta.get("stimulus_names"))
-        if has_per_bin and (abs(ratio - self.group) > 1e-6 or self.group < 1):
-            raise ValueError(f"bin_size {self.bin_size} s must be a whole multiple of the dataset's {meta['bin_size']} s "
-                             "to re-bin its per-bin behaviour and stimulus")
-        self.region_vocab = list(region_vocab) if region_vocab is not None else [UNKNOWN_REGION] + [
-            r for r in meta["regions"] if r != UNKNOWN_REGION]
+        self.group = max(1, int(round(self.bin_size / meta.bin_size)))
+        self.region_vocab = list(region_vocab) if region_vocab is not None else meta.region_vocab()
+        if not self.region_vocab or self.region_vocab[0] != UNKNOWN_REGION:
+            raise ValueError(f"region_vocab must start with {UNKNOWN_REGION!r}, got {self.region_vocab[:3]}")
         index = {r: i for i, r in enumerate(self.region_vocab)}
-        self.session_regions = {
-            sid: np.array([index.get(r, 0) for r in m["units"]["region"]], dtype=np.int64)
-            for sid, m in meta["sessions"].items()
-        }
-        self.n_units = {sid: m["n_units"] for sid, m in meta["sessions"].items()}
-        self.behavior_names = list(meta.get("behavior_names", []))
-        self.stimulus_names = list(meta.get("stimulus_names", []))
-        self.trial_label_names = list(meta.get("trial_label_names", []))
+        self.session_regions = {sid: np.array([index.get(r, 0) for r in m.regions], dtype=np.int64)
+                                for sid, m in meta.sessions.items()}
+        self.n_units = {sid: m.n_units for sid, m in meta.sessions.items()}
+        self.behavior_names = list(meta.behavior_names)
+        self.stimulus_names = list(meta.stimulus_names)
+        self.trial_label_names = list(meta.trial_label_names)
+
+    @classmethod
+    def for_config(cls, meta: DatasetMeta, config) -> "NfmCollator":
+        """The collator of a model: its ``config.region_vocab`` and ``config.bin_size``; a trial window that
+        differs from the model's raises ``ValueError``."""
+        window = tuple(float(x) for x in config.window)
+        if any(abs(a - b) > 1e-9 for a, b in zip(window, meta.window)):
+            raise ValueError(f"the model was built for trial window {list(window)} s but the dataset {meta.path} "
+                             f"has {list(meta.window)} s")
+        return cls(meta, region_vocab=config.region_vocab, bin_size=config.bin_size)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         B, T = len(rows), self.n_bins
@@ -81,7 +88,7 @@ class NfmCollator:
             unit_region[b, : n_units[b]] = self.session_regions[s]
         batch: dict[str, Any] = {"session_ids": sids, "unit_mask": torch.from_numpy(unit_mask),
                                  "unit_region": torch.from_numpy(unit_region)}
-        if self.meta["modality"] == "spikes":
+        if self.meta.modality == "spikes":
             batch.update(self._spikes(rows, B, T, N))
         else:
             batch.update(self._activity(rows, B, T, N))
@@ -90,6 +97,7 @@ class NfmCollator:
         labels = np.array([[r.get(f"trial_{c}", np.nan) for c in self.trial_label_names] for r in rows], dtype=np.float32)
         batch["trial_labels"] = torch.from_numpy(labels.reshape(B, len(self.trial_label_names)))
         batch["trial_id"] = torch.tensor([int(r["trial_id"]) for r in rows], dtype=torch.long)
+        batch["bin_size"] = self.bin_size
         return batch
 
     def _spikes(self, rows, B, T, N) -> dict[str, torch.Tensor]:
@@ -100,7 +108,7 @@ class NfmCollator:
         t_all = np.concatenate(times) if B else np.zeros(0)
         u_all = np.concatenate(units) if B else np.zeros(0, dtype=np.int64)
         row_of = np.repeat(np.arange(B), lengths)
-        flat = (row_of * T + bin_index(t_all, self.window, self.bin_size, T)) * N + u_all
+        flat = (row_of * T + bin_index(t_all, self.bin_size, T, self.window[0], what="spike")) * N + u_all
         counts = np.bincount(flat, minlength=B * T * N).reshape(B, T, N).astype(np.float32)
         pos = np.arange(len(t_all)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         ev_t = np.zeros((B, E), dtype=np.float32)
@@ -130,4 +138,4 @@ class NfmCollator:
             for b, v in enumerate(col):  # one step per trial and signal
                 if v is not None:
                     out[b, :, k] = v
-        return out.reshape(B, T, self.group, len(names)).mean(axis=2)
+        return mean_bins(out, self.group)

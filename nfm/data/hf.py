@@ -18,11 +18,11 @@ behavior_<name>     list<float32> (n_bins)      behaviour at bin centres (NaN if
 stimulus_<name>     list<float32> (n_bins)      stimulus feature at bin centres
 ==================  ==========================  ==================================
 
-Next to the Arrow splits, ``nfm_meta.json`` holds what every row shares: bin
-size, window, align event, modality, behaviour names and units, the region
-vocabulary, and each session's unit table (ids, Beryl regions, depth,
-quality), subject, source and trial-filter counts. ``README.md`` is the
-generated dataset card.
+Next to the Arrow splits, ``nfm_meta.json`` holds what every row shares
+(:class:`nfm.data.meta.DatasetMeta`): bin size, window, align event,
+modality, behaviour names and units, the region vocabulary, and each
+session's unit table (ids, Beryl regions, depth, quality), subject, source
+and trial-filter counts. ``README.md`` is the generated dataset card.
 """
 from __future__ import annotations
 
@@ -38,11 +38,10 @@ import numpy as np
 import pyarrow as pa
 
 from .binning import n_bins_for
+from .meta import FORMAT_VERSION, META_FILE, DatasetMeta, SessionMeta
 from .records import SPLITS, assign_splits, session_table
 from .schema import DataError, Session
 
-META_FILE = "nfm_meta.json"
-FORMAT_VERSION = 1
 TIME_SUFFIXES = ("_times", "_time")
 
 
@@ -96,7 +95,7 @@ def build_dataset(
         seed: shuffling seed of the per-session split (the same for every session).
         split_mode: ``"random"`` (shuffled trials) or ``"contiguous"`` (time order; see ``assign_splits``).
 
-    Returns: ``(datasets.DatasetDict, meta)``; see the module docstring.
+    Returns: ``(datasets.DatasetDict, DatasetMeta)``; see the module docstring.
     """
     import datasets
     from tqdm.auto import tqdm
@@ -121,16 +120,16 @@ def build_dataset(
         for name, unit in s.behavior_units.items():
             if behavior_units.setdefault(name, unit) != unit:
                 raise DataError(s.source, f"behavior.{name}", f"unit {unit!r} differs from {behavior_units[name]!r} in other sessions")
-        meta_sessions[s.session_id] = {
-            "subject_id": s.subject_id,
-            "n_units": s.n_units,
-            "n_trials": s.n_trials,
-            "n_spikes_in_windows": _n_events(tables[-1]) if s.modality == "spikes" else None,
-            "split_counts": {name: int((labels == i).sum()) for i, name in enumerate(SPLITS)},
-            "units": s.unit_table(),
-            "source": s.source,
-            "extra": _jsonable(s.extra),
-        }
+        meta_sessions[s.session_id] = SessionMeta(
+            subject_id=s.subject_id,
+            n_units=s.n_units,
+            n_trials=s.n_trials,
+            n_spikes_in_windows=_n_events(tables[-1]) if s.modality == "spikes" else None,
+            split_counts={name: int((labels == i).sum()) for i, name in enumerate(SPLITS)},
+            units=s.unit_table(),
+            source=s.source,
+            extra=_jsonable(s.extra),
+        )
     columns: dict[str, pa.DataType] = {}
     for t in tables:
         for f in t.schema:
@@ -141,26 +140,26 @@ def build_dataset(
     dd = datasets.DatasetDict({
         name: datasets.Dataset(full.filter(pa.array(split_col == name))) for name in SPLITS
     })
-    regions = sorted({r for m in meta_sessions.values() for r in m["units"]["region"]})
+    regions = sorted({r for m in meta_sessions.values() for r in m.regions})
     trial_columns = sorted(c[len("trial_"):] for c in columns if c.startswith("trial_") and c != "trial_id")
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "modality": modalities.pop(),
-        "align_event": align_event,
-        "window": list(window),
-        "bin_size": float(bin_size),
-        "n_bins": T,
-        "split_fractions": list(split),
-        "split_mode": split_mode,
-        "seed": seed,
-        "behavior_names": sorted(c[len("behavior_"):] for c in columns if c.startswith("behavior_")),
-        "behavior_units": behavior_units,
-        "stimulus_names": sorted(c[len("stimulus_"):] for c in columns if c.startswith("stimulus_")),
-        "trial_columns": trial_columns,
-        "trial_label_names": [c for c in trial_columns if _is_label(c)],
-        "regions": regions,
-        "sessions": meta_sessions,
-    }
+    meta = DatasetMeta(
+        format_version=FORMAT_VERSION,
+        modality=modalities.pop(),
+        align_event=align_event,
+        window=window,
+        bin_size=float(bin_size),
+        n_bins=T,
+        split_fractions=tuple(split),
+        split_mode=split_mode,
+        seed=seed,
+        behavior_names=sorted(c[len("behavior_"):] for c in columns if c.startswith("behavior_")),
+        behavior_units=behavior_units,
+        stimulus_names=sorted(c[len("stimulus_"):] for c in columns if c.startswith("stimulus_")),
+        trial_columns=trial_columns,
+        trial_label_names=[c for c in trial_columns if _is_label(c)],
+        regions=regions,
+        sessions=meta_sessions,
+    )
     return dd, meta
 
 
@@ -184,7 +183,7 @@ def _jsonable(obj):
     return obj
 
 
-def save_dataset(dd, meta: dict, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_dataset(dd, meta: DatasetMeta, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write splits + ``nfm_meta.json`` + card atomically (temp folder, then rename).
 
     A crash mid-write leaves no half-written ``output_dir``. An existing
@@ -200,7 +199,7 @@ def save_dataset(dd, meta: dict, output_dir: str | os.PathLike, overwrite: bool 
         for name in os.listdir(tmp / "data"):
             os.replace(tmp / "data" / name, tmp / name)
         os.rmdir(tmp / "data")
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        meta.save(tmp)
         (tmp / "README.md").write_text(render_card(dd, meta))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -216,16 +215,23 @@ def save_dataset(dd, meta: dict, output_dir: str | os.PathLike, overwrite: bool 
 
 
 def load_dataset(path: str | os.PathLike):
-    """Read ``(DatasetDict, meta)`` written by :func:`save_dataset` (no pickle involved)."""
+    """Read ``(DatasetDict, DatasetMeta)`` written by :func:`save_dataset` (no pickle involved).
+
+    Raises ``FileNotFoundError`` for a folder that is not an nfm dataset and :class:`DataError` naming the file
+    for a bad ``nfm_meta.json`` or a missing split."""
     import datasets
 
     path = Path(path)
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path}: not an nfm dataset folder ({META_FILE} missing); make one with recipes/prepare_data.py")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataError(str(meta_path), "format_version", f"{meta.get('format_version')!r} is not {FORMAT_VERSION}")
+    meta = DatasetMeta.load(path)
+    index = path / "dataset_dict.json"
+    try:
+        listed = json.loads(index.read_text())["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(str(index), "splits", f"unreadable split index ({type(err).__name__}: {err})") from None
+    for name in SPLITS:
+        if name not in listed or not (path / name / "dataset_info.json").is_file():
+            raise DataError(str(path / name), "splits", f"split {name!r} is missing (the folder lists {listed}); "
+                                                       "re-run recipes/prepare_data.py")
     dd = datasets.load_from_disk(str(path))
     return dd, meta
 
@@ -236,55 +242,55 @@ def push_dataset_to_hub(path: str | os.PathLike, repo_id: str, private: bool = T
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    dd, meta = load_dataset(path)
+    dd, _ = load_dataset(path)
     dd.push_to_hub(repo_id, private=private, token=token)
     api.upload_file(path_or_fileobj=str(Path(path) / META_FILE), path_in_repo=META_FILE, repo_id=repo_id, repo_type="dataset")
     api.upload_file(path_or_fileobj=str(Path(path) / "README.md"), path_in_repo="README.md", repo_id=repo_id, repo_type="dataset")
 
 
-def summarize(dd, meta: dict) -> dict:
+def summarize(dd, meta: DatasetMeta) -> dict:
     """Counts for the one-screen summary and the card."""
-    sessions = meta["sessions"]
-    region_units = Counter(r for m in sessions.values() for r in m["units"]["region"])
+    sessions = meta.sessions
+    region_units = Counter(r for m in sessions.values() for r in m.regions)
     n_spikes = 0
-    if meta["modality"] == "spikes":
+    if meta.modality == "spikes":
         n_spikes = sum(_n_events(dd[s].data.table) for s in dd)
     return {
         "sessions": len(sessions),
-        "subjects": len({m["subject_id"] for m in sessions.values()}),
-        "units": sum(m["n_units"] for m in sessions.values()),
+        "subjects": len({m.subject_id for m in sessions.values()}),
+        "units": sum(m.n_units for m in sessions.values()),
         "trials": {s: dd[s].num_rows for s in dd},
         "spikes_in_windows": n_spikes,
         "units_per_region": dict(sorted(region_units.items())),
     }
 
 
-def render_card(dd, meta: dict) -> str:
+def render_card(dd, meta: DatasetMeta) -> str:
     """Markdown dataset card with YAML front matter."""
     s = summarize(dd, meta)
     lines = [
         "---",
         "tags: [neuroscience, neural-population, nfm]",
-        f"modality: {meta['modality']}",
+        f"modality: {meta.modality}",
         "---",
         "# nfm dataset",
         "",
         f"- sessions: {s['sessions']}, subjects: {s['subjects']}, units: {s['units']}",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in s["trials"].items()),
-        f"- spikes inside trial windows: {s['spikes_in_windows']}" if meta["modality"] == "spikes" else "- 2-photon activity interpolated at bin centres",
-        f"- alignment: `{meta['align_event']}`, window {meta['window'][0]} s to {meta['window'][1]} s, bin size {meta['bin_size']} s ({meta['n_bins']} bins)",
-        f"- split: {meta['split_fractions']} of each session's trials ({meta.get('split_mode', 'random')}), seed {meta['seed']}",
-        "- behaviour: " + (", ".join(f"{n} ({meta['behavior_units'].get(n, '?')})" for n in meta["behavior_names"]) or "none"),
-        "- stimulus features: " + (", ".join(meta["stimulus_names"]) or "none"),
+        f"- spikes inside trial windows: {s['spikes_in_windows']}" if meta.modality == "spikes" else "- 2-photon activity interpolated at bin centres",
+        f"- alignment: `{meta.align_event}`, window {meta.window[0]} s to {meta.window[1]} s, bin size {meta.bin_size} s ({meta.n_bins} bins)",
+        f"- split: {list(meta.split_fractions)} of each session's trials ({meta.split_mode}), seed {meta.seed}",
+        "- behaviour: " + (", ".join(f"{n} ({meta.behavior_units.get(n, '?')})" for n in meta.behavior_names) or "none"),
+        "- stimulus features: " + (", ".join(meta.stimulus_names) or "none"),
         "",
         "## Sessions",
         "",
         "| session | subject | units | trials | source | filters |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for sid, m in meta["sessions"].items():
-        filt = m["extra"].get("trial_filter", "") if isinstance(m.get("extra"), dict) else ""
-        lines.append(f"| {sid} | {m['subject_id']} | {m['n_units']} | {m['n_trials']} | {m['source']} | {filt} |")
+    for sid, m in meta.sessions.items():
+        filt = m.extra.get("trial_filter", "") if isinstance(m.extra, dict) else ""
+        lines.append(f"| {sid} | {m.subject_id} | {m.n_units} | {m.n_trials} | {m.source} | {filt} |")
     lines += ["", "## Units per region (Beryl)", "", "| region | units |", "| --- | --- |"]
     lines += [f"| {r} | {n} |" for r, n in s["units_per_region"].items()]
     lines += ["", "Load with `nfm.data.hf.load_dataset(path)` (Arrow splits + `nfm_meta.json`)."]

@@ -130,7 +130,7 @@ def prepare(
     dd, meta = build_dataset(sessions, align_event=align_event or d_align, window=tuple(window or d_window),
                              bin_size=bin_size, split=split, seed=split_seed, progress=progress,
                              split_mode=split_mode)
-    meta["source"] = key
+    meta.source = key
     save_dataset(dd, meta, output_dir, overwrite=overwrite)
     return summarize(dd, meta)
 

@@ -63,6 +63,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from nfm import resources as _resources
+
 KINDS = ("masking", "psth", "decoding", "finetune_decoding", "generation", "connectivity")
 MODALITIES = ("spikes", "calcium", "any")
 MASK_MODES = ("neuron", "forward", "intra_region", "inter_region")
@@ -93,7 +95,8 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "connectivity": ("pearson", "ccg"),
 }
 
-DEFAULT_TASK_DIR = Path(__file__).resolve().parents[2] / "tasks"
+#: the tasks shipped with nfm (``nfm/resources/tasks``, shown in the repository as ``tasks/``)
+DEFAULT_TASK_DIR = _resources.path("tasks")
 TASK_DIR_ENV = "NFM_TASK_DIR"
 
 
@@ -380,7 +383,7 @@ def load_task_file(path: str | os.PathLike) -> Task:
 
 
 def task_dir(path: str | os.PathLike | None = None) -> Path:
-    """The task folder: ``path``, else ``$NFM_TASK_DIR``, else the repository's ``tasks/``."""
+    """The task folder: ``path``, else ``$NFM_TASK_DIR``, else the tasks shipped with nfm (``tasks/``)."""
     p = Path(path or os.environ.get(TASK_DIR_ENV) or DEFAULT_TASK_DIR)
     if not p.is_dir():
         raise FileNotFoundError(f"task folder {p} does not exist (set --task_dir or ${TASK_DIR_ENV})")

@@ -7,7 +7,7 @@ default is documented next to its field; units are given in brackets.
 
 Data-dependent fields (sessions with their unit counts, region vocabulary, bin
 size, trial length, behaviour/stimulus/label names, modality) are filled from a
-dataset's ``meta`` by :meth:`NfmConfig.from_dataset_meta`.
+dataset's :class:`~nfm.data.meta.DatasetMeta` by :meth:`NfmConfig.from_dataset_meta`.
 
 Presets
 -------
@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedConfig
+
+if TYPE_CHECKING:
+    from nfm.data.meta import DatasetMeta
 
 #: Every masking mode the MtM head knows (see :mod:`nfm.models.masking`).
 MASK_MODES = ("neuron", "causal", "temporal", "intra_region", "inter_region", "random_token")
@@ -199,6 +202,11 @@ class NfmConfig(PreTrainedConfig):
         for name in ("bin_size", "gen_window", "dt_resolution", "contrastive_temperature"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
+        if len(self.window) != 2 or not self.window[1] > self.window[0]:
+            bad("window", "must be [start, stop] seconds with stop > start")
+        span = (self.window[1] - self.window[0]) / self.bin_size
+        if abs(span - self.n_bins) > 1e-6 * max(1.0, span):
+            bad("n_bins", f"must equal the window {list(self.window)} s / bin_size {self.bin_size} s = {span:g}")
         if "generation" in self.objectives:
             if self.modality != "spikes":
                 bad("objectives", "the 'generation' objective needs spike events (modality 'spikes')")
@@ -267,68 +275,47 @@ class NfmConfig(PreTrainedConfig):
 
     # ---------------------------------------------------------- constructors
     @classmethod
-    def from_dataset_meta(cls, meta: dict, preset: str = "default", **overrides) -> "NfmConfig":
-        """Build a config from the ``meta`` dict of :func:`nfm.data.hf.build_dataset`.
+    def from_dataset_meta(cls, meta: "DatasetMeta", preset: str = "default", *, bin_size: float | None = None,
+                          **overrides) -> "NfmConfig":
+        """Build a config from a dataset's :class:`~nfm.data.meta.DatasetMeta`.
 
-        Reads ``bin_size`` [s], ``n_bins``, ``window`` [s], ``modality``, ``behavior_names``,
-        ``stimulus_names``, ``trial_label_names`` (and ``trial_label_classes`` if present), the region list
-        (``regions`` or ``region_vocab``) and the sessions (``meta["sessions"]``: a dict session id -> entry,
-        or a list of entries with ``session_id``; each entry has ``n_units`` or a unit table ``units`` with
-        ``unit_id``).  ``preset`` picks a size from
-        :data:`PRESETS`; ``overrides`` replace any field.  Calcium datasets default to the Gaussian likelihood
-        and the MtM objective only.
+        The time grid comes from ``meta.grid(bin_size)``: the dataset's window [s] and bin size [s] (or
+        ``bin_size`` to re-bin spike data), and the matching ``n_bins``; the collator of the model reads the
+        same grid back from the config (:meth:`nfm.data.collate.NfmCollator.for_config`).  Also read: the
+        modality, behaviour / stimulus / trial-label names (and ``trial_label_classes``), the region vocabulary
+        (``meta.region_vocab()``) and each session's unit count.  ``preset`` picks a size from :data:`PRESETS`;
+        ``overrides`` replace any field (but not the time grid: pass ``bin_size``).  Calcium datasets default to
+        the Gaussian likelihood and the MtM objective only.
         """
+        from nfm.data.meta import DatasetMeta
+
+        if not isinstance(meta, DatasetMeta):
+            raise TypeError(f"from_dataset_meta needs a DatasetMeta (nfm.data.meta; load one with "
+                            f"nfm.data.hf.load_dataset or DatasetMeta.load), got {type(meta).__name__}")
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-        for key in ("bin_size", "sessions"):
-            if key not in meta:
-                raise ValueError(f"dataset meta has no {key!r} field (keys: {sorted(meta)})")
-        sessions = meta["sessions"]
-        if isinstance(sessions, dict):
-            items = list(sessions.items())
-        else:
-            items = [(s.get("session_id"), s) for s in sessions]
-        n_units: dict[str, int] = {}
-        for sid, entry in items:
-            if not sid:
-                raise ValueError(f"dataset meta: a session entry has no session id: {entry!r:.200}")
-            if "n_units" in entry:
-                n = int(entry["n_units"])
-            elif "units" in entry and "unit_id" in entry["units"]:
-                n = len(entry["units"]["unit_id"])
-            else:
-                raise ValueError(f"dataset meta: session {sid!r} has neither 'n_units' nor units.unit_id")
-            n_units[str(sid)] = n
-        regions = meta.get("region_vocab", meta.get("regions"))
-        if regions is None:  # collect from the unit tables
-            regions = sorted({r for _, e in items for r in e.get("units", {}).get("region", [])})
-        vocab = ["unknown"] + [r for r in dict.fromkeys(map(str, regions)) if r != "unknown"]
-        modality = meta.get("modality", "spikes")
+        grid_keys = sorted({"bin_size", "n_bins", "window"} & set(overrides))
+        if grid_keys:
+            raise ValueError(f"{grid_keys[0]} comes from the dataset's time grid; pass bin_size=... to re-bin")
+        window, size, n_bins = meta.grid(bin_size)
         kwargs: dict[str, Any] = dict(
-            session_n_units=n_units,
-            region_vocab=vocab,
-            bin_size=float(meta["bin_size"]),
-            modality=modality,
-            behavior_names=list(meta.get("behavior_names", [])),
-            stimulus_names=list(meta.get("stimulus_names", [])),
-            trial_label_names=list(meta.get("trial_label_names", [])),
+            session_n_units={sid: int(s.n_units) for sid, s in meta.sessions.items()},
+            region_vocab=meta.region_vocab(),
+            bin_size=size,
+            n_bins=n_bins,
+            window=list(window),
+            modality=meta.modality,
+            behavior_names=list(meta.behavior_names),
+            stimulus_names=list(meta.stimulus_names),
+            trial_label_names=list(meta.trial_label_names),
+            trial_label_classes={k: list(v) for k, v in meta.trial_label_classes.items()},
         )
-        if "trial_label_classes" in meta:
-            kwargs["trial_label_classes"] = {str(k): [float(x) for x in v]
-                                             for k, v in meta["trial_label_classes"].items()}
-        if "window" in meta:
-            kwargs["window"] = [float(x) for x in meta["window"]]
-        if "n_bins" in meta:
-            kwargs["n_bins"] = int(meta["n_bins"])
-        elif "window" in meta:
-            w = kwargs["window"]
-            kwargs["n_bins"] = int(round((w[1] - w[0]) / kwargs["bin_size"]))
-        if modality == "calcium":
+        if meta.modality == "calcium":
             kwargs.update(objectives=["mtm"], input_transform="none")
         kwargs.update(PRESETS[preset])
         kwargs.update(overrides)
-        if modality == "spikes" and "gen_window" not in overrides:
-            kwargs.update(cls._fit_windows(kwargs["bin_size"], kwargs.get("n_bins", cls.n_bins), overrides))
+        if meta.modality == "spikes" and "gen_window" not in overrides:
+            kwargs.update(cls._fit_windows(size, n_bins, overrides))
         return cls(**kwargs)
 
     @classmethod

@@ -45,12 +45,28 @@ CAUSAL_MODES = ("causal",)
 
 @dataclass
 class MaskSample:
-    """A sampled mask. ``target``/``hidden``: (B, T, N) bool; ``mode``: mode name; ``causal``: attention."""
+    """A mask. ``target``/``hidden``: (B, T, N) bool (or (1, T, N) templates shared by every trial of a batch,
+    see :meth:`expand`); ``mode``: the mask mode (its prompt token unless the caller gives another);
+    ``causal``: causal attention."""
 
     target: torch.Tensor
     hidden: torch.Tensor
     mode: str
     causal: bool = False
+
+    def expand(self, unit_mask: torch.Tensor) -> "MaskSample":
+        """This mask for a batch with ``unit_mask`` (B, N): a (1, T, N') template is broadcast to B trials and
+        cut or zero-padded to N units; entries of padding units are cleared."""
+        B, N = unit_mask.shape
+        tgt, hid = self.target.to(unit_mask.device), self.hidden.to(unit_mask.device)
+        if tgt.shape[-1] != N:
+            pad = N - tgt.shape[-1]
+            tgt = torch.nn.functional.pad(tgt, (0, pad)) if pad > 0 else tgt[..., :N]
+            hid = torch.nn.functional.pad(hid, (0, pad)) if pad > 0 else hid[..., :N]
+        um = unit_mask.bool().unsqueeze(1)
+        T = tgt.shape[1]
+        return MaskSample((tgt & um).expand(B, T, N).contiguous(), (hid & um).expand(B, T, N).contiguous(),
+                          self.mode, self.causal)
 
 
 def _rand(shape, device, generator) -> torch.Tensor:
@@ -169,14 +185,21 @@ def forward_prediction_mask(unit_mask: torch.Tensor, n_bins: int, n_forward: int
     return MaskSample(m, m.clone(), "causal", causal=True)
 
 
-def held_out_units_mask(unit_mask: torch.Tensor, held_out: torch.Tensor, n_bins: int) -> MaskSample:
-    """Evaluation mask for co-smoothing: the units ``held_out`` (B, N) bool are hidden and predicted."""
+def held_out_units_mask(unit_mask: torch.Tensor, held_out: torch.Tensor, n_bins: int, mode: str = "neuron",
+                        also_hidden: torch.Tensor | None = None) -> MaskSample:
+    """Evaluation mask on whole units: the units ``held_out`` (B, N) bool are hidden and predicted in every bin.
+
+    ``mode="neuron"`` is co-smoothing, ``"inter_region"`` a whole region held out; ``also_hidden`` (B, N) bool
+    hides more units from the input without scoring them (``"intra_region"``: every unit outside the region).
+    """
     _check(unit_mask, n_bins)
-    if held_out.shape != unit_mask.shape:
-        raise ValueError(f"held_out shape {tuple(held_out.shape)} != unit_mask shape {tuple(unit_mask.shape)}")
+    for name, x in (("held_out", held_out), ("also_hidden", also_hidden)):
+        if x is not None and x.shape != unit_mask.shape:
+            raise ValueError(f"{name} shape {tuple(x.shape)} != unit_mask shape {tuple(unit_mask.shape)}")
     units = held_out.bool() & unit_mask
-    m = units.unsqueeze(1).expand(-1, n_bins, -1).contiguous()
-    return MaskSample(m, m.clone(), "neuron")
+    hidden = units if also_hidden is None else units | (also_hidden.bool() & unit_mask)
+    return MaskSample(units.unsqueeze(1).expand(-1, n_bins, -1).contiguous(),
+                      hidden.unsqueeze(1).expand(-1, n_bins, -1).contiguous(), mode, causal=mode in CAUSAL_MODES)
 
 
 def sample_mask(mode: str, unit_mask: torch.Tensor, unit_region: torch.Tensor | None, n_bins: int,

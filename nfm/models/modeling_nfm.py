@@ -1,63 +1,43 @@
-"""The nfm model family, transformers-style, readable in one file.
+"""The nfm model family, transformers-style: backbone, masked modelling (MtM) and behaviour decoding.
+
+Read top-down: outputs, building blocks (attention with RoPE and a KV cache, MLP, pre-LN layers), per-session
+parameters, the backbone :class:`NfmModel` with its one masked-prediction method, then the heads.  The
+Neuroformer-style event decoder and spike generation (:class:`NfmForSpikeGeneration`, and
+:class:`NfmForPretraining` with both objectives) are in :mod:`nfm.models.modeling_nfm_generation`.
 
 Classes
 -------
-* :class:`NfmModel` -- the backbone.  One token per time bin (NDT1/MtM style)
-  plus a session token and a prompt (mask-mode) token, RoPE, pre-LN transformer
-  on ``F.scaled_dot_product_attention``.
-* :class:`NfmForMaskedModeling` -- MtM multi-task masking (Poisson NLL on
-  log-rates for spike counts, Gaussian NLL for 2-photon activity), loss
-  averaged over the masked entries.
-* :class:`NfmForSpikeGeneration` -- Neuroformer-style autoregressive
-  generation of (unit, dt) event tokens with cross-attention to the past neural
-  state and to stimulus/behaviour tokens; contrastive alignment; ``generate()``
-  with a KV cache and closed-loop simulation.
-* :class:`NfmForPretraining` -- both objectives on one backbone.
-* :class:`NfmForBehaviorDecoding` -- trial-class and per-bin regression heads.
+* :class:`NfmModel` -- the backbone.  One token per time bin (NDT1/MtM style) plus a session token and a prompt
+  token, RoPE, pre-LN transformer on ``F.scaled_dot_product_attention``.
+* :class:`NfmForMaskedModeling` -- MtM multi-task masking (Poisson NLL on log-rates for spike counts, Gaussian
+  NLL for 2-photon activity), loss averaged over the masked entries.
+* :class:`~nfm.models.modeling_nfm_behavior.NfmForBehaviorDecoding` (in its own file) -- per-bin regression and
+  trial-label heads.
 
 Read-in / read-out for any neuron count
 ---------------------------------------
-Each session owns a small :class:`NfmSessionParameters` (keyed by a sanitised
-session id, never by its unit count): per-unit input embeddings ``(N_s, H)``,
-per-unit read-out rows ``(N_s, H)`` and biases, a per-unit id-logit bias, a
-session token and (Gaussian likelihood) per-unit log-variances.  Brain-region
-embeddings are shared across sessions and animals and are added to the per-unit
-rows, so a unit's input row is ``e_u = unit_embed[u] + region_embed[region(u)]``.
+Each session owns a small :class:`NfmSessionParameters` (keyed by a sanitised session id, never by its unit
+count): per-unit input embeddings ``(N_s, H)``, per-unit read-out rows ``(N_s, H)`` and biases, a per-unit
+id-logit bias, a session token and (Gaussian likelihood) per-unit log-variances.  Brain-region embeddings are
+shared across sessions and animals and are added to the per-unit rows, so a unit's input row is
+``e_u = unit_embed[u] + region_embed[region(u)]``.
 
-* Read-in of bin t: ``z_t = sum_u x_tu e_u + sum_u hidden_tu m_region(u)``
-  (``x`` = transformed counts with masked entries zeroed, ``m`` = shared
-  per-region mask embeddings), then LayerNorm -> Linear -> GELU -> Linear.
-* Read-out: ``log_rate_tu = LN(h_t) . (readout[u] + region_readout[region(u)])
-  + bias_u``.
-* Event decoder: unit tokens are ``W e_u``; unit-id logits are dot products of
-  the decoder query with the same session unit rows ``e_u`` (any neuron count;
-  padding units masked out).
+* Read-in of bin t: ``z_t = sum_u x_tu e_u + sum_u hidden_tu m_region(u)`` (``x`` = standardised, transformed
+  counts with hidden entries zeroed, ``m`` = shared per-region mask embeddings), then LayerNorm -> Linear ->
+  GELU -> Linear.
+* Read-out: ``pred_tu = LN(h_t) . (readout[u] + region_readout[region(u)]) + bias_u`` (a Poisson log-rate per
+  bin or a Gaussian mean).
 
-Event generation (precise definition, no future leakage)
---------------------------------------------------------
-A trial of T bins (``bin_size`` s) is cut into K = T / w windows of
-``w = gen_window / bin_size`` bins.  The backbone runs once with the
-``"generate"`` prompt, no masking and a causal attention mask, so its state at
-bin j depends on spikes of bins <= j only.  The decoder for window k
-(bins ``[k w, (k+1) w)``) sees, as cross-attention memory:
+Masked prediction lives in one place: :meth:`NfmModel.predict_masked` (input hiding, prompt, causal attention,
+read-out, variance).  The training loss (:func:`masked_nll`), the evaluation runner and the training-end
+summary all go through it.
 
-1. the session and prompt token states;
-2. backbone states of the ``gen_past / bin_size`` bins before ``k w``;
-3. spike-event tokens of the ``gen_past_events / gen_window`` windows before
-   window k (unit token + relative time), the source side of the unit-to-unit
-   attention maps used for connectivity;
-4. stimulus/behaviour tokens of the bins from ``k w - P`` to ``(k+1) w - 1``
-   (exogenous inputs, not spikes).
-
-Within window k, the decoder is causal over ``[SOS] (u_1, dt_1) ... [EOS]``.
-The state at position i predicts ``dt_{i+1}`` (``n_dt`` classes + EOS), then
-``u_{i+1}`` from the state plus an embedding of ``dt_{i+1}``.  A grammar mask
-keeps the canonical order (dt non-decreasing; within one dt class, units
-non-decreasing) in training and in generation.
-
-Closed loop: :meth:`NfmForSpikeGeneration.generate` generates window k, bins the
-generated events into the spike tensor and re-runs the backbone, so generated
-spikes become the past state of window k+1.
+Prompts
+-------
+The prompt token tells the backbone what it is asked: a mask mode (``neuron``, ``causal``, ``temporal``,
+``intra_region``, ``inter_region``, ``random_token``), ``none`` (nothing masked, bidirectional: embeddings and
+behaviour decoding) or ``generate`` (nothing masked, causal: the past state of the event decoder).  See
+:data:`nfm.models.configuration_nfm.PROMPTS`.
 """
 from __future__ import annotations
 
@@ -76,9 +56,10 @@ from transformers.utils import ModelOutput
 
 from .configuration_nfm import PROMPTS, NfmConfig
 from .masking import CAUSAL_MODES, MaskSample, sample_mask
-from .tokenization import NO_UNIT, EventTokens, bin_events, special_ids, tokenize_events, tokens_to_events
 
 N_PREFIX = 2  # session token, prompt token
+#: per-unit Gaussian log-variances are clamped to this range [log units^2]
+LOG_VAR_RANGE = (-10.0, 10.0)
 
 
 def session_key(session_id: str) -> str:
@@ -105,13 +86,50 @@ class NfmModelOutput(ModelOutput):
 
 
 @dataclass
+class NfmMaskedPrediction(ModelOutput):
+    """What :meth:`NfmModel.predict_masked` returns.
+
+    prediction: (B, T, N) float32 Poisson log-rates [log spikes / bin] (spikes) or Gaussian means (2-photon);
+        padding units 0.
+    log_variance: (B, N) float32 per-unit Gaussian log-variance (clamped to :data:`LOG_VAR_RANGE`), None for
+        the Poisson likelihood.
+    target / hidden: (B, T, N) bool entries to score / entries hidden from the input (``target`` is a subset).
+    prompt: the prompt token fed.  max_log_rate: the clamp of Poisson log-rates [+-].
+    last_hidden_state / hidden_states / attentions: as in :class:`NfmModelOutput`.
+    """
+
+    prediction: torch.Tensor | None = None
+    log_variance: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+    prompt: str | None = None
+    max_log_rate: float | None = None
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+    def expected(self) -> torch.Tensor:
+        """(B, T, N) expected values: spike counts per bin ``exp(clamped log-rate)`` or Gaussian means."""
+        if self.log_variance is None:
+            m = float(self.max_log_rate)
+            return torch.exp(self.prediction.float().clamp(-m, m))
+        return self.prediction.float()
+
+    def variance(self) -> torch.Tensor | None:
+        """(B, T, N) Gaussian predictive variances, None for the Poisson likelihood."""
+        if self.log_variance is None:
+            return None
+        return torch.exp(self.log_variance.float()).unsqueeze(1).expand_as(self.prediction)
+
+
+@dataclass
 class NfmMaskedModelingOutput(ModelOutput):
     """MtM output. ``loss``: NLL averaged over the masked (target) entries.
 
     log_rates: (B, T, N) Poisson log-rates per bin (spike counts) -- None for the Gaussian likelihood.
     means / log_variances: (B, T, N) / (B, N) Gaussian prediction (2-photon activity) -- None for Poisson.
     mask: (B, T, N) bool target entries; hidden_mask: (B, T, N) bool entries zeroed in the input.
-    mask_mode_id: (B,) long index of the batch's mode in :data:`PROMPTS` (one mode per batch).
+    mask_mode_id: (B,) long index of the batch's prompt in :data:`PROMPTS` (one mode per batch).
     """
 
     loss: torch.Tensor | None = None
@@ -124,85 +142,6 @@ class NfmMaskedModelingOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class NfmSpikeGenerationOutput(ModelOutput):
-    """Teacher-forced event-decoder output (K windows -- or ``gen_windows_per_step`` random ones in training --,
-    decoder positions Q = longest window + 1).
-
-    loss: mu * id_loss + (1 - gamma - mu) * dt_loss + gamma * contrastive_loss (normalised by the active weights
-        when used alone); id_loss / dt_loss: cross-entropies averaged over target tokens.
-    dt_logits: (B, K, Q, n_dt + 1) (last class = EOS); id_logits: (B, K, Q, N) (-inf where not allowed).
-    target_units / target_dts: (B, K, Q) long next tokens (unit -1 for EOS/PAD); target_mask: (B, K, Q) bool.
-    memory_units: (B, K, M) long unit of each memory slot that is a past event token (-1 otherwise).
-    attentions / cross_attentions: per decoder layer (B*K, heads, Q, Q) / (B*K, heads, Q, M).
-    backbone_attentions: per backbone layer (B, heads, 2 + T, 2 + T).
-    """
-
-    loss: torch.Tensor | None = None
-    id_loss: torch.Tensor | None = None
-    dt_loss: torch.Tensor | None = None
-    contrastive_loss: torch.Tensor | None = None
-    dt_logits: torch.Tensor | None = None
-    id_logits: torch.Tensor | None = None
-    target_units: torch.Tensor | None = None
-    target_dts: torch.Tensor | None = None
-    target_mask: torch.Tensor | None = None
-    memory_units: torch.Tensor | None = None
-    last_hidden_state: torch.Tensor | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
-    backbone_attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class NfmPretrainingOutput(ModelOutput):
-    """Both objectives: ``loss`` = w_mtm L_masked + gamma L_contrastive + mu L_id + (1 - gamma - mu) L_dt."""
-
-    loss: torch.Tensor | None = None
-    mtm_loss: torch.Tensor | None = None
-    id_loss: torch.Tensor | None = None
-    dt_loss: torch.Tensor | None = None
-    contrastive_loss: torch.Tensor | None = None
-    log_rates: torch.Tensor | None = None
-    means: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-    mask_mode_id: torch.Tensor | None = None
-    dt_logits: torch.Tensor | None = None
-    id_logits: torch.Tensor | None = None
-
-
-@dataclass
-class NfmBehaviorDecodingOutput(ModelOutput):
-    """Behaviour decoding. behavior_predictions: (B, T, K); trial_logits: name -> (B, C) logits or (B,) values."""
-
-    loss: torch.Tensor | None = None
-    behavior_loss: torch.Tensor | None = None
-    trial_loss: torch.Tensor | None = None
-    behavior_predictions: torch.Tensor | None = None
-    trial_logits: dict[str, torch.Tensor] | None = None
-    last_hidden_state: torch.Tensor | None = None
-
-
-@dataclass
-class NfmGenerationOutput(ModelOutput):
-    """Result of :meth:`NfmForSpikeGeneration.generate`.
-
-    spikes: (B, T, N) float32 counts: the given past bins, generated windows, zeros after them.
-    event_times / event_units / event_mask: (B, E) generated events only (seconds from the trial-window start,
-        sorted by time then unit).
-    token_units / token_dts: (B, n_windows, L) generated tokens per window (unit -1 / dt PAD after EOS).
-    n_events: (B, n_windows) long generated events per window.
-    """
-
-    spikes: torch.Tensor | None = None
-    event_times: torch.Tensor | None = None
-    event_units: torch.Tensor | None = None
-    event_mask: torch.Tensor | None = None
-    token_units: torch.Tensor | None = None
-    token_dts: torch.Tensor | None = None
-    n_events: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -336,34 +275,6 @@ class NfmEncoderLayer(GradientCheckpointingLayer):
         return x, w
 
 
-class NfmDecoderLayer(GradientCheckpointingLayer):
-    """Pre-LN decoder block: causal self-attention (RoPE, KV cache), cross-attention to the memory, MLP."""
-
-    def __init__(self, config: NfmConfig):
-        super().__init__()
-        H, eps = config.hidden_size, config.layer_norm_eps
-        self.ln1 = nn.LayerNorm(H, eps=eps)
-        self.self_attn = NfmAttention(config)
-        self.ln2 = nn.LayerNorm(H, eps=eps)
-        self.cross_attn = NfmAttention(config, cross=True)
-        self.ln3 = nn.LayerNorm(H, eps=eps)
-        self.mlp = NfmMLP(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
-
-    def forward(self, x, memory, memory_mask, cos, sin, cache=None, use_cache=False, output_attentions=False):
-        cache = cache or {}
-        h, w_self, p_self = self.self_attn(self.ln1(x), cos=cos, sin=sin, is_causal=True, past=cache.get("self"),
-                                           use_cache=use_cache, output_attentions=output_attentions)
-        x = x + self.dropout(h)
-        h, w_cross, p_cross = self.cross_attn(self.ln2(x), memory=memory, attn_mask=memory_mask[:, None, None, :],
-                                              past=cache.get("cross"), use_cache=use_cache,
-                                              output_attentions=output_attentions)
-        x = x + self.dropout(h)
-        x = x + self.dropout(self.mlp(self.ln3(x)))
-        present = {"self": p_self, "cross": p_cross} if use_cache else None
-        return x, w_self, w_cross, present
-
-
 class NfmSessionParameters(nn.Module):
     """The small per-session parameters (one recording = one set of units).
 
@@ -419,6 +330,9 @@ class NfmPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["NfmEncoderLayer", "NfmDecoderLayer"]
+    # heads another nfm class trained (a pretraining checkpoint loaded as a backbone or an MtM model): not
+    # used here, so not reported as unexpected weights
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^behavior_head\."]
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -447,6 +361,10 @@ class NfmPreTrainedModel(PreTrainedModel):
     def add_session(self, session_id: str, n_units: int, regions=None) -> torch.Tensor:
         """Add a new session (animal/recording): see :meth:`NfmModel.add_session`."""
         return self.base_model.add_session(session_id, n_units, regions)
+
+    def predict_masked(self, spikes: torch.Tensor, **kwargs) -> NfmMaskedPrediction:
+        """Masked prediction of the backbone: see :meth:`NfmModel.predict_masked`."""
+        return self.base_model.predict_masked(spikes, **kwargs)
 
     @torch.no_grad()
     def init_session_statistics(self, session_id: str, mean_activity, input_mean=None, input_std=None,
@@ -517,14 +435,18 @@ def _as_session_list(session_ids, B: int) -> list[str]:
 class NfmModel(NfmPreTrainedModel):
     """Backbone: [session token, prompt token, bin_1 .. bin_T] through a pre-LN RoPE transformer.
 
-    Forward inputs (the collator's batch keys; unknown keys are ignored):
-        spikes: (B, T, N) float counts per bin (or binned 2-photon activity).
+    Forward (keyword-only after ``spikes``):
+        spikes: (B, T, N) float counts per bin (or binned 2-photon activity); T must be ``config.n_bins``.
         unit_mask: (B, N) bool real units (default: the first n_units of each trial's session).
         unit_region: (B, N) long index into ``config.region_vocab`` (default 0 = unknown).
         session_ids: list of B session id strings.
-        hidden_mask: (B, T, N) bool entries to zero in the input (masked modelling).
-        mask_mode: prompt name (one of :data:`PROMPTS`, default ``"none"``).
-        causal: causal attention (default: True for the causal mask mode and ``"generate"``).
+        hidden_mask: (B, T, N) bool entries hidden from the input (masked modelling).
+        prompt: prompt token, one of :data:`PROMPTS` (default ``"none"``).
+        causal: causal attention (default: True for the ``causal`` and ``generate`` prompts).
+        bin_size: [s] bin size of the batch (the collator's); a value other than ``config.bin_size`` raises.
+        valid_mask: (B, T, N) bool, False = missing entry (2-photon bad frames): hidden from the input.
+        The other keys of a collator batch (``event_*``, ``behavior``, ``stimulus``, ``trial_labels``,
+        ``trial_id``) are accepted and ignored, so ``backbone(**batch)`` works.
     """
 
     def __init__(self, config: NfmConfig):
@@ -614,12 +536,11 @@ class NfmModel(NfmPreTrainedModel):
         for s, m in zip(uniq, mods):
             if m.n_units > N:
                 raise ValueError(f"session {s!r} has {m.n_units} units but the batch has only N={N} unit columns")
+        n = torch.tensor([m.n_units for m in mods], device=device)[inv]
         if unit_mask is None:
-            n = torch.tensor([m.n_units for m in mods], device=device)[inv]
             unit_mask = torch.arange(N, device=device).unsqueeze(0) < n.unsqueeze(1)
         else:
             unit_mask = unit_mask.to(device=device, dtype=torch.bool)
-            n = torch.tensor([m.n_units for m in mods], device=device)[inv]
             beyond = unit_mask & (torch.arange(N, device=device).unsqueeze(0) >= n.unsqueeze(1))
             if bool(beyond.any()):
                 b = int(beyond.any(1).nonzero()[0])
@@ -650,29 +571,50 @@ class NfmModel(NfmPreTrainedModel):
         return SessionTables(unit_embed, readout, stack("readout_bias"), stack("id_bias"), token, log_var,
                              unit_mask, unit_region, stack("input_mean"), stack("input_scale"))
 
+    # ---------------------------------------------------------------- checks
+    def check_grid(self, spikes: torch.Tensor, bin_size: float | None = None) -> None:
+        """Refuse a batch on another time grid than the config's (T != ``n_bins`` or another ``bin_size``)."""
+        cfg = self.config
+        if spikes.dim() != 3:
+            raise ValueError(f"spikes must be (B, T, N), got shape {tuple(spikes.shape)}")
+        if bin_size is not None and abs(float(bin_size) - float(cfg.bin_size)) > 1e-9:
+            raise ValueError(f"the batch is binned at {float(bin_size)} s but the model at config.bin_size="
+                             f"{cfg.bin_size} s; build the collator from the model: "
+                             "NfmCollator.for_config(meta, model.config)")
+        if spikes.shape[1] != int(cfg.n_bins):
+            raise ValueError(f"the batch has T={spikes.shape[1]} bins but the model was built for config.n_bins="
+                             f"{cfg.n_bins} ({cfg.bin_size} s bins over {list(cfg.window)} s); build the collator "
+                             "from the model: NfmCollator.for_config(meta, model.config)")
+
     # ---------------------------------------------------------------- forward
     def transform_input(self, spikes: torch.Tensor) -> torch.Tensor:
         if self.config.input_transform == "log1p":
             return torch.sign(spikes) * torch.log1p(spikes.abs())
         return spikes
 
-    def forward(self, spikes: torch.Tensor, unit_mask: torch.Tensor | None = None,
+    def forward(self, spikes: torch.Tensor, *, unit_mask: torch.Tensor | None = None,
                 unit_region: torch.Tensor | None = None, session_ids=None, hidden_mask: torch.Tensor | None = None,
-                mask_mode: str = "none", causal: bool | None = None, tables: SessionTables | None = None,
+                prompt: str = "none", causal: bool | None = None, tables: SessionTables | None = None,
+                bin_size: float | None = None, valid_mask: torch.Tensor | None = None, event_times=None,
+                event_units=None, event_mask=None, behavior=None, stimulus=None, trial_labels=None, trial_id=None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **kwargs) -> NfmModelOutput:
-        if spikes.dim() != 3:
-            raise ValueError(f"spikes must be (B, T, N), got shape {tuple(spikes.shape)}")
+                return_dict: bool | None = None) -> NfmModelOutput:
+        """Bin states of a batch (see the class docstring for the arguments; ``tables``: precomputed
+        :meth:`session_tables`)."""
+        self.check_grid(spikes, bin_size)
         B, T, N = spikes.shape
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
-        if mask_mode not in PROMPTS:
-            raise ValueError(f"mask_mode {mask_mode!r} is not one of {PROMPTS}")
+        if prompt not in PROMPTS:
+            raise ValueError(f"prompt {prompt!r} is not one of {PROMPTS}")
         if causal is None:
-            causal = mask_mode in CAUSAL_MODES or mask_mode == "generate"
+            causal = prompt in CAUSAL_MODES or prompt == "generate"
         if tables is None:
             tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region, device=spikes.device)
+        if valid_mask is not None:  # missing entries: hidden, their stored 0 is not a value
+            invalid = ~valid_mask.bool().to(spikes.device) & tables.unit_mask.unsqueeze(1)
+            hidden_mask = invalid if hidden_mask is None else hidden_mask | invalid
         x = self.transform_input(spikes.float())
         if tables.input_mean is not None:
             x = (x - tables.input_mean.float().unsqueeze(1)) * tables.input_scale.float().unsqueeze(1)
@@ -686,8 +628,8 @@ class NfmModel(NfmPreTrainedModel):
             mask_rows = self.region_mask_embed(tables.unit_region) * tables.unit_mask.unsqueeze(-1)
             z = z + torch.einsum("btn,bnh->bth", hidden_mask.to(z.dtype), mask_rows.to(z.dtype))
         bins = self.readin_fc2(F.gelu(self.readin_fc1(self.readin_norm(z))))
-        prompt = self.prompt_embed.weight[PROMPTS.index(mask_mode)].expand(B, -1)
-        h = torch.cat([tables.token.unsqueeze(1).to(bins.dtype), prompt.unsqueeze(1).to(bins.dtype), bins], dim=1)
+        prompt_row = self.prompt_embed.weight[PROMPTS.index(prompt)].expand(B, -1)
+        h = torch.cat([tables.token.unsqueeze(1).to(bins.dtype), prompt_row.unsqueeze(1).to(bins.dtype), bins], dim=1)
         h = self.dropout(h)
         cos, sin = rope_cos_sin(N_PREFIX + T, self.config.hidden_size // self.config.num_attention_heads,
                                 self.config.rope_theta, h.device)
@@ -712,468 +654,98 @@ class NfmModel(NfmPreTrainedModel):
         pred = pred + tables.readout_bias.to(pred.dtype).unsqueeze(1)
         return pred * tables.unit_mask.unsqueeze(1)
 
+    def log_variance(self, tables: SessionTables) -> torch.Tensor | None:
+        """(B, N) float32 Gaussian per-unit log-variances (learned, clamped to :data:`LOG_VAR_RANGE`, or
+        ``log(config.gaussian_fixed_variance)``); None for the Poisson likelihood."""
+        if self.config.likelihood == "poisson":
+            return None
+        if tables.log_var is not None:
+            return tables.log_var.float().clamp(*LOG_VAR_RANGE)
+        return torch.full_like(tables.readout_bias, math.log(self.config.gaussian_fixed_variance)).float()
+
+    def predict_masked(self, spikes: torch.Tensor, *, mask: MaskSample, prompt: str | None = None,
+                       unit_mask: torch.Tensor | None = None, unit_region: torch.Tensor | None = None,
+                       session_ids=None, valid_mask: torch.Tensor | None = None, bin_size: float | None = None,
+                       tables: SessionTables | None = None, output_attentions: bool | None = None,
+                       output_hidden_states: bool | None = None) -> NfmMaskedPrediction:
+        """Predict every entry of a batch whose ``mask.hidden`` entries are hidden: the one masked-prediction
+        path of nfm (training loss, evaluation and summaries all call it).
+
+        Args:
+            spikes: (B, T, N) counts per bin (or 2-photon activity).
+            mask: a :class:`~nfm.models.masking.MaskSample`, (B, T, N) or a (1, T, N) template (broadcast);
+                entries of padding units are cleared.
+            prompt: prompt token (default ``mask.mode``); causal attention follows ``mask.causal``.
+            valid_mask: (B, T, N) bool, False = missing (2-photon bad frames): always hidden, never a target.
+        Returns :class:`NfmMaskedPrediction` (log-rates or means, per-unit log-variances, the final masks).
+        """
+        self.check_grid(spikes, bin_size)
+        B, T, N = spikes.shape
+        if tables is None:
+            tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region,
+                                         device=spikes.device)
+        sample = mask.expand(tables.unit_mask)
+        target, hidden = sample.target, sample.hidden
+        if valid_mask is not None:  # missing entries: their stored 0 is not a value
+            invalid = ~valid_mask.bool().to(spikes.device) & tables.unit_mask.unsqueeze(1)
+            target, hidden = target & ~invalid, hidden | invalid
+        prompt = sample.mode if prompt is None else prompt
+        out = self(spikes, hidden_mask=hidden, prompt=prompt, causal=sample.causal, tables=tables,
+                   output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        return NfmMaskedPrediction(
+            prediction=self.readout(out.bin_states, tables).float(), log_variance=self.log_variance(tables),
+            target=target, hidden=hidden, prompt=prompt, max_log_rate=float(self.config.max_log_rate),
+            last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
+
 
 # --------------------------------------------------------------------------- likelihoods
-def masked_nll(config: NfmConfig, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-               tables: SessionTables):
-    """Negative log-likelihood averaged over the True entries of ``mask`` (B, T, N).
+def masked_nll(pred: NfmMaskedPrediction, values: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of ``values`` (B, T, N) averaged over the ``pred.target`` entries (float32).
 
-    Poisson (``pred`` = log-rate): full NLL ``exp(l) - y l + log y!`` with l clamped to +-max_log_rate.
-    Gaussian (``pred`` = mean): ``0.5 (log 2 pi + log var + (y - mean)^2 / var)``.
-    Returns (loss scalar float32, log_variances (B, N) or None).
+    Poisson (``pred.prediction`` = log-rate l, clamped to +-max_log_rate): ``exp(l) - y l + log y!``.
+    Gaussian (mean m, per-unit log-variance v): ``0.5 (log 2 pi + v + (y - m)^2 / e^v)``.
     """
-    pred = pred.float()
-    y = target.float()
-    m = mask.float()
+    y = values.float()
+    m = pred.target.float()
     denom = m.sum().clamp_min(1.0)
-    if config.likelihood == "poisson":
-        lr = pred.clamp(-config.max_log_rate, config.max_log_rate)
+    if pred.log_variance is None:
+        lr = pred.prediction.clamp(-pred.max_log_rate, pred.max_log_rate)
         nll = torch.exp(lr) - y * lr + torch.lgamma(y.clamp_min(0) + 1.0)
-        return (nll * m).sum() / denom, None
-    if tables.log_var is not None:
-        log_var = tables.log_var.float().clamp(-10.0, 10.0)
     else:
-        log_var = torch.full_like(tables.readout_bias, math.log(config.gaussian_fixed_variance)).float()
-    lv = log_var.unsqueeze(1)
-    nll = 0.5 * (math.log(2 * math.pi) + lv + (y - pred) ** 2 * torch.exp(-lv))
-    return (nll * m).sum() / denom, log_var
+        lv = pred.log_variance.unsqueeze(1)
+        nll = 0.5 * (math.log(2 * math.pi) + lv + (y - pred.prediction) ** 2 * torch.exp(-lv))
+    return (nll * m).sum() / denom
 
 
-def _masked_modeling(backbone: NfmModel, config: NfmConfig, spikes, unit_mask, unit_region, session_ids,
-                     mask_mode=None, mask: MaskSample | torch.Tensor | None = None, hidden_mask=None,
-                     generator=None, output_attentions=None, output_hidden_states=None,
-                     valid_mask=None) -> NfmMaskedModelingOutput:
+def masked_modeling(backbone: NfmModel, spikes, *, unit_mask=None, unit_region=None, session_ids=None,
+                    mask_mode: str | None = None, mask: MaskSample | None = None, prompt: str | None = None,
+                    valid_mask=None, bin_size=None, generator: torch.Generator | None = None,
+                    output_attentions=None, output_hidden_states=None) -> NfmMaskedModelingOutput:
+    """The MtM objective on one batch: sample a mask (mode ``mask_mode``, or one drawn uniformly from
+    ``config.active_mask_modes``) unless ``mask`` is given, predict (:meth:`NfmModel.predict_masked`), score."""
+    config = backbone.config
     B, T, N = spikes.shape
     session_ids = _as_session_list(session_ids, B)
     tables = backbone.session_tables(session_ids, unit_mask, unit_region, device=spikes.device)
-    if isinstance(mask, MaskSample):
-        sample = mask
-    elif mask is not None:
-        mode = mask_mode or "neuron"
-        hidden = mask if hidden_mask is None else hidden_mask
-        sample = MaskSample(mask.bool() & tables.unit_mask.unsqueeze(1), hidden.bool() & tables.unit_mask.unsqueeze(1),
-                            mode, causal=mode in CAUSAL_MODES)
-    else:
+    if mask is None:
         if mask_mode is None:
             modes = config.active_mask_modes
-            pick = torch.randint(len(modes), (1,), generator=generator, device=generator.device if generator else None)
+            pick = torch.randint(len(modes), (1,), generator=generator,
+                                 device=generator.device if generator is not None else None)
             mask_mode = modes[int(pick)]
-        sample = sample_mask(mask_mode, tables.unit_mask, tables.unit_region, T, config, generator)
-    if valid_mask is not None:  # 2-photon bad frames: never scored, always hidden (their 0 is not a value)
-        invalid = ~valid_mask.bool() & tables.unit_mask.unsqueeze(1)
-        sample = MaskSample(sample.target & ~invalid, sample.hidden | invalid, sample.mode, sample.causal)
-    out = backbone(spikes, session_ids=session_ids, hidden_mask=sample.hidden, mask_mode=sample.mode,
-                   causal=sample.causal, tables=tables, output_attentions=output_attentions,
-                   output_hidden_states=output_hidden_states)
-    pred = backbone.readout(out.bin_states, tables)
-    loss, log_var = masked_nll(config, pred, spikes, sample.target, tables)
-    poisson = config.likelihood == "poisson"
+        mask = sample_mask(mask_mode, tables.unit_mask, tables.unit_region, T, config, generator)
+    elif not isinstance(mask, MaskSample):
+        raise TypeError(f"mask must be a nfm.models.masking.MaskSample, got {type(mask).__name__}")
+    pred = backbone.predict_masked(spikes, mask=mask, prompt=prompt, valid_mask=valid_mask, bin_size=bin_size,
+                                   tables=tables, output_attentions=output_attentions,
+                                   output_hidden_states=output_hidden_states)
+    poisson = pred.log_variance is None
     return NfmMaskedModelingOutput(
-        loss=loss, log_rates=pred if poisson else None, means=None if poisson else pred, log_variances=log_var,
-        mask=sample.target, hidden_mask=sample.hidden,
-        mask_mode_id=torch.full((B,), PROMPTS.index(sample.mode), dtype=torch.long, device=spikes.device),
-        last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
-
-
-# --------------------------------------------------------------------------- event decoder
-class NfmEventDecoder(nn.Module):
-    """Neuroformer-style decoder of (unit, dt) event tokens (see the module docstring for the exact windows)."""
-
-    MEM_PREFIX, MEM_BINS, MEM_MODALITY, MEM_EVENTS = range(4)
-
-    def __init__(self, config: NfmConfig):
-        super().__init__()
-        H, eps = config.hidden_size, config.layer_norm_eps
-        self.config = config
-        self.n_dt = config.n_dt
-        self.window_bins = config.window_bins
-        self.past_bins = config.past_bins
-        self.past_windows = config.past_event_windows
-        self.dt_embed = nn.Embedding(self.n_dt + 3, H)  # dt classes, EOS, SOS, PAD
-        self.unit_proj = nn.Linear(H, H)
-        self.next_dt_embed = nn.Embedding(self.n_dt, H)
-        self.memory_type = nn.Embedding(4, H)
-        self.memory_offset = nn.Embedding(self.past_bins + self.window_bins, H)
-        self.past_event_time = (nn.Embedding(self.past_windows * self.n_dt, H) if self.past_windows else None)
-        self.memory_norm = nn.LayerNorm(H, eps=eps)
-        in_dim = config.stimulus_dim + 2 * config.behavior_dim
-        if in_dim:
-            self.modality_fc1 = nn.Linear(in_dim, H)
-            self.modality_fc2 = nn.Linear(H, H)
-            self.modality_norm = nn.LayerNorm(H, eps=eps)
-            self.contrast_neural = nn.Linear(H, config.contrastive_dim)
-            self.contrast_modality = nn.Linear(H, config.contrastive_dim)
-        self.has_modality = bool(in_dim)
-        self.layers = nn.ModuleList([NfmDecoderLayer(config) for _ in range(config.decoder_layers)])
-        self.norm = nn.LayerNorm(H, eps=eps)
-        self.dt_head = nn.Linear(H, self.n_dt + 1)
-        self.id_query = nn.Linear(H, H)
-
-    # ---- inputs
-    def modality_tokens(self, stimulus, behavior, B: int, T: int, device) -> torch.Tensor | None:
-        """Stimulus (B, T, D) and behaviour (B, T, K; NaN = missing) -> (B, T, H) tokens, or None if D = K = 0."""
-        if not self.has_modality:
-            return None
-        cfg = self.config
-        parts = []
-        if cfg.stimulus_dim:
-            stim = torch.zeros(B, T, cfg.stimulus_dim, device=device) if stimulus is None else stimulus.float()
-            if stim.shape != (B, T, cfg.stimulus_dim):
-                raise ValueError(f"stimulus shape {tuple(stim.shape)} != (B, T, D) = {(B, T, cfg.stimulus_dim)} "
-                                 f"(config.stimulus_names={cfg.stimulus_names})")
-            parts.append(torch.nan_to_num(stim, nan=0.0))
-        if cfg.behavior_dim:
-            beh = (torch.full((B, T, cfg.behavior_dim), float("nan"), device=device) if behavior is None
-                   else behavior.float())
-            if beh.shape != (B, T, cfg.behavior_dim):
-                raise ValueError(f"behavior shape {tuple(beh.shape)} != (B, T, K) = {(B, T, cfg.behavior_dim)} "
-                                 f"(config.behavior_names={cfg.behavior_names})")
-            missing = torch.isnan(beh)
-            parts += [torch.nan_to_num(beh, nan=0.0), missing.float()]
-        x = torch.cat(parts, -1).to(self.modality_fc1.weight.dtype)
-        return self.modality_norm(self.modality_fc2(F.gelu(self.modality_fc1(x))))
-
-    def unit_tokens(self, tables: SessionTables) -> torch.Tensor:
-        """(B, N, H) decoder token embedding of every unit of each trial's session."""
-        return self.unit_proj(tables.unit_embed)
-
-    def build_memory(self, last_hidden, mod_tokens, tokens: EventTokens, unit_tok, windows: torch.Tensor):
-        """Cross-attention memory of the windows ``windows`` (Kw,) -> (memory (B, Kw, M, H), mask, units).
-
-        ``units`` (B, Kw, M) is the unit of each past-event slot (-1 for other slots).
-        """
-        B = last_hidden.shape[0]
-        dev = last_hidden.device
-        Kw = windows.shape[0]
-        P, w = self.past_bins, self.window_bins
-        typ = self.memory_type.weight
-        parts = [last_hidden[:, :N_PREFIX].unsqueeze(1).expand(B, Kw, N_PREFIX, -1) + typ[self.MEM_PREFIX]]
-        masks = [torch.ones(B, Kw, N_PREFIX, dtype=torch.bool, device=dev)]
-        units = [torch.full((B, Kw, N_PREFIX), NO_UNIT, dtype=torch.long, device=dev)]
-        bins = last_hidden[:, N_PREFIX:]
-        start = windows.unsqueeze(1) * w  # (Kw, 1)
-        if P:
-            idx = start - P + torch.arange(P, device=dev)
-            parts.append(bins[:, idx.clamp_min(0)] + typ[self.MEM_BINS] + self.memory_offset.weight[:P])
-            masks.append((idx >= 0).unsqueeze(0).expand(B, -1, -1))
-            units.append(torch.full((B, Kw, P), NO_UNIT, dtype=torch.long, device=dev))
-        if mod_tokens is not None:
-            idx = start - P + torch.arange(P + w, device=dev)
-            parts.append(mod_tokens[:, idx.clamp_min(0)] + typ[self.MEM_MODALITY] + self.memory_offset.weight)
-            masks.append((idx >= 0).unsqueeze(0).expand(B, -1, -1))
-            units.append(torch.full((B, Kw, P + w), NO_UNIT, dtype=torch.long, device=dev))
-        if self.past_windows:
-            S = tokens.units.shape[2]
-            ev_u, ev_dt, ev_ok = (tokens.units[:, :, 1:S - 1], tokens.dts[:, :, 1:S - 1],
-                                  tokens.events[:, :, 1:S - 1])
-            b_idx = torch.arange(B, device=dev).view(B, 1, 1)
-            for j in range(1, self.past_windows + 1):
-                src = windows - j
-                ok = ev_ok[:, src.clamp_min(0)] & (src >= 0).view(1, Kw, 1)
-                u = ev_u[:, src.clamp_min(0)].clamp_min(0)
-                rel = (self.past_windows - j) * self.n_dt + ev_dt[:, src.clamp_min(0)].clamp(0, self.n_dt - 1)
-                parts.append(unit_tok[b_idx, u] + self.past_event_time(rel) + typ[self.MEM_EVENTS])
-                masks.append(ok)
-                units.append(torch.where(ok, u, torch.full_like(u, NO_UNIT)))
-        memory = self.memory_norm(torch.cat([p.to(parts[0].dtype) for p in parts], dim=2))
-        return memory, torch.cat(masks, dim=2), torch.cat(units, dim=2)
-
-    def embed_tokens(self, units, dts, unit_tok):
-        """(B, Kw, L) unit/dt tokens -> (B, Kw, L, H) input embeddings (specials carry no unit part)."""
-        B = units.shape[0]
-        b_idx = torch.arange(B, device=units.device).view(B, *([1] * (units.dim() - 1)))
-        u = unit_tok[b_idx, units.clamp_min(0)] * (units >= 0).unsqueeze(-1)
-        return self.dt_embed(dts) + u
-
-    def rope(self, n_pos: int, device, start: int = 0):
-        cfg = self.config
-        return rope_cos_sin(n_pos, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta, device, start=start)
-
-    def run(self, x, memory, memory_mask, start: int = 0, cache=None, use_cache=False, output_attentions=False,
-            rope=None):
-        """Decoder layers on (B', L, H) inputs at positions start .. start + L - 1 -> (states, cache, attns).
-        ``rope``: precomputed (cos, sin) tables of those positions (default: computed here)."""
-        cos, sin = rope if rope is not None else self.rope(x.shape[1], x.device, start)
-        new_cache, self_w, cross_w = [], [], []
-        for i, layer in enumerate(self.layers):
-            x, ws, wc, present = layer(x, memory, memory_mask, cos, sin, cache=cache[i] if cache else None,
-                                       use_cache=use_cache, output_attentions=output_attentions)
-            new_cache.append(present)
-            self_w.append(ws)
-            cross_w.append(wc)
-        return self.norm(x), (new_cache if use_cache else None), tuple(self_w), tuple(cross_w)
-
-    # ---- heads
-    def dt_logits(self, states, cur_dts):
-        """(..., H) states, (...) current dt tokens -> (..., n_dt + 1) logits; classes below the current dt are
-        -inf (canonical order), EOS (last class) always allowed."""
-        logits = self.dt_head(states).float()
-        cur = torch.where(cur_dts < self.n_dt, cur_dts, torch.zeros_like(cur_dts))
-        allowed = torch.arange(self.n_dt + 1, device=states.device) >= cur.unsqueeze(-1)
-        return logits.masked_fill(~allowed, float("-inf"))
-
-    def id_logits(self, states, next_dts, cur_units, cur_dts, tables: SessionTables):
-        """Unit-id logits (B, Kw, L, N) = (W (state + e_dt)) . e_u / sqrt(H) + bias_u; padding units and units
-        breaking the canonical order (same dt class, lower unit) are -inf."""
-        B = states.shape[0]
-        q = self.id_query(states + self.next_dt_embed(next_dts.clamp(0, self.n_dt - 1)))
-        keys = tables.unit_embed.to(q.dtype)
-        logits = torch.einsum("bkqh,bnh->bkqn", q, keys).float() / math.sqrt(q.shape[-1])
-        logits = logits + tables.id_bias.float().view(B, 1, 1, -1)
-        same = (cur_dts < self.n_dt) & (next_dts == cur_dts) & (cur_units >= 0)
-        floor = torch.where(same, cur_units, torch.zeros_like(cur_units))
-        N = keys.shape[1]
-        allowed = (torch.arange(N, device=states.device) >= floor.unsqueeze(-1)) & \
-            tables.unit_mask.view(B, 1, 1, N)
-        return logits.masked_fill(~allowed, float("-inf"))
-
-    def contrastive_loss(self, bin_states, mod_tokens):
-        """Symmetric InfoNCE between per-window pooled backbone states and pooled modality tokens (B*K pairs)."""
-        B, T, H = bin_states.shape
-        w = self.window_bins
-        K = T // w
-        neural = bin_states[:, :K * w].reshape(B, K, w, H).mean(2).reshape(B * K, H)
-        modal = mod_tokens[:, :K * w].reshape(B, K, w, H).mean(2).reshape(B * K, H)
-        zn = F.normalize(self.contrast_neural(neural).float(), dim=-1)
-        zm = F.normalize(self.contrast_modality(modal.to(neural.dtype)).float(), dim=-1)
-        logits = zn @ zm.T / self.config.contrastive_temperature
-        labels = torch.arange(B * K, device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-
-
-def _check_events(event_times, event_units, event_mask, tables: SessionTables):
-    if event_times is None or event_units is None:
-        raise ValueError("the generation objective needs event_times and event_units (B, E) in the batch")
-    if event_mask is None:
-        event_mask = torch.ones_like(event_units, dtype=torch.bool)
-    event_mask = event_mask.bool()
-    N = tables.unit_mask.shape[1]
-    u = event_units.long()
-    out = event_mask & ((u < 0) | (u >= N))
-    if not bool(out.any()):
-        real = torch.gather(tables.unit_mask, 1, u.clamp(0, N - 1))
-        out = event_mask & ~real
-    if bool(out.any()):
-        b, e = (int(x) for x in out.nonzero()[0])
-        raise ValueError(f"event {e} of trial {b} has unit {int(u[b, e])}, which is not a real unit of the trial "
-                         f"(unit_mask)")
-    return event_mask
-
-
-def _generation(backbone: NfmModel, decoder: NfmEventDecoder, config: NfmConfig, spikes, unit_mask, unit_region,
-                session_ids, event_times, event_units, event_mask, stimulus, behavior,
-                output_attentions=False) -> NfmSpikeGenerationOutput:
-    B, T, N = spikes.shape
-    w = config.window_bins
-    if T % w:
-        raise ValueError(f"trial length T={T} bins is not a multiple of the generation window "
-                         f"({config.gen_window} s = {w} bins); change config.gen_window")
-    K = T // w
-    session_ids = _as_session_list(session_ids, B)
-    tables = backbone.session_tables(session_ids, unit_mask, unit_region, device=spikes.device)
-    event_mask = _check_events(event_times, event_units, event_mask, tables)
-    out = backbone(spikes, session_ids=session_ids, mask_mode="generate", tables=tables,
-                   output_attentions=output_attentions)
-    tokens = tokenize_events(event_times, event_units, event_mask, window_s=config.gen_window, n_windows=K,
-                             dt_resolution=config.dt_resolution)
-    mod = decoder.modality_tokens(stimulus, behavior, B, T, spikes.device)
-    unit_tok = decoder.unit_tokens(tables)
-    windows = torch.arange(K, device=spikes.device)
-    n_step = config.gen_windows_per_step
-    if decoder.training and 0 < n_step < K:  # train on a random subset of windows (same for the whole batch)
-        windows = torch.randperm(K, device=spikes.device)[:n_step].sort().values
-    Kw = windows.shape[0]
-    memory, mem_mask, mem_units = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, windows)
-    units_w, dts_w, mask_w = tokens.units[:, windows], tokens.dts[:, windows], tokens.mask[:, windows]
-    S = int(mask_w.sum(-1).max())  # longest sequence among the chosen windows (SOS ... EOS)
-    in_u, in_dt = units_w[..., :S - 1], dts_w[..., :S - 1]
-    tg_u, tg_dt, tg_m = units_w[..., 1:S], dts_w[..., 1:S], mask_w[..., 1:S]
-    x = decoder.embed_tokens(in_u, in_dt, unit_tok)
-    H = x.shape[-1]
-    M = memory.shape[2]
-    states, _, self_w, cross_w = decoder.run(x.reshape(B * Kw, S - 1, H), memory.reshape(B * Kw, M, H),
-                                             mem_mask.reshape(B * Kw, M), output_attentions=output_attentions)
-    states = states.view(B, Kw, S - 1, H)
-    dt_logits = decoder.dt_logits(states, in_dt)
-    id_logits = decoder.id_logits(states, tg_dt, in_u, in_dt, tables)
-    n_dt = decoder.n_dt
-    dt_target = torch.where(tg_m, tg_dt.clamp_max(n_dt), torch.full_like(tg_dt, -100))  # EOS -> n_dt
-    dt_loss = F.cross_entropy(dt_logits.reshape(-1, n_dt + 1), dt_target.reshape(-1), ignore_index=-100)
-    is_event = tg_m & (tg_dt < n_dt)
-    if bool(is_event.any()):
-        id_loss = F.cross_entropy(id_logits[is_event], tg_u[is_event])
-    else:
-        id_loss = id_logits.sum() * 0.0
-    contrastive = None
-    if mod is not None and config.contrastive_weight > 0:
-        contrastive = decoder.contrastive_loss(out.bin_states, mod)
-    gamma, mu = config.contrastive_weight, config.id_loss_weight
-    loss = mu * id_loss + (1 - gamma - mu) * dt_loss
-    if contrastive is not None:
-        loss = loss + gamma * contrastive
-    return NfmSpikeGenerationOutput(
-        loss=loss, id_loss=id_loss, dt_loss=dt_loss, contrastive_loss=contrastive, dt_logits=dt_logits,
-        id_logits=id_logits, target_units=tg_u, target_dts=tg_dt, target_mask=tg_m, memory_units=mem_units,
-        last_hidden_state=out.last_hidden_state,
-        attentions=self_w if output_attentions else None, cross_attentions=cross_w if output_attentions else None,
-        backbone_attentions=out.attentions)
-
-
-# --------------------------------------------------------------------------- sampling
-def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k, top_p, generator) -> torch.Tensor:
-    """(B, C) float logits (-inf = forbidden) -> (B,) long."""
-    if not do_sample:
-        return logits.argmax(-1)
-    logits = logits / max(float(temperature), 1e-6)
-    if top_k is not None and top_k > 0 and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, int(top_k), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p (always >= 1)
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-class NfmSpikeSampling:
-    """``generate()`` and ``generation_outputs()`` for models that own ``self.nfm`` (backbone) and
-    ``self.decoder`` (event decoder)."""
-
-    def generation_outputs(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
-                           event_units=None, event_mask=None, stimulus=None, behavior=None,
-                           output_attentions: bool = False, **kwargs) -> NfmSpikeGenerationOutput:
-        """Teacher-forced event-decoder outputs (losses, logits and, with ``output_attentions``, the attention
-        maps for :meth:`NfmForSpikeGeneration.unit_attention`) of any model with an event decoder."""
-        if getattr(self, "decoder", None) is None:
-            raise ValueError("this model has no event decoder ('generation' not in config.objectives)")
-        return _generation(self.nfm, self.decoder, self.config, spikes, unit_mask, unit_region, session_ids,
-                           event_times, event_units, event_mask, stimulus, behavior, output_attentions)
-
-    @torch.no_grad()
-    def generate(self, spikes: torch.Tensor, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
-                 event_units=None, event_mask=None, stimulus=None, behavior=None, start_window: int = 0,
-                 n_windows: int | None = None, max_events: int | None = None, min_events: int = 0,
-                 do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-                 **kwargs) -> NfmGenerationOutput:
-        """Generate spike events window by window, closed loop.
-
-        The bins before ``start_window`` (and their events) are the given past; windows ``start_window ..
-        start_window + n_windows - 1`` are generated one after the other: for each, the backbone re-reads the
-        spike tensor in which earlier generated windows have replaced the data, so generated spikes are the past
-        state of the next window.  Sampling: ``do_sample=False`` is greedy; else temperature / top-k / top-p.
-        ``max_events`` (default ``config.gen_max_events``) caps the events of one window (then EOS is forced);
-        ``min_events`` forbids EOS before that many events.  ``use_cache=False`` recomputes the whole prefix at
-        every step (the reference the KV cache must match).
-        """
-        cfg = self.config
-        backbone, decoder = self.nfm, self.decoder
-        B, T, N = spikes.shape
-        w = cfg.window_bins
-        if T % w:
-            raise ValueError(f"trial length T={T} bins is not a multiple of the window ({w} bins)")
-        K = T // w
-        n_windows = K - start_window if n_windows is None else int(n_windows)
-        if not (0 <= start_window and n_windows >= 1 and start_window + n_windows <= K):
-            raise ValueError(f"windows {start_window}..{start_window + n_windows - 1} are outside the trial's "
-                             f"{K} windows of {cfg.gen_window} s")
-        max_events = cfg.gen_max_events if max_events is None else int(max_events)
-        if min_events > max_events:
-            raise ValueError(f"min_events={min_events} > max_events={max_events}")
-        dev = spikes.device
-        session_ids = _as_session_list(session_ids, B)
-        tables = backbone.session_tables(session_ids, unit_mask, unit_region, device=dev)
-        t0 = start_window * cfg.gen_window
-        if event_times is None:
-            event_times = torch.zeros(B, 0, device=dev)
-            event_units = torch.zeros(B, 0, dtype=torch.long, device=dev)
-        event_mask = _check_events(event_times, event_units, event_mask, tables)
-        past_mask = event_mask & (event_times < t0 - 1e-9)  # the given past only
-        past_t, past_u, past_m = event_times, event_units.long(), past_mask
-        spikes = spikes.clone().float()
-        spikes[:, start_window * w:] = 0.0
-        mod = decoder.modality_tokens(stimulus, behavior, B, T, dev)
-        unit_tok = decoder.unit_tokens(tables)
-        n_dt = decoder.n_dt
-        EOS, SOS, PAD = special_ids(n_dt)
-        all_u, all_dt, all_n = [], [], []
-        for k in range(start_window, start_window + n_windows):
-            out = backbone(spikes, session_ids=session_ids, mask_mode="generate", tables=tables)
-            tokens = tokenize_events(past_t, past_u, past_m, window_s=cfg.gen_window, n_windows=K,
-                                     dt_resolution=cfg.dt_resolution)
-            win = torch.tensor([k], device=dev)
-            memory, mem_mask, _ = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, win)
-            memory, mem_mask = memory[:, 0], mem_mask[:, 0]
-            units, dts = self._decode_window(decoder, memory, mem_mask, unit_tok, tables, max_events, min_events,
-                                             do_sample, temperature, top_k, top_p, use_cache, generator)
-            n = ((dts < n_dt) & (units >= 0)).sum(1)
-            all_u.append(units)
-            all_dt.append(dts)
-            all_n.append(n)
-            ev_t, ev_u, ev_m = tokens_to_events(units.unsqueeze(1), dts.unsqueeze(1), k, window_s=cfg.gen_window,
-                                                dt_resolution=cfg.dt_resolution, n_dt=n_dt)
-            spikes += bin_events(ev_t, ev_u, ev_m, n_bins=T, n_units=N, bin_size=cfg.bin_size)
-            past_t = torch.cat([past_t.float(), ev_t], 1)
-            past_u = torch.cat([past_u, ev_u], 1)
-            past_m = torch.cat([past_m, ev_m], 1)
-        L = max(u.shape[1] for u in all_u)
-        tok_u = torch.stack([F.pad(u, (0, L - u.shape[1]), value=NO_UNIT) for u in all_u], 1)
-        tok_dt = torch.stack([F.pad(d, (0, L - d.shape[1]), value=PAD) for d in all_dt], 1)
-        ev_t, ev_u, ev_m = tokens_to_events(tok_u, tok_dt, start_window, window_s=cfg.gen_window,
-                                            dt_resolution=cfg.dt_resolution, n_dt=n_dt)
-        return NfmGenerationOutput(spikes=spikes, event_times=ev_t, event_units=ev_u, event_mask=ev_m,
-                                   token_units=tok_u, token_dts=tok_dt, n_events=torch.stack(all_n, 1))
-
-    @staticmethod
-    def _decode_window(decoder: NfmEventDecoder, memory, mem_mask, unit_tok, tables, max_events, min_events,
-                       do_sample, temperature, top_k, top_p, use_cache, generator):
-        """Autoregressive decoding of one window for all B trials -> (units (B, L), dts (B, L)) without SOS;
-        finished trials are padded (unit -1, dt PAD); EOS is not included."""
-        B = memory.shape[0]
-        dev = memory.device
-        n_dt = decoder.n_dt
-        EOS, SOS, PAD = special_ids(n_dt)
-        seq_u = torch.full((B, max_events + 2), NO_UNIT, dtype=torch.long, device=dev)
-        seq_dt = torch.full((B, max_events + 2), PAD, dtype=torch.long, device=dev)
-        seq_dt[:, 0] = SOS
-        finished = torch.zeros(B, dtype=torch.bool, device=dev)
-        cache = ([{"self": StaticKVCache(max_events + 1), "cross": None} for _ in decoder.layers]
-                 if use_cache else None)
-        cos, sin = decoder.rope(max_events + 1, dev)
-        length = 1
-        for step in range(max_events + 1):
-            if use_cache:
-                x = decoder.embed_tokens(seq_u[:, step:step + 1], seq_dt[:, step:step + 1], unit_tok)
-                states, cache, _, _ = decoder.run(x, memory, mem_mask, cache=cache, use_cache=True,
-                                                  rope=(cos[step:step + 1], sin[step:step + 1]))
-            else:
-                x = decoder.embed_tokens(seq_u[:, :step + 1], seq_dt[:, :step + 1], unit_tok)
-                states, _, _, _ = decoder.run(x, memory, mem_mask)
-            state = states[:, -1]
-            cur_u, cur_dt = seq_u[:, step], seq_dt[:, step]
-            dt_logits = decoder.dt_logits(state, cur_dt)
-            if step < min_events:
-                dt_logits[:, EOS] = float("-inf")
-            if step == max_events:
-                dt_logits[:, :EOS] = float("-inf")
-                dt_logits[:, EOS] = 0.0
-            nxt_dt = _sample(dt_logits, do_sample, temperature, top_k, top_p, generator)
-            id_logits = decoder.id_logits(state[:, None, None], nxt_dt[:, None, None], cur_u[:, None, None],
-                                          cur_dt[:, None, None], tables)[:, 0, 0]
-            nxt_u = _sample(id_logits, do_sample, temperature, top_k, top_p, generator)
-            done = finished | (nxt_dt == EOS)
-            nxt_u = torch.where(done, torch.full_like(nxt_u, NO_UNIT), nxt_u)
-            nxt_dt = torch.where(done, torch.full_like(nxt_dt, PAD), nxt_dt)
-            finished = done
-            if bool(finished.all()):
-                break
-            seq_u[:, step + 1] = nxt_u
-            seq_dt[:, step + 1] = nxt_dt
-            length = step + 2
-        return seq_u[:, 1:length], seq_dt[:, 1:length]
+        loss=masked_nll(pred, spikes), log_rates=pred.prediction if poisson else None,
+        means=None if poisson else pred.prediction, log_variances=pred.log_variance, mask=pred.target,
+        hidden_mask=pred.hidden,
+        mask_mode_id=torch.full((B,), PROMPTS.index(pred.prompt), dtype=torch.long, device=spikes.device),
+        last_hidden_state=pred.last_hidden_state, hidden_states=pred.hidden_states, attentions=pred.attentions)
 
 
 # --------------------------------------------------------------------------- heads
@@ -1181,10 +753,13 @@ class NfmForMaskedModeling(NfmPreTrainedModel):
     """MtM: one mask mode per batch (sampled from ``config.mask_modes`` unless ``mask_mode`` is given), its
     prompt token fed, masked entries predicted; loss averaged over the target entries.
 
-    ``mask`` may be a :class:`~nfm.models.masking.MaskSample` or a (B, T, N) bool target tensor (with
-    ``hidden_mask`` for the input entries to zero, default = ``mask``, and ``mask_mode`` naming the prompt,
-    default ``"neuron"``) for evaluation masks.  ``valid_mask`` (B, T, N) bool (2-photon bad frames = False):
-    invalid entries are never scored and always hidden.
+    Forward (keyword-only after ``spikes``; the collator's batch keys, so ``model(**batch)`` works):
+        spikes (B, T, N), unit_mask (B, N), unit_region (B, N), session_ids (B,), valid_mask (B, T, N) bool
+        (2-photon bad frames: never scored, always hidden), bin_size [s] (checked against the config);
+        mask_mode: the mode to sample (default: one of ``config.mask_modes``); mask: an explicit
+        :class:`~nfm.models.masking.MaskSample` (evaluation masks); prompt: the prompt token (default: the mask's
+        mode); generator: for the mask sampling.  Batch keys it does not use (``event_*``, ``behavior``,
+        ``stimulus``, ``trial_labels``, ``trial_id``) are accepted and ignored.
     """
 
     def __init__(self, config: NfmConfig):
@@ -1192,192 +767,21 @@ class NfmForMaskedModeling(NfmPreTrainedModel):
         self.nfm = NfmModel(config)
         self.post_init()
 
-    def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, mask_mode: str | None = None,
-                mask=None, hidden_mask=None, valid_mask=None, generator: torch.Generator | None = None,
-                output_attentions=None, output_hidden_states=None, return_dict=None,
-                return_loss: bool = True, **kwargs) -> NfmMaskedModelingOutput:
-        out = _masked_modeling(self.nfm, self.config, spikes, unit_mask, unit_region, session_ids, mask_mode, mask,
-                               hidden_mask, generator, output_attentions, output_hidden_states, valid_mask)
+    def forward(self, spikes: torch.Tensor, *, unit_mask=None, unit_region=None, session_ids=None,
+                mask_mode: str | None = None, mask: MaskSample | None = None, prompt: str | None = None,
+                valid_mask=None, bin_size: float | None = None, generator: torch.Generator | None = None,
+                event_times=None, event_units=None, event_mask=None, behavior=None, stimulus=None,
+                trial_labels=None, trial_id=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, return_loss: bool = True) -> NfmMaskedModelingOutput:
+        out = masked_modeling(self.nfm, spikes, unit_mask=unit_mask, unit_region=unit_region,
+                              session_ids=session_ids, mask_mode=mask_mode, mask=mask, prompt=prompt,
+                              valid_mask=valid_mask, bin_size=bin_size, generator=generator,
+                              output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         return out if return_dict is not False else out.to_tuple()
-
-
-class NfmForSpikeGeneration(NfmSpikeSampling, NfmPreTrainedModel):
-    """Neuroformer-style event generation on the nfm backbone (see the module docstring)."""
-
-    def __init__(self, config: NfmConfig):
-        super().__init__(config)
-        self.nfm = NfmModel(config)
-        self.decoder = NfmEventDecoder(config)
-        self.post_init()
-
-    def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
-                event_units=None, event_mask=None, stimulus=None, behavior=None, output_attentions=None,
-                return_dict=None, return_loss: bool = True, **kwargs) -> NfmSpikeGenerationOutput:
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        out = _generation(self.nfm, self.decoder, self.config, spikes, unit_mask, unit_region, session_ids,
-                          event_times, event_units, event_mask, stimulus, behavior, output_attentions)
-        return out if return_dict is not False else out.to_tuple()
-
-    @staticmethod
-    def unit_attention(outputs: NfmSpikeGenerationOutput, n_units: int) -> torch.Tensor:
-        """Directed unit-to-unit attention (B, N, N): entry [b, i, j] is the mean cross-attention weight (over
-        layers, heads and occurrences) from the decoder state that predicts a spike of unit i (target) to the
-        past spike-event tokens of unit j (source).  Needs ``output_attentions=True``; 0 where a pair never
-        co-occurs."""
-        if not outputs.cross_attentions:
-            raise ValueError("run the model with output_attentions=True to read unit-to-unit attention")
-        tgt = torch.where(outputs.target_mask & (outputs.target_units >= 0), outputs.target_units,
-                          torch.full_like(outputs.target_units, NO_UNIT))  # (B, K, Q)
-        src = outputs.memory_units  # (B, K, M)
-        B, K, Q = tgt.shape
-        M = src.shape[2]
-        att = torch.stack([a.float().mean(1) for a in outputs.cross_attentions]).mean(0).view(B, K, Q, M)
-        ok = (tgt >= 0).unsqueeze(-1) & (src >= 0).unsqueeze(2)
-        b = torch.arange(B, device=att.device).view(B, 1, 1, 1)
-        flat = (b * n_units + tgt.clamp_min(0).unsqueeze(-1)) * n_units + src.clamp_min(0).unsqueeze(2)
-        total = torch.zeros(B * n_units * n_units, device=att.device)
-        count = torch.zeros_like(total)
-        total.index_add_(0, flat[ok], att[ok])
-        count.index_add_(0, flat[ok], torch.ones_like(att[ok]))
-        return (total / count.clamp_min(1)).view(B, n_units, n_units)
-
-
-class NfmForPretraining(NfmSpikeSampling, NfmPreTrainedModel):
-    """MtM + Neuroformer on one backbone; objectives and weights from the config (``objectives``,
-    ``mtm_weight``, ``contrastive_weight``, ``id_loss_weight``).
-
-    ``forward(..., objectives=[...])`` runs a subset of the model's objectives for one call (e.g. only
-    ``["mtm"]`` to score masked predictions without the generation pass); default: ``config.objectives``.
-    """
-
-    def __init__(self, config: NfmConfig):
-        super().__init__(config)
-        self.nfm = NfmModel(config)
-        self.decoder = NfmEventDecoder(config) if "generation" in config.objectives else None
-        self.post_init()
-
-    def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, event_times=None,
-                event_units=None, event_mask=None, stimulus=None, behavior=None, mask_mode: str | None = None,
-                mask=None, hidden_mask=None, valid_mask=None, generator: torch.Generator | None = None,
-                objectives=None, return_dict=None, return_loss: bool = True, **kwargs) -> NfmPretrainingOutput:
-        cfg = self.config
-        if objectives is None:
-            objectives = list(cfg.objectives)
-        else:
-            objectives = [objectives] if isinstance(objectives, str) else list(objectives)
-            extra = [o for o in objectives if o not in cfg.objectives]
-            if extra or not objectives:
-                raise ValueError(f"objectives={objectives} must be a non-empty subset of the model's "
-                                 f"config.objectives={list(cfg.objectives)}")
-        loss = spikes.new_zeros((), dtype=torch.float32)
-        out = NfmPretrainingOutput()
-        if "mtm" in objectives:
-            m = _masked_modeling(self.nfm, cfg, spikes, unit_mask, unit_region, session_ids, mask_mode, mask,
-                                 hidden_mask, generator, valid_mask=valid_mask)
-            loss = loss + cfg.mtm_weight * m.loss
-            out.mtm_loss, out.log_rates, out.means, out.mask, out.mask_mode_id = (
-                m.loss, m.log_rates, m.means, m.mask, m.mask_mode_id)
-        if "generation" in objectives:
-            g = _generation(self.nfm, self.decoder, cfg, spikes, unit_mask, unit_region, session_ids, event_times,
-                            event_units, event_mask, stimulus, behavior)
-            loss = loss + g.loss
-            out.id_loss, out.dt_loss, out.contrastive_loss, out.dt_logits, out.id_logits = (
-                g.id_loss, g.dt_loss, g.contrastive_loss, g.dt_logits, g.id_logits)
-        out.loss = loss
-        return out if return_dict is not False else out.to_tuple()
-
-    def generate(self, *args, **kwargs):
-        if self.decoder is None:
-            raise ValueError("this model was built without the 'generation' objective (config.objectives)")
-        return super().generate(*args, **kwargs)
-
-
-def _label_key(name: str) -> str:
-    return "l_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
-
-
-class NfmForBehaviorDecoding(NfmPreTrainedModel):
-    """Behaviour heads on the backbone (prompt ``"none"``, no masking, bidirectional attention).
-
-    * per-bin regression of ``config.behavior_names`` from each bin state (MSE over non-NaN entries);
-    * trial labels (``config.trial_label_names``) from the mean bin state: classification (cross-entropy) for
-      labels listed in ``config.trial_label_classes`` (value -> class by exact match), regression otherwise.
-      NaN labels are missing and skipped; a value outside the listed classes raises ``ValueError``.
-    ``loss = behavior_loss_weight * L_bins + trial_loss_weight * mean over labels``.
-    Load a pretrained backbone with ``NfmForBehaviorDecoding.from_pretrained(path)``; freeze it with
-    :meth:`freeze_backbone`.
-    """
-
-    def __init__(self, config: NfmConfig):
-        super().__init__(config)
-        self.nfm = NfmModel(config)
-        H = config.hidden_size
-        self.behavior_head = nn.Linear(H, config.behavior_dim) if config.behavior_dim else None
-        self.trial_heads = nn.ModuleDict({
-            _label_key(n): nn.Linear(H, len(config.trial_label_classes.get(n, [])) or 1)
-            for n in config.trial_label_names})
-        self.post_init()
-
-    def freeze_backbone(self, frozen: bool = True) -> None:
-        self.nfm.requires_grad_(not frozen)
-
-    def forward(self, spikes, unit_mask=None, unit_region=None, session_ids=None, behavior=None,
-                trial_labels=None, valid_mask=None, output_attentions=None, return_dict=None,
-                return_loss: bool = True, **kwargs) -> NfmBehaviorDecodingOutput:
-        cfg = self.config
-        hidden = None
-        if valid_mask is not None:  # 2-photon bad frames are marked as missing, not fed as zeros
-            hidden = ~valid_mask.bool()
-            if unit_mask is not None:
-                hidden = hidden & unit_mask.bool().unsqueeze(1)
-        out = self.nfm(spikes, unit_mask=unit_mask, unit_region=unit_region, session_ids=session_ids,
-                       hidden_mask=hidden, mask_mode="none", output_attentions=output_attentions)
-        h = out.bin_states
-        losses = []
-        beh_pred = beh_loss = trial_loss = None
-        if self.behavior_head is not None:
-            beh_pred = self.behavior_head(h).float()
-            if behavior is not None:
-                ok = ~torch.isnan(behavior)
-                if bool(ok.any()):
-                    beh_loss = ((beh_pred - torch.nan_to_num(behavior.float())) ** 2)[ok].mean()
-                    losses.append(cfg.behavior_loss_weight * beh_loss)
-        pooled = h.mean(1)
-        trial_logits, per_label = {}, []
-        for i, name in enumerate(cfg.trial_label_names):
-            head = self.trial_heads[_label_key(name)]
-            logits = head(pooled).float()
-            classes = cfg.trial_label_classes.get(name)
-            trial_logits[name] = logits if classes else logits[:, 0]
-            if trial_labels is None:
-                continue
-            y = trial_labels[:, i].float()
-            ok = ~torch.isnan(y)
-            if not bool(ok.any()):
-                continue
-            if classes:
-                cls = torch.tensor(classes, dtype=torch.float32, device=y.device)
-                match = (y[ok].unsqueeze(1) - cls).abs() < 1e-6
-                if not bool(match.any(1).all()):
-                    bad = y[ok][~match.any(1)][0]
-                    raise ValueError(f"trial label {name!r} has value {float(bad)!r}, not one of its classes "
-                                     f"{classes} (config.trial_label_classes)")
-                per_label.append(F.cross_entropy(logits[ok], match.float().argmax(1)))
-            else:
-                per_label.append(F.mse_loss(logits[ok, 0], y[ok]))
-        if per_label:
-            trial_loss = torch.stack(per_label).mean()
-            losses.append(cfg.trial_loss_weight * trial_loss)
-        loss = torch.stack(losses).sum() if losses else None
-        res = NfmBehaviorDecodingOutput(loss=loss, behavior_loss=beh_loss, trial_loss=trial_loss,
-                                        behavior_predictions=beh_pred, trial_logits=trial_logits,
-                                        last_hidden_state=out.last_hidden_state)
-        return res if return_dict is not False else res.to_tuple()
 
 
 __all__ = [
-    "NfmPreTrainedModel", "NfmModel", "NfmForMaskedModeling", "NfmForSpikeGeneration", "NfmForPretraining",
-    "NfmForBehaviorDecoding", "NfmModelOutput", "NfmMaskedModelingOutput", "NfmSpikeGenerationOutput",
-    "NfmPretrainingOutput", "NfmBehaviorDecodingOutput", "NfmGenerationOutput", "NfmSessionParameters",
-    "NfmEventDecoder", "session_key", "masked_nll",
+    "NfmPreTrainedModel", "NfmModel", "NfmForMaskedModeling",
+    "NfmModelOutput", "NfmMaskedPrediction", "NfmMaskedModelingOutput",
+    "NfmSessionParameters", "SessionTables", "session_key", "masked_nll", "masked_modeling",
 ]

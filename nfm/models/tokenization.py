@@ -5,7 +5,8 @@ windows of ``window_s`` seconds.  Each window's spikes become one token
 sequence ``[SOS] (u_1, dt_1) ... (u_L, dt_L) [EOS] [PAD] ...`` where
 
 * ``dt_i`` = floor((t_i - k * window_s) / dt_resolution) is the dt class of the
-  event's offset from its window start (``n_dt = ceil(window_s /
+  event's offset from its window start (window and dt class both follow
+  :func:`nfm.data.binning.bin_index_torch`, the rule of every binning in nfm) (``n_dt = ceil(window_s /
   dt_resolution)`` classes), and
 * events are ordered by dt class, then unit index ascending (Neuroformer's
   "unrolled in space" order within a time step).
@@ -24,6 +25,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from nfm.data.binning import bin_index_torch
 
 NO_UNIT = -1
 
@@ -82,14 +85,13 @@ def tokenize_events(event_times: torch.Tensor, event_units: torch.Tensor, event_
     EOS, SOS, PAD = special_ids(n_dt)
     valid = event_mask.bool()
     t = event_times.double()
-    win = torch.floor(t / window_s + 1e-9).long()
-    bad = valid & ((t < 0) | (win >= K) | ~torch.isfinite(t) | (event_units < 0))
+    bad = valid & (event_units < 0)
     if bool(bad.any()):
         b, e = (int(x) for x in bad.nonzero()[0])
-        raise ValueError(f"event {e} of trial {b}: time {float(event_times[b, e])!r} s / unit {int(event_units[b, e])}"
-                         f" is outside the trial [0, {K * window_s}) s or has a negative unit")
-    rel = t - win.double() * window_s
-    dt = torch.floor(rel / dt_resolution + 1e-9).long().clamp(0, n_dt - 1)
+        raise ValueError(f"event {e} of trial {b} has a negative unit {int(event_units[b, e])}")
+    win = bin_index_torch(t, window_s, K, valid=valid, what="event")  # the one binning rule (nfm.data.binning)
+    rel = torch.where(valid, t - win.double() * window_s, torch.zeros_like(t))
+    dt = bin_index_torch(rel.clamp_min(0), dt_resolution, n_dt, valid=valid, what="event offset")
     units = event_units.long()
     n_units = int(units[valid].max()) + 1 if bool(valid.any()) else 1
     group = torch.arange(B, device=device).unsqueeze(1) * K + win.clamp(0, K - 1)  # (B, E)
@@ -154,17 +156,17 @@ def tokens_to_events(units: torch.Tensor, dts: torch.Tensor, window_index: torch
 
 def bin_events(event_times: torch.Tensor, event_units: torch.Tensor, event_mask: torch.Tensor, *, n_bins: int,
                n_units: int, bin_size: float) -> torch.Tensor:
-    """Count events per bin: (B, E) arrays -> counts (B, n_bins, n_units) float32 (bin = floor(t / bin_size))."""
+    """Count events per bin: (B, E) arrays -> counts (B, n_bins, n_units) float32, binned by
+    :func:`nfm.data.binning.bin_index_torch` (the collator's rule)."""
     B, E = event_times.shape
     counts = torch.zeros(B * n_bins * n_units, dtype=torch.float32, device=event_times.device)
     valid = event_mask.bool()
     b = torch.arange(B, device=event_times.device).unsqueeze(1).expand(B, E)
-    t = torch.floor(event_times.double() / bin_size + 1e-9).long()
-    bad = valid & ((t < 0) | (t >= n_bins) | (event_units < 0) | (event_units >= n_units))
+    bad = valid & ((event_units < 0) | (event_units >= n_units))
     if bool(bad.any()):
         bb, e = (int(x) for x in bad.nonzero()[0])
-        raise ValueError(f"event {e} of trial {bb}: time {float(event_times[bb, e])!r} s / unit "
-                         f"{int(event_units[bb, e])} is outside {n_bins} bins x {n_units} units")
+        raise ValueError(f"event {e} of trial {bb}: unit {int(event_units[bb, e])} is outside 0..{n_units - 1}")
+    t = bin_index_torch(event_times, bin_size, n_bins, valid=valid, what="event")
     flat = (b * n_bins + t) * n_units + event_units.long()
     counts.index_add_(0, flat[valid], torch.ones(int(valid.sum()), device=event_times.device))
     return counts.view(B, n_bins, n_units)

@@ -1,0 +1,313 @@
+"""Decoding tasks: behaviour / trial labels from model features (cross-validated linear decoders, MtM
+protocol) and from a behaviour head fine-tuned on the train split (:class:`~nfm.models.NfmForBehaviorDecoding`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from nfm.data.meta import DatasetMeta
+from nfm.evaluation import baselines as bl
+from nfm.evaluation import metrics as mt
+from nfm.evaluation.tasks import Task
+from nfm.models.masking import MaskSample
+
+from .context import SPLITS, EvalContext, SessionData, mean_or_nan, require, to_device
+from .predictor import NotApplicable, Predictor
+
+def _resolve_target(target: dict, meta: DatasetMeta) -> tuple[str, list[str]]:
+    """(``label`` | ``behavior``, names) or NotApplicable naming what the dataset has."""
+    if "trial_label" in target:
+        name = target["trial_label"]
+        have = list(meta.trial_columns)
+        if name not in have:
+            raise NotApplicable(f"the dataset has no trial column {name!r} (trial columns: {have})")
+        return "label", [name]
+    have = list(meta.behavior_names)
+    if "behavior" in target:
+        if target["behavior"] not in have:
+            raise NotApplicable(f"the dataset has no behaviour {target['behavior']!r} (behaviours: {have})")
+        return "behavior", [target["behavior"]]
+    names = [b for b in have if b.startswith(target["behavior_prefix"])]
+    if not names:
+        raise NotApplicable(f"the dataset has no behaviour starting with {target['behavior_prefix']!r} "
+                            f"(behaviours: {have})")
+    return "behavior", names
+
+
+def _features(ctx: EvalContext, predictor: Predictor, sd: SessionData, source: str, sigma_ms: float) -> np.ndarray:
+    """(R, T, F) per-bin features of ``source``: latents, rates (nothing masked) or smoothed activity."""
+    ck = (predictor.name if source != "spikes" else "-", "features", source, sd.session_id, sd.splits, sigma_ms)
+    if ck in ctx._pred:
+        return ctx._pred[ck]
+    if source == "spikes":
+        from scipy.ndimage import gaussian_filter1d
+
+        x = gaussian_filter1d(sd.counts, bl.sigma_ms_to_bins(sigma_ms, ctx.bin_size), axis=1, mode="reflect")
+    else:
+        parts = []
+        for _, batch in sd.batch_slices():
+            if source == "latents":
+                parts.append(predictor.latents(batch))
+            else:
+                none = torch.zeros_like(batch["spikes"], dtype=torch.bool)
+                parts.append(predictor.predict(batch, MaskSample(none, none.clone(), "none"))[0])
+        x = np.concatenate(parts)
+    ctx._pred[ck] = x
+    return x
+
+
+def _chunk_mean(x: np.ndarray, n_chunks: int) -> np.ndarray:
+    """(R, T, F) -> (R, n_chunks * F): bins averaged in ``n_chunks`` consecutive groups, flattened."""
+    groups = np.array_split(np.arange(x.shape[1]), min(n_chunks, x.shape[1]))
+    starts = np.array([g[0] for g in groups])
+    sums = np.add.reduceat(x, starts, axis=1)
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    return (sums / sizes[None, :, None]).reshape(x.shape[0], -1)
+
+
+def _class_check(y: np.ndarray, n_splits: int) -> None:
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size < 2:
+        raise NotApplicable(f"only one class ({classes.tolist()}) among {y.size} trials")
+    smallest = int(counts.min())
+    if smallest < n_splits or smallest - math.ceil(smallest / n_splits) < n_splits:
+        raise NotApplicable(f"class counts {dict(zip(classes.tolist(), counts.tolist()))} too small for nested "
+                            f"{n_splits}-fold stratified CV")
+
+
+def run_decoding(ctx: EvalContext, task: Task) -> dict:
+    require(ctx, task)
+    kind, names = _resolve_target(task.spec["target"], ctx.meta)
+    dec = task.spec["decoder"]
+    classification = kind == "label"
+    wanted = task.metrics_for("classification" if classification else "regression")
+    splits = tuple(s for s in SPLITS if s in ctx.dd) if task.spec["decoder_splits"] == "all" else (ctx.split,)
+    sources = [(s, ctx.predictor) for s in task.spec["features"]]
+    for s in task.spec["features"]:
+        reason = ctx.predictor.can("mtm" if s == "rates" else "latents")
+        if reason:
+            ctx.note(task.name, f"features {s!r}: {reason}")
+            sources.remove((s, ctx.predictor))
+    if "spikes" in task.baselines:
+        sources.append(("spikes", None))
+    if "baseline_model" in task.baselines and ctx.baseline is not None:
+        for s in task.spec["features"]:
+            if ctx.baseline.can("mtm" if s == "rates" else "latents") is None:
+                sources.append((f"baseline_model/{s}", ctx.baseline))
+    if not sources:
+        raise NotApplicable("no feature source available")
+    per_session: dict[str, dict] = {}
+    example = None
+    for sid in ctx.sessions:
+        try:
+            sd = ctx.session(sid, splits)
+            entry: dict[str, Any] = {}
+            if classification:
+                y = sd.trial_columns.get(names[0])
+                if y is None or not np.isfinite(y).any():
+                    raise NotApplicable(f"session {sid} has no {names[0]!r} values")
+                keep = np.isfinite(y) & ~np.isin(y, np.asarray(task.spec["exclude_values"], dtype=float))
+                _class_check(y[keep], dec["n_splits"])
+                entry.update(n_trials=int(keep.sum()), n_trials_excluded=int((~keep).sum()))
+            else:
+                idx = [ctx.meta.behavior_names.index(n) for n in names]
+                target = sd.behavior[..., idx]  # (R, T, C)
+                keep = np.isfinite(target).all(axis=(1, 2))
+                if not keep.any():
+                    raise NotApplicable(f"session {sid} has no {names} values")
+                if keep.sum() < 2 * dec["n_splits"]:
+                    raise NotApplicable(f"{int(keep.sum())} trials with {names}: too few for nested "
+                                        f"{dec['n_splits']}-fold CV")
+                entry.update(n_trials=int(keep.sum()), n_trials_excluded=int((~keep).sum()))
+        except NotApplicable as err:
+            per_session[sid] = {"not_applicable": str(err)}
+            continue
+        for source, pred in sources:
+            base_source = source.split("/")[-1]
+            x = _features(ctx, pred, sd, base_source, task.spec["smoothing_sigma_ms"])
+            if classification:
+                kw = {"n_splits": dec["n_splits"], "seed": dec["seed"]}
+                if "Cs" in dec:
+                    kw["Cs"] = dec["Cs"]
+                y_cls = np.unique(y[keep], return_inverse=True)[1].ravel()  # float labels (0.2/0.8) -> classes
+                res = mt.decode_choice(_chunk_mean(x[keep], task.spec["time_chunks"]), y_cls, **kw)
+                for m in ("accuracy", "balanced_accuracy"):
+                    if m in wanted:
+                        entry[f"{source}/{m}"] = float(res[m])
+                if "chance" in wanted:
+                    entry["chance"] = float(res["chance"])  # majority-class fraction
+            else:
+                kw = {"n_splits": dec["n_splits"], "seed": dec["seed"]}
+                if "alphas" in dec:
+                    kw["alphas"] = dec["alphas"]
+                r2s = []
+                for c in range(len(names)):  # one decoder per behaviour channel
+                    res = mt.decode_regression(x[keep], target[keep][..., c], **kw)
+                    r2s.append(res["r2"])
+                    if example is None and source == sources[0][0]:
+                        example = (sid, names[c], target[keep][..., c], res["predictions"])
+                entry[f"{source}/r2"] = float(np.mean(r2s))
+                if len(names) > 1:
+                    entry.update({f"{source}/r2_{n}": float(v) for n, v in zip(names, r2s)})
+        per_session[sid] = entry
+    scored = {s: e for s, e in per_session.items() if "not_applicable" not in e}
+    if not scored:
+        raise NotApplicable("; ".join(sorted({e["not_applicable"] for e in per_session.values()})))
+    keys = [k for k in next(iter(scored.values())) if "/" in k or k == "chance"]
+    out: dict[str, Any] = {k: mean_or_nan(e.get(k) for e in scored.values()) for k in keys}
+    out["n_sessions"] = len(scored)
+    out["per_session"] = per_session
+    if splits != (ctx.split,):
+        ctx.note(task.name, f"decoders fitted and cross-validated (nested) on the trials of splits {list(splits)}")
+    if ctx.figure_dir is not None:
+        from nfm.evaluation import plots
+
+        path = plots.plot_bars({k: v for k, v in out.items() if isinstance(v, float)},
+                               ctx.figure_dir / f"{task.name}_scores.png", title=task.name)
+        ctx.figure(task.name, path)
+        if example is not None:
+            sid, n, true, pred = example
+            path = plots.plot_trace(true, pred, ctx.figure_dir / f"{task.name}_trace.png", bin_size=ctx.bin_size,
+                                    title=f"{n} ({sid}), out-of-fold prediction")
+            ctx.figure(task.name, path)
+    return out
+
+
+# --------------------------------------------------------------------------- task: fine-tuned decoding
+def _balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean over the classes present in ``y`` of the recall (sklearn's definition, without its warning
+    when a small split holds one class)."""
+    classes, inv = np.unique(y, return_inverse=True)
+    hit = (p == y).astype(np.float64)
+    recall = np.bincount(inv.ravel(), weights=hit, minlength=classes.size) / np.bincount(inv.ravel())
+    return float(recall.mean())
+
+
+def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
+    from nfm.models import NfmForBehaviorDecoding
+
+    require(ctx, task)
+    pred = ctx.predictor
+    model = getattr(pred, "model", None)
+    if model is None or getattr(model, "nfm", None) is None:
+        raise NotApplicable(f"{pred.name} is not an nfm model with a backbone to fine-tune")
+    labels, behaviors = [], []
+    for t in task.spec["targets"]:
+        try:
+            kind, names = _resolve_target(t, ctx.meta)
+        except NotApplicable as err:
+            ctx.note(task.name, f"target {t}: {err}")
+            continue
+        (labels if kind == "label" else behaviors).extend(n for n in names if n not in labels + behaviors)
+    if not labels and not behaviors:
+        raise NotApplicable("none of the targets is in the dataset: " + "; ".join(ctx.notes.get(task.name, [])))
+    if "train" not in ctx.dd:
+        raise NotApplicable("the dataset has no train split to fine-tune on")
+    label_names = list(ctx.meta.trial_label_names)
+    lab_idx = [label_names.index(n) if n in label_names else None for n in labels]
+    if any(i is None for i in lab_idx):
+        bad = [n for n, i in zip(labels, lab_idx) if i is None]
+        raise NotApplicable(f"trial column(s) {bad} are not trial labels of the batch (meta trial_label_names)")
+    beh_idx = [ctx.meta.behavior_names.index(n) for n in behaviors]
+    excl = {k: np.asarray(v, dtype=float) for k, v in task.spec["exclude_values"].items()}
+    tr = task.spec["train"]
+    train_sd = {sid: ctx.session(sid, "train", cap=False, batch_size=tr["batch_size"]) for sid in ctx.sessions}
+
+    def prep(batch: dict) -> dict:
+        b = dict(batch)
+        tl = batch["trial_labels"][:, lab_idx].clone() if labels else torch.zeros(batch["spikes"].shape[0], 0)
+        for j, n in enumerate(labels):
+            if n in excl:
+                bad = torch.from_numpy(np.isin(tl[:, j].numpy(), excl[n]))
+                tl[bad, j] = float("nan")
+        b["trial_labels"] = tl
+        full = batch["behavior"]
+        keep = torch.full_like(full, float("nan"))
+        keep[..., beh_idx] = full[..., beh_idx]
+        b["behavior"] = keep
+        return b
+
+    classes: dict[str, list[float]] = {}
+    for j, n in enumerate(labels):
+        vals = np.concatenate([prep(b)["trial_labels"][:, j].numpy() for sd in train_sd.values()
+                               for b in sd.batches])
+        vals = vals[np.isfinite(vals)]
+        if np.unique(vals).size < 2:
+            raise NotApplicable(f"label {n!r} has fewer than 2 classes in the train split")
+        classes[n] = sorted(float(v) for v in np.unique(vals))
+    cfg = copy.deepcopy(model.config)
+    cfg.trial_label_names = labels
+    cfg.trial_label_classes = classes
+    torch.manual_seed(tr["seed"])
+    dec = NfmForBehaviorDecoding(cfg).to(pred.device)
+    dec.nfm.load_state_dict(model.nfm.state_dict())
+    dec.freeze_backbone(bool(tr["freeze_backbone"]))
+    params = [p for p in dec.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tr["learning_rate"])
+    train_batches = [prep(b) for sd in train_sd.values() for b in sd.batches]
+    rng = np.random.default_rng(tr["seed"])
+    dec.train()
+    losses = []
+    for step in range(tr["max_steps"]):  # one optimiser step per batch
+        b = to_device(train_batches[int(rng.integers(len(train_batches)))], pred.device)
+        out = dec(b["spikes"], unit_mask=b["unit_mask"], unit_region=b["unit_region"],
+                  session_ids=b["session_ids"], behavior=b["behavior"] if behaviors else None,
+                  trial_labels=b["trial_labels"] if labels else None, bin_size=b["bin_size"])
+        if out.loss is None:
+            continue
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    dec.eval()
+    per_session: dict[str, dict] = {}
+    for sid in ctx.sessions:
+        sd = ctx.session(sid)
+        ys, ps, bt, bp = [], [], [], []
+        with torch.no_grad():
+            for _, batch in sd.batch_slices():
+                b = to_device(prep(batch), pred.device)
+                o = dec(b["spikes"], unit_mask=b["unit_mask"], unit_region=b["unit_region"],
+                        session_ids=b["session_ids"], bin_size=b["bin_size"])
+                if labels:
+                    ys.append(b["trial_labels"].cpu().numpy())
+                    ps.append(np.stack([np.asarray(classes[n])[o.trial_logits[n].argmax(-1).cpu().numpy()]
+                                        for n in labels], axis=1))
+                if behaviors:
+                    bt.append(b["behavior"][..., beh_idx].cpu().numpy())
+                    bp.append(o.behavior_predictions[..., beh_idx].cpu().numpy())
+        entry: dict[str, Any] = {"n_trials": sd.n_trials}
+        for j, n in enumerate(labels):
+            y, p = np.concatenate(ys)[:, j], np.concatenate(ps)[:, j]
+            ok = np.isfinite(y)
+            if ok.sum() == 0:
+                continue
+            entry[f"{n}/accuracy"] = float(np.mean(p[ok] == y[ok]))
+            cls = np.asarray(classes[n])  # class values -> indices (sklearn rejects float labels)
+            yi = np.abs(y[ok][:, None] - cls[None, :]).argmin(1)
+            pi = np.abs(p[ok][:, None] - cls[None, :]).argmin(1)
+            entry[f"{n}/balanced_accuracy"] = _balanced_accuracy(yi, pi)
+        for j, n in enumerate(behaviors):
+            y, p = np.concatenate(bt)[..., j], np.concatenate(bp)[..., j]
+            ok = np.isfinite(y).all(axis=1)
+            if ok.sum() == 0 or np.ptp(y[ok]) == 0:
+                continue
+            entry[f"{n}/r2"] = mt.r2_score(p[ok].ravel(), y[ok].ravel(), reduce="pooled")
+        per_session[sid] = entry
+    wanted = task.metrics_for("any")
+    keys = sorted({k for e in per_session.values() for k in e if "/" in k and k.split("/")[-1] in wanted})
+    out: dict[str, Any] = {k: mean_or_nan(e.get(k) for e in per_session.values()) for k in keys}
+    if not keys:
+        raise NotApplicable("no target could be scored on the evaluated split")
+    out["train_steps"] = len(losses)
+    out["final_train_loss"] = float(losses[-1]) if losses else float("nan")
+    out["n_sessions"] = len(per_session)
+    out["per_session"] = per_session
+    ctx.note(task.name, f"fine-tuned on the train split of {len(train_sd)} session(s) for {len(losses)} steps "
+                        f"(lr {tr['learning_rate']}, backbone {'frozen' if tr['freeze_backbone'] else 'trained'})")
+    return out

@@ -1,0 +1,183 @@
+"""Generation tasks: closed-loop generation of held-out trials and its fidelity (Neuroformer's metrics), and
+:func:`generate_to_files` (what ``recipes/generate.py`` runs)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nfm.data.binning import sum_bins
+from nfm.evaluation import generation_metrics as gm
+from nfm.evaluation.tasks import Task
+
+from .context import EvalContext, SessionData, check_compatibility, mean_or_nan, require, safe_name, select_sessions
+from .predictor import NotApplicable, Predictor, as_predictor
+from .report import jsonable
+
+def generate_held_out(predictor: Predictor, sd: SessionData, *, prompt_s: float, bin_size: float,
+                      temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """Closed-loop generation of a session's trials after ``prompt_s`` seconds of true data.
+
+    Generation starts at the first generation-window boundary at or after ``prompt_s`` (``t0`` in the result).
+
+    Returns ``true_counts`` / ``gen_counts`` (R, T_gen, N) counts per bin of the generated part,
+    ``true_events`` / ``gen_events`` as (times s from the trial-window start, units, trial) of the
+    generated part, ``prompt_events`` (the given past), ``start_bin``.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    gen_spk, gt, gu, gr = [], [], [], []
+    start_bin = None
+    for sl, batch in sd.batch_slices():  # one closed-loop generation per batch of trials
+        w = int(predictor.generation_window_bins)
+        start_window = int(math.ceil(prompt_s / (w * bin_size) - 1e-6))  # first window boundary >= prompt_s
+        if start_window * w >= sd.counts.shape[1]:
+            raise NotApplicable(f"prompt_s={prompt_s} s leaves nothing to generate")
+        out = predictor.generate(batch, start_window, temperature=temperature, top_p=top_p, top_k=top_k,
+                                 generator=gen)
+        start_bin = start_window * int(out["window_bins"])
+        gen_spk.append(out["spikes"][:, start_bin:])
+        rr, ee = np.nonzero(out["event_mask"])
+        gt.append(out["event_times"][rr, ee])
+        gu.append(out["event_units"][rr, ee])
+        gr.append(rr + sl.start)
+    t0 = start_bin * bin_size
+    times, units, trials = sd.events
+    after = times >= t0 - 1e-9
+    return {"true_counts": sd.counts[:, start_bin:], "gen_counts": np.concatenate(gen_spk),
+            "true_events": (times[after], units[after], trials[after]),
+            "gen_events": (np.concatenate(gt), np.concatenate(gu).astype(np.int64), np.concatenate(gr)),
+            "prompt_events": (times[~after], units[~after], trials[~after]), "start_bin": int(start_bin),
+            "t0": float(t0)}
+
+
+def _per_interval(counts: np.ndarray, k: int) -> np.ndarray:
+    """(R, T, N) counts per bin -> (R, T // k, N) counts per interval of ``k`` bins; a trailing interval shorter
+    than ``k`` bins (the generated part need not be a whole number of intervals) is not scored."""
+    whole = (counts.shape[1] // k) * k
+    return sum_bins(counts[:, :whole], k)
+
+
+def _generation_scores(g: dict, interval_bins: int, interval_s: float) -> dict[str, float]:
+    tc, gc = _per_interval(g["true_counts"], interval_bins), _per_interval(g["gen_counts"], interval_bins)
+    r = gm.per_neuron_pearson(tc, gc) if tc.shape[0] * tc.shape[1] >= 2 else np.array([np.nan])
+    psth = gm.psth_correlation(tc, gc)
+    fired = (tc > 0).any() or (gc > 0).any()
+    isi_t, isi_g = gm.interspike_intervals(g["true_events"]), gm.interspike_intervals(g["gen_events"])
+    has_isi = isi_t.size > 0 and isi_g.size > 0
+    return {
+        "pearson_r": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
+        "psth_r": float(np.nanmean(psth)) if np.isfinite(psth).any() else float("nan"),
+        "f1": gm.firing_set_f1(tc, gc) if fired else float("nan"),
+        "rate_wasserstein_hz": gm.firing_rate_distance(tc, gc, interval_s),
+        "isi_wasserstein_s": gm.isi_distance(g["true_events"], g["gen_events"]) if has_isi else float("nan"),
+        "isi_ks": gm.isi_distance(g["true_events"], g["gen_events"], method="ks") if has_isi else float("nan"),
+        "true_spikes": float(g["true_counts"].sum()), "generated_spikes": float(g["gen_counts"].sum()),
+    }
+
+
+def run_generation(ctx: EvalContext, task: Task) -> dict:
+    require(ctx, task, "generation")
+    k = task.spec["interval_s"] / ctx.bin_size
+    if abs(k - round(k)) > 1e-6 or round(k) < 1:
+        raise ValueError(f"{task.source}: interval_s={task.spec['interval_s']} s is not a whole number of "
+                         f"{ctx.bin_size} s bins")
+    interval_bins = int(round(k))
+    wanted = task.metrics_for("spikes")
+    per_session: dict[str, dict] = {}
+    first = None
+    for sid in ctx.sessions:
+        sd = ctx.session(sid)
+        if task.spec["max_trials"] and sd.n_trials > task.spec["max_trials"]:
+            sd = sd.head(task.spec["max_trials"])
+        try:
+            g = generate_held_out(ctx.predictor, sd, prompt_s=task.spec["prompt_s"], bin_size=ctx.bin_size,
+                                  temperature=task.spec["temperature"], top_p=task.spec["top_p"],
+                                  top_k=task.spec["top_k"] or None, seed=task.spec["seed"])
+        except NotApplicable as err:
+            per_session[sid] = {"not_applicable": str(err)}
+            continue
+        s = _generation_scores(g, interval_bins, task.spec["interval_s"])
+        per_session[sid] = {**{m: s[m] for m in wanted}, "true_spikes": s["true_spikes"],
+                            "generated_spikes": s["generated_spikes"], "n_trials": sd.n_trials}
+        if first is None:
+            first = (sid, g, sd.n_units)
+    scored = {s: e for s, e in per_session.items() if "not_applicable" not in e}
+    if not scored:
+        raise NotApplicable("; ".join(sorted({e["not_applicable"] for e in per_session.values()})))
+    out: dict[str, Any] = {m: mean_or_nan(e[m] for e in scored.values()) for m in wanted}
+    out["n_sessions"] = len(scored)
+    out["per_session"] = per_session
+    if ctx.figure_dir is not None and first is not None:
+        sid, g, n_units = first
+        pt, pu, pr = g["prompt_events"]
+        tt, tu, tr_ = g["true_events"]
+        gt, gu, gr = g["gen_events"]
+        sel_p, sel_t, sel_g = pr == 0, tr_ == 0, gr == 0
+        true_ev = (np.concatenate([pt[sel_p], tt[sel_t]]), np.concatenate([pu[sel_p], tu[sel_t]]))
+        gen_ev = (np.concatenate([pt[sel_p], gt[sel_g]]), np.concatenate([pu[sel_p], gu[sel_g]]))
+        path = gm.plot_rasters(true_ev, gen_ev, ctx.figure_dir / f"{task.name}_raster.png", n_units=n_units,
+                               title=f"{sid}, trial 0: true (top) vs generated after {g['t0']:g} s (bottom)")
+        ctx.figure(task.name, path)
+    return out
+
+
+def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessions="all", prompt_s: float = 0.5,
+                      temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None,
+                      max_trials: int | None = 16, batch_size: int = 16, interval_s: float | None = None,
+                      seed: int = 0) -> dict:
+    """Closed-loop generation of held-out trials, saved per session; returns the fidelity summary.
+
+    Writes to ``output_dir``: ``<session>.npz`` (no pickled objects) with ``true_counts`` /
+    ``gen_counts`` (R, T_gen, N) float32 counts per bin of the generated part, ``{true,gen,prompt}_event_
+    {times,units,trials}`` (seconds from the trial-window start, unit index, row in ``trial_ids``),
+    ``trial_ids`` (R,), ``start_bin``, ``bin_size`` [s], ``t0`` [s]; ``<session>_raster.png`` (first trial,
+    true vs prompt + generated); ``generation_summary.json`` (fidelity metrics per session, counts per
+    ``interval_s``, default one generation window).
+    """
+    from nfm.data.hf import load_dataset
+
+    dd, meta = load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    if split not in dd:
+        raise ValueError(f"split {split!r} is not in the dataset (splits: {list(dd)})")
+    predictor = as_predictor(model)
+    reason = predictor.can("generation")
+    if reason:
+        raise ValueError(f"cannot generate: {reason}")
+    chosen = select_sessions(meta, dd, split, predictor, sessions)
+    check_compatibility(predictor, meta, chosen)
+    ctx = EvalContext(dd, meta, predictor, split, chosen, batch_size=batch_size, max_trials=max_trials)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    interval_bins = max(1, int(round((interval_s or predictor.generation_window_bins * ctx.bin_size)
+                                     / ctx.bin_size)))
+    summary: dict[str, Any] = {}
+    for sid in chosen:  # one closed-loop generation per session (batched over its trials)
+        sd = ctx.session(sid)
+        g = generate_held_out(predictor, sd, prompt_s=prompt_s, bin_size=ctx.bin_size, temperature=temperature,
+                              top_p=top_p, top_k=top_k, seed=seed)
+        arrays = {"true_counts": g["true_counts"].astype(np.float32), "gen_counts": g["gen_counts"].astype(np.float32),
+                  "trial_ids": sd.trial_ids.astype(np.int64), "start_bin": np.int64(g["start_bin"]),
+                  "bin_size": np.float64(ctx.bin_size), "t0": np.float64(g["t0"])}
+        for part in ("true", "gen", "prompt"):
+            t, u, r = g[f"{part}_events"]
+            arrays.update({f"{part}_event_times": np.asarray(t, np.float64), f"{part}_event_units":
+                           np.asarray(u, np.int64), f"{part}_event_trials": np.asarray(r, np.int64)})
+        stem = safe_name(sid)
+        np.savez_compressed(out_dir / f"{stem}.npz", **arrays)
+        pt, pu, pr = g["prompt_events"]
+        tt, tu, tr_ = g["true_events"]
+        gt, gu, gr = g["gen_events"]
+        true_ev = (np.concatenate([pt[pr == 0], tt[tr_ == 0]]), np.concatenate([pu[pr == 0], tu[tr_ == 0]]))
+        gen_ev = (np.concatenate([pt[pr == 0], gt[gr == 0]]), np.concatenate([pu[pr == 0], gu[gr == 0]]))
+        gm.plot_rasters(true_ev, gen_ev, out_dir / f"{stem}_raster.png", n_units=sd.n_units,
+                        title=f"{sid}, trial {int(sd.trial_ids[0])}: generated after {g['t0']:g} s")
+        summary[sid] = {**_generation_scores(g, interval_bins, interval_bins * ctx.bin_size),
+                        "n_trials": sd.n_trials, "npz": f"{stem}.npz", "raster": f"{stem}_raster.png"}
+    (out_dir / "generation_summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False))
+    return summary

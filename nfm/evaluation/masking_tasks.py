@@ -1,0 +1,362 @@
+"""Masking and PSTH tasks: evaluation masks, bits/spike (NLB) and 2-photon scores, the smoothing baseline.
+
+Masks at evaluation (every unit scored once per task; :func:`mask_plan`)
+------------------------------------------------------------------------
+* ``neuron`` (co-smoothing): a seeded partition of each session's units into ``held_out_folds`` folds; each
+  fold is hidden and predicted in turn.
+* ``forward``: the last ``forward_s`` seconds of each trial are hidden and predicted with the causal prompt and
+  causal attention (:func:`nfm.models.masking.forward_prediction_mask`).
+* ``intra_region``: for each region r, r's units are split into folds; a fold is predicted while it and every
+  unit outside r are hidden.
+* ``inter_region``: each region in turn is hidden and predicted from the rest.
+Regions are the unit table's acronyms (``DatasetMeta.sessions[sid].regions``).  Every plan entry is a
+:class:`~nfm.models.masking.MaskSample` template of shape (1, T, N) built by :mod:`nfm.models.masking`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from nfm.evaluation import baselines as bl
+from nfm.evaluation import metrics as mt
+from nfm.evaluation.tasks import Task
+from nfm.models.masking import MaskSample, forward_prediction_mask, held_out_units_mask
+
+from .context import EvalContext, SessionData, _stable_seed, mean_or_nan, require
+from .predictor import NotApplicable, Predictor
+
+def mask_plan(mask: dict, sd: SessionData, n_bins: int, bin_size: float) -> list[MaskSample]:
+    """The evaluation masks of a session as (1, T, N) templates (see the module docstring); every scored unit is
+    a target once."""
+    T, N = n_bins, sd.n_units
+    mode = mask["mode"]
+    units = torch.ones(1, N, dtype=torch.bool)
+    if mode == "forward":
+        k = mask["forward_s"] / bin_size
+        if abs(k - round(k)) > 1e-6:
+            raise ValueError(f"mask.forward_s={mask['forward_s']} s is not a whole number of {bin_size} s bins")
+        k = int(round(k))
+        if not 0 < k < T:
+            raise NotApplicable(f"forward_s={mask['forward_s']} s leaves no past in a {T * bin_size:g} s trial")
+        return [forward_prediction_mask(units, T, k)]
+
+    def held_out(idx, mode_, also=None):
+        sel = torch.zeros(1, N, dtype=torch.bool)
+        sel[0, torch.as_tensor(idx, dtype=torch.long)] = True
+        return held_out_units_mask(units, sel, T, mode=mode_,
+                                   also_hidden=None if also is None else torch.from_numpy(also)[None])
+
+    rng = np.random.default_rng(_stable_seed(mask.get("seed", 0), sd.session_id))
+    if mode == "neuron":
+        return [held_out(f, "neuron")
+                for f in np.array_split(rng.permutation(N), min(int(mask["held_out_folds"]), N))]
+    regions = list(dict.fromkeys(sd.regions.tolist()))
+    if mode == "inter_region":
+        if len(regions) < 2:
+            raise NotApplicable(f"session {sd.session_id} has a single region ({regions[0]}): nothing to predict "
+                                "a whole region from")
+        return [held_out(np.flatnonzero(sd.regions == r), "inter_region") for r in regions]
+    if mode == "intra_region":
+        out = []
+        for r in regions:
+            members = np.flatnonzero(sd.regions == r)
+            outside = sd.regions != r
+            for f in np.array_split(rng.permutation(members), min(int(mask["held_out_folds"]), len(members))):
+                out.append(held_out(f, "intra_region", also=outside))
+        return out
+    raise ValueError(f"unknown mask mode {mode!r}")
+
+
+def _plan_key(mask: dict) -> str:
+    return json.dumps(mask, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- scoring helpers
+def _masked_mean(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    axes = tuple(range(x.ndim - 1))
+    s = np.where(m, x, 0.0).sum(axis=axes)
+    c = m.sum(axis=axes)
+    return np.divide(s, c, out=np.zeros_like(s, dtype=np.float64), where=c > 0)
+
+
+def _null_like(counts: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Each unit's mean over its evaluated entries, broadcast to ``counts.shape`` (the NLB null)."""
+    return np.broadcast_to(_masked_mean(counts, m), counts.shape).copy()
+
+
+def score_spikes(rates: np.ndarray, counts: np.ndarray, m: np.ndarray) -> dict[str, Any]:
+    """Bits/spike of one session: pooled value, per-neuron values and the parts needed to pool sessions."""
+    n_spk = float(np.where(m, counts, 0.0).sum())
+    if n_spk <= 0:
+        raise NotApplicable("no spike in the evaluated entries")
+    bps = mt.bits_per_spike(rates, counts, mask=m)
+    per = mt.bits_per_spike(rates, counts, mask=m, pooled=False)
+    evaluated = m.reshape(-1, m.shape[-1]).any(axis=0)
+    per = np.where(evaluated, per, np.nan)
+    nll_model = mt.poisson_nll(rates, counts, mask=m)
+    nll_null = mt.poisson_nll(_null_like(counts, m), counts, mask=m)
+    return {"bps": bps, "per_neuron": per, "nll_model": nll_model, "nll_null": nll_null, "spikes": n_spk,
+            "n_neurons": int(evaluated.sum())}
+
+
+def score_calcium(means: np.ndarray, var: np.ndarray | None, act: np.ndarray, m: np.ndarray) -> dict[str, Any]:
+    """R2 and Gaussian NLL (nats per evaluated entry) of 2-photon predictions against the per-ROI mean.
+
+    Baseline = each ROI's mean and variance over its evaluated entries (a fitted per-ROI Gaussian, so its
+    R2 is 0).  The model's NLL uses its predictive variance when it gives one, else each ROI's mean squared
+    residual (its best constant variance).  Variances are floored at 1e-6 x the median positive ROI variance.
+    """
+    n_entries = int(m.sum())
+    if n_entries == 0:
+        raise NotApplicable("no evaluated entry")
+    rois = m.reshape(-1, m.shape[-1]).any(axis=0)
+    mu = _null_like(act, m)
+    base_var = _masked_mean((act - mu) ** 2, m)
+    pos = base_var[rois & (base_var > 0)]
+    floor = 1e-6 * (float(np.median(pos)) if pos.size else 1.0)
+    base_var = np.maximum(base_var, floor)
+    per = mt.r2_score(means[..., rois], act[..., rois], mask=m[..., rois], reduce="none")
+    pooled = mt.r2_score(means[..., rois], act[..., rois], mask=m[..., rois], reduce="pooled")
+    if var is None:
+        var = np.broadcast_to(np.maximum(_masked_mean((act - np.nan_to_num(means)) ** 2, m), floor), act.shape)
+    v = np.where(m, np.maximum(np.nan_to_num(var, nan=1.0), floor), 1.0)
+    nll_model = mt.gaussian_nll(np.where(m, means, 0.0), act, var=v, mask=m)
+    nll_base = mt.gaussian_nll(mu, act, var=np.broadcast_to(base_var, act.shape), mask=m)
+    return {"r2": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan"), "r2_pooled": pooled,
+            "per_neuron": _scatter(per, rois),
+            "gaussian_nll": nll_model / n_entries, "gaussian_nll_baseline": nll_base / n_entries,
+            "delta_nll": (nll_base - nll_model) / n_entries, "n_entries": n_entries, "n_neurons": int(rois.sum())}
+
+
+def _scatter(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    out = np.full(where.shape, np.nan)
+    out[where] = values
+    return out
+
+
+# --------------------------------------------------------------------------- task: masking
+def _masking_predictions(ctx: EvalContext, task: Task, predictor: Predictor, sid: str):
+    sd = ctx.session(sid)
+    plan = mask_plan(task.spec["mask"], sd, ctx.n_bins, ctx.bin_size)
+    rates, var, target = ctx.masked_predictions(predictor, sd, plan, _plan_key(task.spec["mask"]))
+    return sd, plan, rates, var, target
+
+
+def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], spec: dict) -> np.ndarray:
+    """NLB smoothing baseline per mask pass: held-in (not hidden) units -> target units, fitted on train."""
+    ck = ("smoothing", sd.session_id, sd.splits, json.dumps([p.target[0].any(0).tolist() for p in plan]),
+          json.dumps(spec, sort_keys=True))
+    if ck in ctx._pred:
+        return ctx._pred[ck]
+    train = ctx.session(sd.session_id, "train", cap=False)
+    sigma = bl.sigma_ms_to_bins(spec["sigma_ms"], ctx.bin_size)
+    out = np.full(sd.counts.shape, np.nan)
+    for p in plan:  # one baseline fit per mask pass
+        tgt = np.flatnonzero(p.target[0].any(0).numpy())
+        hin = np.flatnonzero(~p.hidden[0].any(0).numpy())
+        if hin.size == 0:  # nothing to smooth: the training mean rate
+            out[..., tgt] = train.counts[..., tgt].mean(axis=(0, 1))
+            continue
+        model = bl.SmoothingBaseline(sigma_bins=sigma, alpha=spec["alpha"], method=spec["method"])
+        model.fit(train.counts[..., hin], train.counts[..., tgt])
+        out[..., tgt] = model.predict(sd.counts[..., hin])
+    ctx._pred[ck] = out
+    return out
+
+
+def _aggregate_spikes(parts: dict[str, dict], prefix: str = "") -> dict[str, float]:
+    if not parts:
+        return {}
+    num = sum(p["nll_null"] - p["nll_model"] for p in parts.values())
+    den = sum(p["spikes"] for p in parts.values()) * mt.LN2
+    per = np.concatenate([p["per_neuron"] for p in parts.values()])
+    return {f"{prefix}bps": float(num / den),
+            f"{prefix}bps_neuron_mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan"),
+            f"{prefix}bps_session_mean": float(np.mean([p["bps"] for p in parts.values()]))}
+
+
+def _session_spike_metrics(p: dict, prefix: str = "") -> dict[str, float]:
+    per = p["per_neuron"]
+    return {f"{prefix}bps": float(p["bps"]),
+            f"{prefix}bps_neuron_mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")}
+
+
+def run_masking(ctx: EvalContext, task: Task) -> dict:
+    require(ctx, task, "mtm")
+    spikes = ctx.modality == "spikes"
+    wanted = task.metrics_for(ctx.modality)
+    per_session: dict[str, dict] = {}
+    parts: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "smoothing/": {}, "baseline_model/": {}}
+    cal: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "baseline_model/": {}}
+    per_neuron_fig: dict[str, list] = {}
+    for sid in ctx.sessions:
+        try:
+            sd, plan, rates, var, target = _masking_predictions(ctx, task, ctx.predictor, sid)
+        except NotApplicable as err:
+            per_session[sid] = {"not_applicable": str(err)}
+            continue
+        entry: dict[str, Any] = {"n_trials": sd.n_trials}
+        candidates: list[tuple[str, np.ndarray, np.ndarray | None]] = [("", rates, var)]
+        if "null" in task.baselines:
+            candidates.append(("null/", _null_like(sd.counts, target), None))
+        if "smoothing" in task.baselines:
+            if not spikes:
+                ctx.note(task.name, "smoothing baseline: defined for spike counts only (not 2-photon)")
+            elif task.spec["mask"]["mode"] == "forward":
+                ctx.note(task.name, "smoothing baseline: defined for unit masks, not forward prediction")
+            else:
+                try:
+                    candidates.append(("smoothing/", _smoothing_rates(ctx, sd, plan, task.spec["smoothing"]), None))
+                except NotApplicable as err:
+                    ctx.note(task.name, f"smoothing baseline not run for {sid}: {err}")
+        if "baseline_model" in task.baselines and ctx.baseline is not None:
+            if ctx.baseline.can("mtm") is None:
+                _, _, r_b, v_b, _ = _masking_predictions(ctx, task, ctx.baseline, sid)
+                candidates.append(("baseline_model/", r_b, v_b))
+            else:
+                ctx.note(task.name, f"baseline model: {ctx.baseline.can('mtm')}")
+        try:
+            for prefix, r, v in candidates:
+                if spikes:
+                    sc = score_spikes(r, sd.counts, target)
+                    parts[prefix][sid] = sc
+                    entry.update(_session_spike_metrics(sc, prefix))
+                    if prefix == "":
+                        entry.update(n_neurons=sc["n_neurons"], n_spikes=sc["spikes"])
+                else:
+                    sc = score_calcium(r, v, sd.counts, target)
+                    cal[prefix][sid] = sc
+                    entry.update({f"{prefix}{k}": float(sc[k]) for k in
+                                  ("r2", "r2_pooled", "gaussian_nll", "gaussian_nll_baseline", "delta_nll")})
+                    if prefix == "":
+                        entry.update(n_neurons=sc["n_neurons"], n_entries=sc["n_entries"])
+                per_neuron_fig.setdefault(prefix.rstrip("/") or "model", []).append(sc["per_neuron"])
+        except NotApplicable as err:
+            for store in (parts, cal):
+                for d in store.values():
+                    d.pop(sid, None)
+            per_session[sid] = {"not_applicable": str(err)}
+            continue
+        per_session[sid] = entry
+    scored = [s for s, e in per_session.items() if "not_applicable" not in e]
+    if not scored:
+        reasons = {e["not_applicable"] for e in per_session.values()}
+        raise NotApplicable("; ".join(sorted(reasons)) or "no session")
+    out: dict[str, Any] = {}
+    if spikes:
+        for prefix, d in parts.items():
+            agg = _aggregate_spikes(d, prefix)
+            out.update({k: v for k, v in agg.items() if k.split("/")[-1] in wanted})
+    else:
+        for prefix, d in cal.items():
+            if not d:
+                continue
+            for k in ("r2", "r2_pooled", "gaussian_nll", "gaussian_nll_baseline", "delta_nll"):
+                if k in wanted:
+                    if k in ("gaussian_nll", "gaussian_nll_baseline", "delta_nll"):
+                        w = np.array([c["n_entries"] for c in d.values()], dtype=float)
+                        vals = np.array([c[k] for c in d.values()], dtype=float)
+                        out[f"{prefix}{k}"] = float((vals * w).sum() / w.sum())
+                    else:
+                        out[f"{prefix}{k}"] = mean_or_nan(c[k] for c in d.values())
+    out["n_sessions"] = len(scored)
+    out["per_session"] = per_session
+    if ctx.figure_dir is not None:
+        from nfm.evaluation import plots
+
+        label = "bits/spike per neuron" if spikes else "R2 per ROI"
+        data = {k: np.concatenate(v) for k, v in per_neuron_fig.items()}
+        path = plots.plot_per_neuron_hist(data, ctx.figure_dir / f"{task.name}_per_neuron.png",
+                                          xlabel=label, title=task.name)
+        ctx.figure(task.name, path)
+    return out
+
+
+# --------------------------------------------------------------------------- task: psth
+def _condition_labels(task: Task, sd: SessionData) -> tuple[np.ndarray, list[str]]:
+    sets = task.spec["conditions"]
+    options = [sets] if all(isinstance(c, str) for c in sets) else sets
+    for cols in options:
+        if all(c in sd.trial_columns for c in cols):
+            vals = np.stack([sd.trial_columns[c] for c in cols], axis=1)
+            return vals, list(cols)
+    raise NotApplicable(f"the dataset has none of the condition columns {options} (trial columns: "
+                        f"{sorted(sd.trial_columns)})")
+
+
+def _psth_r2_any(rates: np.ndarray, data: np.ndarray, cond: np.ndarray, spikes: bool) -> np.ndarray:
+    """Per-unit PSTH R2 (NaN for flat PSTHs); counts go through metrics.psth_r2, 2-photon through r2_score."""
+    if spikes:
+        return mt.psth_r2(rates, data, cond, per_neuron=True)
+    _, inv = np.unique(cond, return_inverse=True)
+    onehot = np.zeros((inv.max() + 1, len(inv)))
+    onehot[inv, np.arange(len(inv))] = 1.0
+    onehot /= onehot.sum(axis=1, keepdims=True)
+    t = np.einsum("ct,tbn->cbn", onehot, data).reshape(-1, data.shape[-1])
+    p = np.einsum("ct,tbn->cbn", onehot, rates).reshape(-1, data.shape[-1])
+    return mt.r2_score(p, t, reduce="none")
+
+
+def run_psth(ctx: EvalContext, task: Task) -> dict:
+    require(ctx, task, "mtm")
+    spikes = ctx.modality == "spikes"
+    per_session: dict[str, dict] = {}
+    per_unit: dict[str, list[np.ndarray]] = {}
+    example = None
+    for sid in ctx.sessions:
+        try:
+            sd = ctx.session(sid)
+            labels, cols = _condition_labels(task, sd)
+            ok = np.isfinite(labels).all(axis=1)
+            uniq, inv, counts = np.unique(labels[ok], axis=0, return_inverse=True, return_counts=True)
+            inv = np.asarray(inv).ravel()
+            keep_cond = counts >= task.spec["min_trials_per_condition"]
+            rows = np.flatnonzero(ok)[keep_cond[inv]]
+            if keep_cond.sum() < 2:
+                raise NotApplicable(f"fewer than 2 conditions of {cols} with >= "
+                                    f"{task.spec['min_trials_per_condition']} trials in session {sid}")
+            cond = inv[keep_cond[inv]]
+            _, plan, rates, var, target = _masking_predictions(ctx, task, ctx.predictor, sid)
+            if not target[rows].all() and sd.valid is None:
+                raise NotApplicable("the mask does not cover every bin and unit (psth needs unit masks)")
+        except NotApplicable as err:
+            per_session[sid] = {"not_applicable": str(err)}
+            continue
+        data = np.where(target, sd.counts, np.nan)[rows] if sd.valid is not None else sd.counts[rows]
+        data = np.nan_to_num(data)
+        cands = [("", rates)]
+        if "null" in task.baselines:
+            cands.append(("null/", _null_like(sd.counts, target)))
+        if "smoothing" in task.baselines and spikes:
+            cands.append(("smoothing/", _smoothing_rates(ctx, sd, plan, task.spec["smoothing"])))
+        if "baseline_model" in task.baselines and ctx.baseline is not None and ctx.baseline.can("mtm") is None:
+            cands.append(("baseline_model/", _masking_predictions(ctx, task, ctx.baseline, sid)[2]))
+        entry: dict[str, Any] = {"n_trials": int(len(rows)), "n_conditions": int(keep_cond.sum()),
+                                 "n_trials_excluded": int(sd.n_trials - len(rows))}
+        for prefix, r in cands:
+            per = _psth_r2_any(np.nan_to_num(r[rows]), data, cond, spikes)
+            per_unit.setdefault(prefix, []).append(per)
+            entry[f"{prefix}psth_r2"] = float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
+        per_session[sid] = entry
+        if example is None:
+            example = (sid, rates[rows], data, cond)
+    scored = [s for s, e in per_session.items() if "not_applicable" not in e]
+    if not scored:
+        raise NotApplicable("; ".join(sorted({e["not_applicable"] for e in per_session.values()})))
+    out: dict[str, Any] = {}
+    for prefix, lst in per_unit.items():
+        allv = np.concatenate(lst)
+        out[f"{prefix}psth_r2"] = float(np.nanmean(allv)) if np.isfinite(allv).any() else float("nan")
+    out["n_sessions"] = len(scored)
+    out["per_session"] = per_session
+    if ctx.figure_dir is not None and example is not None:
+        from nfm.evaluation import plots
+
+        sid, r, d, c = example
+        path = plots.plot_psth_examples(np.nan_to_num(r), d, c, ctx.figure_dir / f"{task.name}_examples.png",
+                                        bin_size=ctx.bin_size, title=f"{task.name}: {sid}")
+        ctx.figure(task.name, path)
+    return out

@@ -1,0 +1,185 @@
+"""Training data: the dataset to train on (``--dataset`` or the synthetic default), which sessions, which
+trials, and the data-dependent initialisation of each session's read-in / read-out."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from nfm.data.meta import META_FILE, DatasetMeta
+
+from .arguments import DataArguments, read_id_file
+
+
+def build_synthetic_dataset(path: str | os.PathLike, data_args: DataArguments, overwrite: bool = False) -> Path:
+    """Build the default synthetic IBL-like world and save it as an nfm dataset at ``path``."""
+    from nfm.data.prepare import prepare
+
+    prepare("synthetic", path, world="ibl_like", seed=data_args.synthetic_seed, overwrite=overwrite,
+            source_options=dict(n_animals=data_args.synthetic_animals,
+                                sessions_per_animal=data_args.synthetic_sessions_per_animal,
+                                n_trials=data_args.synthetic_trials))
+    return Path(path)
+
+
+def prepare_training_data(data_args: DataArguments, training_args):
+    """Load ``--dataset`` or build the synthetic default into ``<output_dir>/dataset``.
+
+    In a multi-process run the local main process builds, the others wait and
+    then read it. Returns ``(DatasetDict, DatasetMeta, dataset_path)``.
+    """
+    from nfm.data.hf import load_dataset
+
+    if data_args.dataset:
+        path = Path(data_args.dataset)
+    else:
+        path = Path(training_args.output_dir) / "dataset"
+        with training_args.main_process_first(desc="building the synthetic dataset"):
+            if not (path / META_FILE).is_file():
+                build_synthetic_dataset(path, data_args)
+    dd, meta = load_dataset(path)
+    return dd, meta, path
+
+
+def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
+    """Session ids to train on, in the dataset's order (include list, then exclusions).
+
+    An included id absent from the dataset is an error (nothing is silently
+    dropped); an excluded id absent from it is fine (e.g. the MtM held-out list
+    against a dataset that holds only the 35 pretraining sessions).
+    """
+    available = meta.session_ids
+    include = list(data_args.sessions or [])
+    if data_args.sessions_file:
+        include += read_id_file(data_args.sessions_file)
+    if include:
+        missing = [s for s in include if s not in meta.sessions]
+        if missing:
+            raise ValueError(f"session {missing[0]!r} (of {len(missing)} requested ids) is not in the dataset; "
+                             f"it has {available[:10]}{' ...' if len(available) > 10 else ''}")
+        wanted = set(include)
+        chosen = [s for s in available if s in wanted]
+    else:
+        chosen = available
+    excluded = set(data_args.exclude_sessions or [])
+    if data_args.exclude_sessions_file:
+        excluded |= set(read_id_file(data_args.exclude_sessions_file))
+    subjects = set(data_args.exclude_subjects or [])
+    known_subjects = set(meta.subjects)
+    unknown_subjects = subjects - known_subjects
+    if unknown_subjects:
+        raise ValueError(f"--exclude_subjects {sorted(unknown_subjects)} not in the dataset "
+                         f"(subjects: {sorted(known_subjects)})")
+    if meta.is_synthetic:
+        subjects |= set(data_args.synthetic_heldout_subjects or []) & known_subjects
+    chosen = [s for s in chosen if s not in excluded and meta.sessions[s].subject_id not in subjects]
+    if not chosen:
+        raise ValueError("no session left to train on after --sessions / --exclude_* selection")
+    return chosen
+
+
+def subset_split(ds, session_ids: Iterable[str], fraction: float = 1.0, seed: int = 0):
+    """Rows of ``ds`` whose session is in ``session_ids``; with ``fraction < 1`` a
+    seeded random ``ceil(fraction * n)`` of each session's rows (at least one)."""
+    wanted = list(session_ids)
+    sids = np.asarray(list(ds["session_id"]), dtype=object).astype(str)
+    keep = np.isin(sids, wanted)
+    if fraction < 1.0:
+        rng = np.random.default_rng(seed)
+        sub = np.zeros_like(keep)
+        for s in wanted:  # one step per session
+            rows = np.flatnonzero(sids == s)
+            if len(rows) == 0:
+                continue
+            k = max(1, int(math.ceil(fraction * len(rows))))
+            sub[rng.permutation(rows)[:k]] = True
+        keep &= sub
+    return ds.select(np.flatnonzero(keep))
+
+
+def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | None = None,
+                       bin_size: float | None = None, transform=None) -> dict[str, dict[str, np.ndarray]]:
+    """Per-unit statistics of ``dataset`` (e.g. the training split) over its trials and bins, per session.
+
+    Returns ``{session_id: {"mean": (N,), "input_mean": (N,), "input_std": (N,)}}`` (float64) for the
+    sessions of ``session_ids`` (default: every session of ``meta``) that have rows in ``dataset``:
+
+    * ``mean``: spikes: expected count per bin [spikes / bin] at ``bin_size`` s (default: the dataset's);
+      2-photon: mean activity (NaN bad frames ignored; 0 for a unit never valid);
+    * ``input_mean`` / ``input_std``: mean and standard deviation of ``transform(x)`` (a callable on a
+      float32 tensor, e.g. the model's ``transform_input``; default identity) over the same entries.
+
+    Spikes are binned with one ``np.bincount`` per session (trials x bins x units), by
+    :func:`nfm.data.binning.bin_index`, the collator's rule.
+    """
+    from nfm.data.binning import bin_index
+
+    wanted = list(session_ids) if session_ids is not None else meta.session_ids
+    sids = np.asarray(list(dataset["session_id"]), dtype=object).astype(str)
+    transform = transform if transform is not None else (lambda t: t)
+    window, size, T = meta.grid(bin_size)
+    spikes = meta.modality == "spikes"
+    if spikes:
+        import pyarrow.compute as pc
+
+        table = dataset.with_format("arrow")[:]
+        lengths = pc.list_value_length(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
+        all_units = pc.list_flatten(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
+        all_times = pc.list_flatten(table.column("spike_times")).to_numpy(zero_copy_only=False).astype(np.float64)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for sid in wanted:  # one step per session
+        rows = np.flatnonzero(sids == sid)
+        if len(rows) == 0:
+            continue
+        N = int(meta.session(sid).n_units)
+        if spikes:
+            lens = lengths[rows]
+            take = np.arange(int(lens.sum())) + np.repeat(starts[rows] - (np.cumsum(lens) - lens), lens)
+            trial = np.repeat(np.arange(len(rows)), lens)
+            flat = (trial * T + bin_index(all_times[take], size, T, window[0], what="spike")) * N + all_units[take]
+            x = np.bincount(flat, minlength=len(rows) * T * N).reshape(len(rows), T, N).astype(np.float32)
+            valid = np.ones_like(x, dtype=bool)
+        else:
+            x = np.full((len(rows), T, N), np.nan, dtype=np.float32)
+            for i, act in enumerate(dataset.select(rows)["activity"]):  # one step per trial
+                a = np.asarray(act, dtype=np.float32)
+                x[i, :, : a.shape[1]] = a
+            valid = np.isfinite(x)
+            x = np.where(valid, x, 0.0).astype(np.float32)
+        n_valid = valid.sum((0, 1))
+        mean = np.where(n_valid > 0, x.sum((0, 1), dtype=np.float64) / np.maximum(n_valid, 1), 0.0)
+        tx = transform(torch.from_numpy(x)).double().numpy()
+        tx = np.where(valid, tx, 0.0)
+        t_mean = tx.sum((0, 1)) / np.maximum(n_valid, 1)
+        t_var = np.where(valid, (tx - t_mean) ** 2, 0.0).sum((0, 1)) / np.maximum(n_valid, 1)
+        out[sid] = {"mean": mean, "input_mean": t_mean, "input_std": np.sqrt(t_var)}
+    return out
+
+
+def init_sessions_from_data(model, dataset, meta: DatasetMeta, session_ids: Iterable[str] | None = None,
+                            standardize_input: bool = True) -> list[str]:
+    """Data-dependent read-in/read-out init of the model's sessions from their units' statistics in ``dataset``
+    (:func:`session_statistics` on the model's time grid ``config.bin_size``, then
+    :meth:`~nfm.models.modeling_nfm.NfmPreTrainedModel.init_session_statistics`); returns the sessions set.
+    ``standardize_input=False`` sets only the read-out biases."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    known = base.config.session_n_units
+    wanted = [s for s in (session_ids if session_ids is not None else known) if s in known and s in meta.sessions]
+    stats = session_statistics(dataset, meta, wanted, base.config.bin_size, transform=base.base_model.transform_input)
+    for sid, st in stats.items():  # one step per session
+        if standardize_input:
+            base.init_session_statistics(sid, st["mean"], st["input_mean"], st["input_std"])
+        else:
+            base.init_session_statistics(sid, st["mean"])
+    return list(stats)
+
+
+def rows(dataset, idx: list[int]) -> list[dict]:
+    """Rows ``idx`` of a datasets.Dataset as a list of dicts (one columnar read)."""
+    cols = dataset[list(idx)]
+    return [dict(zip(cols, values)) for values in zip(*cols.values())]

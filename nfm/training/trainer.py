@@ -1,0 +1,330 @@
+"""The per-session ``transformers.Trainer`` (:class:`NfmTrainer`), its callbacks, and model building.
+
+See :mod:`nfm.training` for the design (per-session batches, atomic checkpoints, no pickles, loss components).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from nfm.data.collate import NfmCollator
+from nfm.data.meta import DatasetMeta
+from nfm.data.sampler import SessionBatchSampler
+
+from .arguments import RANK_INFO_ENV, ModelArguments
+
+PARTIAL_DIR = ".partial"
+
+class NfmTrainer(Trainer):
+    """``transformers.Trainer`` with per-session batches, atomic checkpoints and loss components.
+
+    Extra args: ``rank_info_dir`` (see module docstring).
+    """
+
+    def __init__(self, *args, rank_info_dir: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._train_sampler: SessionBatchSampler | None = None
+        self._staging_root: str | None = None
+        self._components: dict[str, list[float]] = {}
+        rank_info_dir = rank_info_dir or os.environ.get(RANK_INFO_ENV)
+        self.rank_info: dict[str, Any] | None = None
+        self.rank_info_dir = rank_info_dir
+        if rank_info_dir:
+            self.rank_info = {"batches": [], "param_digest": {}}
+            self.add_callback(_RankInfoCallback(self))
+
+    # ---- data
+    def get_train_dataloader(self):
+        """DataLoader over :class:`SessionBatchSampler` (one session per batch, one shard per rank)."""
+        from torch.utils.data import DataLoader
+
+        if self.train_dataset is None:
+            raise ValueError("NfmTrainer: training requires a train_dataset")
+        ds = self.train_dataset
+        if isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+            # streaming: no per-session batches; Accelerate splits the stream's shards across ranks and the
+            # collator pads units across sessions
+            return super().get_train_dataloader()
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        self._train_sampler = SessionBatchSampler(
+            list(ds["session_id"]), batch_size=self._train_batch_size,
+            num_replicas=self.args.world_size, rank=self.args.process_index,
+            shuffle=True, seed=seed, drop_last=self.args.dataloader_drop_last)
+        params = dict(batch_sampler=self._train_sampler, collate_fn=self.data_collator,
+                      num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
+        if self.args.dataloader_num_workers > 0:
+            params.update(persistent_workers=self.args.dataloader_persistent_workers,
+                          prefetch_factor=self.args.dataloader_prefetch_factor)
+        loader = self.accelerator.prepare(DataLoader(ds, **params))
+        # our sampler is already rank-aware: make Accelerate's BatchSamplerShard a pass-through. Its
+        # ``batch_size`` must go too: with it set, the shard silently drops every batch shorter than
+        # ``batch_size`` (each session's last one), a different number on each rank -> unequal step
+        # counts -> a hang at the end of training.
+        shard = getattr(loader, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is self._train_sampler:
+            shard.num_processes = 1
+            shard.process_index = 0
+            shard.batch_size = None
+        return loader
+
+    def _run_epoch(self, *args, **kwargs):
+        epoch = kwargs["epoch"] if "epoch" in kwargs else args[1]
+        if self._train_sampler is not None:
+            self._train_sampler.set_epoch(epoch)
+        return super()._run_epoch(*args, **kwargs)
+
+    # ---- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.rank_info is not None and model.training:
+            self.rank_info["batches"].append({
+                "step": int(self.state.global_step),
+                "session_ids": list(inputs["session_ids"]),
+                "trial_ids": [int(x) for x in inputs["trial_id"].tolist()],
+            })
+        outputs = model(**inputs)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        if loss is None:
+            raise ValueError("the model returned no loss; check its objectives and the batch keys")
+        if model.training:
+            for key, value in outputs.items():
+                if key != "loss" and key.endswith("loss") and isinstance(value, torch.Tensor) and value.numel() == 1:
+                    self._components.setdefault(key, []).append(float(value.detach()))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._components:
+            for key, values in self._components.items():
+                logs[key] = round(float(np.mean(values)), 6)
+            self._components = {}
+        super().log(logs, *args, **kwargs)
+
+    # ---- checkpoints
+    def _get_output_dir(self, trial) -> str:
+        if self._staging_root is not None:
+            return self._staging_root
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write ``checkpoint-N`` atomically: to ``<run_dir>/.partial`` first, rename when complete."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, PARTIAL_DIR)
+        writer = self.args.should_save
+        if writer:
+            shutil.rmtree(staging_root, ignore_errors=True)  # leftovers of a killed run
+            os.makedirs(staging_root, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        push = self.args.push_to_hub
+        self._staging_root = staging_root
+        try:
+            self.args.push_to_hub = False
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+            self.args.push_to_hub = push
+        self.accelerator.wait_for_everyone()
+        final = os.path.join(run_dir, name)
+        staged = os.path.join(staging_root, name)
+        if writer:
+            best = self.state.best_model_checkpoint
+            if best and best.startswith(staging_root):
+                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+            _fsync_tree(staged)
+            if os.path.exists(final):  # e.g. re-saving a step after a resume
+                old = os.path.join(staging_root, f"old-{name}")
+                os.replace(final, old)
+                os.replace(staged, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(staged, final)
+            _fsync_dir(run_dir)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+        if push:
+            self._push_from_checkpoint(final)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            pickled = os.path.join(output_dir, "training_args.bin")
+            if os.path.exists(pickled):
+                os.remove(pickled)
+            Path(output_dir, "training_args.json").write_text(self.args.to_json_string())
+
+
+def _fsync_tree(root: str) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for fn in filenames:
+            fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(dirpath)
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------- callbacks
+class LossFileCallback(TrainerCallback):
+    """Write every logged row (``state.log_history``) to ``losses.csv`` and ``losses.json``."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.output_dir = Path(output_dir)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero:
+            write_loss_files(state.log_history, self.output_dir)
+
+
+def write_loss_files(history: list[dict], output_dir: str | os.PathLike) -> None:
+    """``losses.json`` (the rows as logged) and ``losses.csv`` (one column per key, blanks where absent)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [dict(r) for r in history]
+    tmp = out / ".losses.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, out / "losses.json")
+    keys = ["step", "epoch"] + sorted({k for r in rows for k in r} - {"step", "epoch"})
+    tmp = out / ".losses.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in keys})
+    os.replace(tmp, out / "losses.csv")
+
+
+class _RankInfoCallback(TrainerCallback):
+    """Per-rank record for the multi-process test (see module docstring)."""
+
+    def __init__(self, trainer: NfmTrainer):
+        self.trainer = trainer
+
+    def _write(self, args):
+        info = self.trainer.rank_info
+        info.update(
+            world_size=int(args.world_size),
+            process_index=int(args.process_index),
+            torch_distributed=bool(torch.distributed.is_available() and torch.distributed.is_initialized()),
+            torch_world_size=(torch.distributed.get_world_size()
+                              if torch.distributed.is_available() and torch.distributed.is_initialized() else 1),
+            env_world_size=os.environ.get("WORLD_SIZE"),
+            pid=os.getpid(),
+        )
+        d = Path(self.trainer.rank_info_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".rank{args.process_index}.json.tmp"
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, d / f"rank{args.process_index}.json")
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.trainer.rank_info["param_digest"][str(state.global_step)] = parameter_digest(model)
+        self._write(args)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(args)
+
+
+def build_trainer(
+    model,
+    training_args: TrainingArguments,
+    train_dataset,
+    meta: DatasetMeta,
+    eval_dataset=None,
+    collator: NfmCollator | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    rank_info_dir: str | None = None,
+) -> NfmTrainer:
+    """An :class:`NfmTrainer` with the model's collator (``NfmCollator.for_config``: the model's time grid and
+    region vocabulary), the per-session sampler and loss files.
+
+    ``remove_unused_columns`` is forced to False (the collator needs the raw
+    spike lists), and TensorBoard logs go to ``<output_dir>/tensorboard``
+    unless ``TENSORBOARD_LOGGING_DIR`` is set.
+    """
+    training_args.remove_unused_columns = False
+    collator = collator or NfmCollator.for_config(meta, model.config)
+    trainer = NfmTrainer(
+        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=collator, callbacks=[LossFileCallback(training_args.output_dir), *callbacks],
+        rank_info_dir=rank_info_dir)
+    if not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        from transformers.integrations import TensorBoardCallback
+
+        for cb in trainer.callback_handler.callbacks:
+            if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:
+                cb.logging_dir = str(Path(training_args.output_dir) / "tensorboard")
+    return trainer
+
+
+def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
+    """``--resume_from_checkpoint``: a folder, or ``true``/``last`` for the newest checkpoint in ``output_dir``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None or value == "" or str(value).lower() in ("false", "no", "none"):
+        return None
+    if str(value).lower() in ("true", "last", "latest"):
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-N folder in {output_dir}")
+        return last
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such folder")
+    return value
+
+
+# --------------------------------------------------------------------------- model
+def build_model(meta: DatasetMeta, model_args: ModelArguments, model_class=None, bin_size: float | None = None):
+    """A fresh model (random init) from the dataset meta on the time grid ``meta.grid(bin_size)``, or
+    ``--init_from`` a pretrained one (its own grid; a ``bin_size`` that differs from it raises)."""
+    from nfm.models import NfmConfig, NfmForPretraining
+
+    cls = model_class or NfmForPretraining
+    if model_args.init_from:
+        model = cls.from_pretrained(model_args.init_from)
+        if bin_size is not None and abs(float(bin_size) - float(model.config.bin_size)) > 1e-12:
+            raise ValueError(f"--bin_size {bin_size} s differs from the bin size {model.config.bin_size} s of "
+                             f"--init_from {model_args.init_from}")
+        return model
+    config = NfmConfig.from_dataset_meta(meta, preset=model_args.preset, bin_size=bin_size,
+                                         **model_args.config_overrides())
+    return cls(config)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def parameter_digest(model) -> str:
+    """SHA-256 of every parameter (name order, float32 bytes): equal digests = bit-identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        h.update(name.encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
