@@ -106,6 +106,7 @@ def test_auto_classes_round_trip(tmp_path):
     assert torch.equal(gen.decoder.dt_head.weight, model.decoder.dt_head.weight)
 
 
+@pytest.mark.slow
 def test_load_by_hub_id_offline(tmp_path):
     torch.manual_seed(0)
     meta = make_meta()
@@ -184,3 +185,21 @@ def test_spike_generation_and_behavior_heads_share_backbone_names():
     keys = set(NfmForSpikeGeneration(cfg).state_dict())
     assert keys == set(NfmForPretraining(cfg).state_dict())
     assert {k for k in keys if k.startswith("nfm.")} == {f"nfm.{k}" for k in NfmModel(cfg).state_dict()}
+
+
+def test_top_level_names_and_a_light_import():
+    """``import nfm`` loads no torch/transformers; the model classes come from the top level, and the Auto classes
+    know nfm as soon as transformers' Auto modules are imported (stand-ins until the classes load)."""
+    code = ("import sys, nfm\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+            "from transformers import AutoConfig, AutoModelForPreTraining\n"
+            "from nfm import NfmConfig, NfmForPretraining, NfmModel\n"
+            "import nfm.models as m\n"
+            "assert type(AutoConfig.for_model('nfm')) is NfmConfig\n"
+            "cfg = NfmConfig(session_n_units={'s': 3}, hidden_size=16, num_attention_heads=2, intermediate_size=16,"
+            " num_hidden_layers=1, decoder_layers=1)\n"
+            "model = AutoModelForPreTraining.from_config(cfg)\n"
+            "assert type(model) is NfmForPretraining, type(model)\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

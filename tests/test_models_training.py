@@ -1,3 +1,4 @@
+import pytest
 """Training behaviour: a tiny model overfits a tiny batch for every objective; bf16 autocast; gradient
 checkpointing; mixed-session batches; the real data pipeline's batch goes straight into the model."""
 import torch
@@ -32,6 +33,7 @@ def _poisson_deviance(log_rates, y, mask):
     return float((dev * mask).sum() / mask.sum())
 
 
+@pytest.mark.slow
 def test_overfit_masked_modeling():
     torch.manual_seed(0)
     meta = make_meta({"sA": ["CA1"] * 4 + ["VISp"] * 4})
@@ -51,6 +53,7 @@ def test_overfit_masked_modeling():
         assert d1 < d0 / 5, (mode, d0, d1)
 
 
+@pytest.mark.slow
 def test_overfit_spike_generation():
     torch.manual_seed(0)
     meta = make_meta({"sA": ["CA1"] * 3 + ["VISp"] * 3}, n_bins=10)
@@ -63,6 +66,7 @@ def test_overfit_spike_generation():
     assert float(out.id_loss) < 0.5 and float(out.dt_loss) < 0.5
 
 
+@pytest.mark.slow
 def test_overfit_pretraining_both_objectives():
     torch.manual_seed(0)
     meta = make_meta({"sA": ["CA1"] * 3 + ["VISp"] * 3}, n_bins=10)

@@ -51,6 +51,7 @@ def is_png(path) -> bool:
 
 
 # --------------------------------------------------------------------------- real model, every task
+@pytest.mark.slow
 def test_all_tasks_on_tiny_model_write_json_md_png(ibl, tmp_path):
     dd, meta = ibl
     model = tiny_model(meta)

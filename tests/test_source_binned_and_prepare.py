@@ -62,6 +62,7 @@ def test_binned_npz_bad_input(tmp_path):
         load_npz(tmp_path / "obj.npz")
 
 
+@pytest.mark.slow
 def test_prepare_data_recipe_cli_synthetic(tmp_path):
     out = tmp_path / "synth"
     cmd = [sys.executable, str(ROOT / "recipes/prepare_data.py"), "--source", "synthetic", "--output_dir", str(out)]

@@ -37,6 +37,7 @@ def _run(cmd, env, timeout=300):
     return subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_two_real_processes_shard_data_and_keep_parameters_identical(dataset, tmp_path):
     # 2 sessions x 14 training trials in batches of 4 -> 8 batches per epoch (each session's last one holds 2
     # trials), 4 per rank; 5 steps cross into the second epoch
@@ -66,6 +67,7 @@ def test_two_real_processes_shard_data_and_keep_parameters_identical(dataset, tm
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_checkpoint_then_resume_equals_uninterrupted_run(dataset, tmp_path):
     common = dict(max_steps=18, save_steps=5, save_total_limit=2, seed=7)
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
@@ -120,3 +122,31 @@ def _check_recipe_outputs(out: Path, max_steps: int):
     assert set(summary["tasks"]["co_smoothing"]["per_session"]) == {"synth-00-00", "synth-01-00"}
     assert all(0 < v < 10 for v in summary["generation"].values())
     assert summary["train"]["steps"] == max_steps
+
+
+@pytest.mark.slow
+def test_pretrain_at_another_bin_size_then_evaluate_agrees_with_the_training_summary(dataset, tmp_path):
+    """--bin_size reaches the config (generation on: its windows follow the new grid), the collator and the
+    evaluation read it back, and eval_summary.json equals recipes/evaluate.py on the same tasks to 1e-6."""
+    out = tmp_path / "coarse"
+    env = subprocess_env()
+    res = _run([python(), RECIPES / "pretrain.py", *tiny_args(dataset, out, max_steps=4, bin_size=0.04,
+                                                               eval_batch_size=4)], env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["bin_size"], cfg["n_bins"]) == (0.04, 50) and "generation" in cfg["objectives"]
+    assert abs(cfg["gen_window"] / cfg["bin_size"] - round(cfg["gen_window"] / cfg["bin_size"])) < 1e-9
+    summary = json.loads((out / "eval_summary.json").read_text())
+    tasks = sorted(summary["tasks"])
+    res = _run([python(), RECIPES / "evaluate.py", "--model", out, "--dataset", dataset, "--split", "validation",
+                "--sessions", "known", "--tasks", ",".join(tasks), "--batch_size", "4",
+                "--output", tmp_path / "eval" / "results.json"], env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    compared = 0
+    for task in tasks:
+        for key, value in summary["tasks"][task].items():
+            if isinstance(value, float):
+                assert results[task][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, key)
+                compared += 1
+    assert compared >= 8 and summary["tasks"]["co_smoothing"]["bps"] is not None
