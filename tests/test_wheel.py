@@ -1,6 +1,7 @@
 """The package as a user installs it: a wheel, installed into a fresh environment outside the repository, has
 its tasks, configs, card templates and manifests, and evaluates a model."""
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -41,9 +42,13 @@ print(json.dumps({"n_tasks": len(tasks), "max_steps": cfg["max_steps"], "n_ids":
 
 @pytest.mark.slow
 def test_wheel_installs_outside_the_repository_and_evaluates(tmp_path):
+    # build from a clean copy of the sources (an in-tree build/ folder would keep files deleted since)
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "outputs", "runs", "__pycache__", "*.egg-info", ".pytest_cache"))
     wheels = tmp_path / "wheels"
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                          str(wheels), str(REPO)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          str(wheels), str(src)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     (wheel,) = wheels.glob("nfm-*.whl")
     venv = tmp_path / "venv"
