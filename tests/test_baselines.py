@@ -109,3 +109,43 @@ def test_smoothing_baseline_silent_neuron_and_errors():
         SmoothingBaseline().fit(counts[:10, :, :20], out)
     with pytest.raises(ValueError, match="method"):
         SmoothingBaseline(method="lstm")
+
+
+def test_joint_poisson_glm_matches_sklearn_per_neuron():
+    from sklearn.linear_model import PoissonRegressor
+
+    from nfm.evaluation.baselines import poisson_glm_fit
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 12))
+    w = 0.3 * rng.standard_normal((4, 12))
+    y = rng.poisson(np.exp(x @ w.T - 1.5))
+    for alpha in (1e-3, 0.3):
+        coef, icpt = poisson_glm_fit(x, y, alpha)
+        for k in range(4):
+            ref = PoissonRegressor(alpha=alpha, max_iter=1000, tol=1e-10).fit(x, y[:, k])
+            np.testing.assert_allclose(coef[k], ref.coef_, atol=2e-5)
+            assert icpt[k] == pytest.approx(ref.intercept_, abs=2e-5)
+
+
+def test_cv_picks_hyperparameters_from_training_trials_only():
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(4)
+
+    def draw(R):  # stationary smooth latents -> 30 held-in and 6 held-out Poisson neurons, 60 bins per trial
+        latent = gaussian_filter1d(rng.standard_normal((R, 60, 2)), 4.0, axis=1) * 3.0
+        return (rng.poisson(np.exp(latent @ w_in.T - 0.5)), rng.poisson(np.exp(latent @ w_out.T - 0.5)))
+
+    w_in, w_out = 0.5 * rng.standard_normal((30, 2)), 0.5 * rng.standard_normal((6, 2))
+    (hin, hout), (tin, tout) = draw(60), draw(60)
+    sigmas, alphas = [0.5, 3.0], [1e-2, 1e3]
+    m = SmoothingBaseline.fit_cv(hin, hout, sigmas, alphas, n_folds=3)
+    assert set(m.cv_scores_) == {(s, a) for s in sigmas for a in alphas}
+    assert (m.sigma_bins, m.alpha) == max(m.cv_scores_, key=m.cv_scores_.get)
+    test = {(s, a): smoothing_co_bps(hin, hout, tin, tout, sigma_bins=s, alpha=a)["co_bps"]
+            for s in sigmas for a in alphas}  # fresh trials: what the choice should be good at
+    assert test[(m.sigma_bins, m.alpha)] >= max(test.values()) - 0.05
+    assert min(test.values()) < max(test.values()) - 0.1  # the grid holds bad choices to avoid
+    again = SmoothingBaseline.fit_cv(hin, hout, sigmas, alphas, n_folds=3)
+    assert (again.sigma_bins, again.alpha) == (m.sigma_bins, m.alpha)

@@ -8,13 +8,14 @@ expected counts per bin (not Hz), as in :mod:`nfm.evaluation.metrics`.
   bits/spike (it *is* the NLB null).
 * **NLB smoothing baseline** (co-smoothing): Gaussian-smooth the held-in
   neurons' spikes along time, then map the smoothed held-in activity of a bin
-  to each held-out neuron's count in that bin with a Poisson GLM
-  (``sklearn.linear_model.PoissonRegressor``, log link, small L2 ``alpha``;
-  the default) or, fully vectorised, with ridge regression on log smoothed
-  held-out rates (``method="ridge"``).  Fitted on training trials, applied to
-  test trials.  The Poisson GLM is fitted by one ``PoissonRegressor.fit`` per
-  held-out neuron (a loop over held-out neurons around the sklearn fit);
-  prediction is one matrix product for all neurons.
+  to each held-out neuron's count in that bin with a Poisson GLM (log link,
+  L2 ``alpha`` on standardised features, the objective of
+  ``sklearn.linear_model.PoissonRegressor``; the default) or with ridge
+  regression on log smoothed held-out rates (``method="ridge"``).  Fitted on
+  training trials, applied to test trials.  The GLM of every held-out neuron
+  is fitted at once (:func:`poisson_glm_fit`, batched Newton steps).
+  :meth:`SmoothingBaseline.fit_cv` chooses the kernel width and ``alpha`` by
+  K-fold cross-validation over the training trials only.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from scipy.signal import lfilter
 from nfm.evaluation.metrics import co_bps, ridge_fit
 
 __all__ = [
+    "poisson_glm_fit",
     "null_rates",
     "predict_null",
     "sigma_ms_to_bins",
@@ -68,6 +70,48 @@ def predict_null(rates, like) -> np.ndarray:
     return np.broadcast_to(r, shape).copy()
 
 
+# --------------------------------------------------------------------------- Poisson GLM
+def poisson_glm_fit(x, y, alpha: float, max_iter: int = 1000, tol: float = 1e-7, coef=None, intercept=None):
+    """L2-penalised Poisson GLMs (log link) of every column of ``y`` on the same features, fitted together.
+
+    Minimises, per output k, ``mean_n(exp(eta_nk) - y_nk eta_nk) + alpha / 2 ||w_k||^2`` with
+    ``eta = x w + b`` (the intercept is not penalised): sklearn ``PoissonRegressor(alpha)``'s objective.  The
+    outputs are independent problems; their sum is minimised in one L-BFGS run (cost per iteration: two
+    (n, F) x (F, K) products, so it scales to hundreds of features).
+
+    Args:
+        x: (n, F) features (standardise them first); y: (n, K) counts >= 0.
+        alpha: L2 penalty; tol: gradient tolerance; coef / intercept: (K, F) / (K,) warm start.
+    Returns ``coef`` (K, F) and ``intercept`` (K,).
+    """
+    from scipy.optimize import minimize
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, F = x.shape
+    K = y.shape[1]
+    xb = np.concatenate([x, np.ones((n, 1))], axis=1)  # (n, F + 1)
+    w0 = np.zeros((K, F + 1))
+    if coef is not None:
+        w0[:, :F], w0[:, F] = coef, intercept
+    else:
+        w0[:, F] = np.log(np.maximum(y.mean(axis=0), 1e-8))
+    pen = np.full(F + 1, float(alpha))
+    pen[F] = 0.0
+
+    def objective(flat):
+        w = flat.reshape(K, F + 1)
+        eta = np.clip(xb @ w.T, -30.0, 30.0)
+        mu = np.exp(eta)
+        f = (mu - y * eta).mean(axis=0).sum() + 0.5 * (pen * w ** 2).sum()
+        return f, (((mu - y).T @ xb) / n + pen * w).ravel()
+
+    res = minimize(objective, w0.ravel(), jac=True, method="L-BFGS-B",
+                   options=dict(maxiter=max_iter, gtol=tol, ftol=1e-12))
+    w = res.x.reshape(K, F + 1)
+    return w[:, :F], w[:, F]
+
+
 # --------------------------------------------------------------------------- smoothing
 def sigma_ms_to_bins(sigma_ms: float, bin_size_s: float) -> float:
     """Convert a Gaussian kernel width in milliseconds to bins of ``bin_size_s`` seconds."""
@@ -109,7 +153,7 @@ class SmoothingBaseline:
         L2 penalty of the GLM (``PoissonRegressor(alpha=...)``, features are
         standardised on the training set) or of the ridge regression.
     method : {"poisson", "ridge"}
-        ``"poisson"``: one ``PoissonRegressor`` per held-out neuron, log link.
+        ``"poisson"``: a Poisson GLM per held-out neuron, log link (:func:`poisson_glm_fit`).
         ``"ridge"``: one vectorised ridge fit of ``log(smoothed held-out +
         log_floor)`` on the standardised smoothed held-in activity, rates =
         exp(prediction), each intercept then shifted so that the mean
@@ -130,7 +174,7 @@ class SmoothingBaseline:
         alpha: float = 1e-3,
         method: str = "poisson",
         causal: bool = False,
-        max_iter: int = 500,
+        max_iter: int = 1000,
         log_floor: float = 0.05,
     ):
         if method not in ("poisson", "ridge"):
@@ -174,11 +218,9 @@ class SmoothingBaseline:
         intercept = np.full(n_out, -np.inf)
         active = np.flatnonzero(~self.silent_)
         if self.method == "poisson":
-            from sklearn.linear_model import PoissonRegressor
-
-            for j in active:  # one sklearn fit per held-out neuron
-                glm = PoissonRegressor(alpha=self.alpha, max_iter=self.max_iter).fit(x, y[:, j])
-                coef[j], intercept[j] = glm.coef_, glm.intercept_
+            if active.size:
+                c, b = poisson_glm_fit(x, y[:, active], self.alpha, max_iter=self.max_iter)
+                coef[active], intercept[active] = c, b
         elif active.size:
             target = np.log(
                 smooth_spikes(hout[..., active], self.sigma_bins, causal=self.causal).reshape(-1, active.size)
@@ -193,6 +235,54 @@ class SmoothingBaseline:
             intercept[active] = b[0] + np.log(y[:, active].mean(axis=0) / pred_mean)
         self.coef_, self.intercept_ = coef, intercept
         return self
+
+    @classmethod
+    def fit_cv(cls, heldin_counts, heldout_counts, sigmas_bins, alphas, n_folds: int = 3, seed: int = 0,
+               method: str = "poisson") -> "SmoothingBaseline":
+        """Choose the kernel width and penalty by ``n_folds``-fold cross-validation over the given (training)
+        trials, then refit on all of them.
+
+        The CV score is the held-out-fold Poisson log-likelihood summed over folds, trials, bins and neurons
+        (the bits/spike numerator, up to a constant).  For each width and fold, the penalties are fitted from
+        the largest down, each warm-started from the previous.  ``cv_scores_`` keeps ``{(sigma_bins, alpha):
+        score}``; ``sigma_bins`` / ``alpha`` hold the choice.  Never pass evaluation trials here.
+        """
+        hin = _counts3(heldin_counts, "heldin_counts")
+        hout = _counts3(heldout_counts, "heldout_counts")
+        n = hin.shape[0]
+        sigmas = [float(x) for x in sigmas_bins]
+        alphas = sorted((float(x) for x in alphas), reverse=True)
+        if n < 2 * n_folds or len(sigmas) * len(alphas) == 1:  # nothing to choose, or too few trials to CV
+            out = cls(sigma_bins=sigmas[0], alpha=alphas[-1], method=method).fit(hin, hout)
+            out.cv_scores_ = {}
+            return out
+        folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
+        scores = {(sb, a): 0.0 for sb in sigmas for a in alphas}
+        for sb in sigmas:
+            for f in folds:  # fit on the other folds, score this one
+                train = np.setdiff1d(np.arange(n), f)
+                m = cls(sigma_bins=sb, method=method)
+                x = m._features(hin[train], fit=True)
+                y = hout[train].reshape(-1, hout.shape[-1])
+                xt = m._features(hin[f], fit=False)
+                yt = hout[f].reshape(-1, hout.shape[-1])
+                active = y.sum(axis=0) > 0
+                coef = icpt = None
+                for a in alphas:
+                    if method == "poisson":
+                        coef, icpt = poisson_glm_fit(x, y[:, active], a, coef=coef, intercept=icpt)
+                        eta = xt @ coef.T + icpt
+                    else:
+                        m.alpha = a
+                        m.fit(hin[train], hout[train])
+                        eta = np.log(np.maximum(m.predict(hin[f]).reshape(-1, hout.shape[-1])[:, active], 1e-300))
+                    r = np.exp(np.clip(eta, -30.0, 30.0))
+                    r = np.maximum(r, 1e-9)
+                    scores[(sb, a)] += float((yt[:, active] * np.log(r) - r).sum())  # silent ones: same for all
+        best = max(scores, key=scores.get)
+        out = cls(sigma_bins=best[0], alpha=best[1], method=method).fit(hin, hout)
+        out.cv_scores_ = scores
+        return out
 
     def predict(self, heldin_counts) -> np.ndarray:
         """Predicted held-out rates (expected counts per bin), ``(trials, bins, N_out)``."""

@@ -102,6 +102,8 @@ class EvalContext:
         self.bin_size = self.collator.bin_size
         self.n_bins = self.collator.n_bins
         self.figures: dict[str, list[str]] = {}
+        #: session -> smoothing-baseline hyper-parameters chosen by CV on its training trials (last task run)
+        self.smoothing_choices: dict[str, dict[str, float]] = {}
         self.notes: dict[str, list[str]] = {}
         self._sessions: dict[tuple, SessionData] = {}
         self._rows: dict[str, np.ndarray] = {}

@@ -152,7 +152,9 @@ def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], 
     if ck in ctx._pred:
         return ctx._pred[ck]
     train = ctx.session(sd.session_id, "train", cap=False)
-    sigma = bl.sigma_ms_to_bins(spec["sigma_ms"], ctx.bin_size)
+    sigmas = [bl.sigma_ms_to_bins(s, ctx.bin_size) for s in np.atleast_1d(spec["sigma_ms"])]
+    alphas = [float(a) for a in np.atleast_1d(spec["alpha"])]
+    chosen = None  # (sigma_bins, alpha): chosen once per session by CV over its training trials
     out = np.full(sd.counts.shape, np.nan)
     for p in plan:  # one baseline fit per mask pass
         tgt = np.flatnonzero(p.target[0].any(0).numpy())
@@ -160,9 +162,16 @@ def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], 
         if hin.size == 0:  # nothing to smooth: the training mean rate
             out[..., tgt] = train.counts[..., tgt].mean(axis=(0, 1))
             continue
-        model = bl.SmoothingBaseline(sigma_bins=sigma, alpha=spec["alpha"], method=spec["method"])
-        model.fit(train.counts[..., hin], train.counts[..., tgt])
+        if chosen is None:
+            model = bl.SmoothingBaseline.fit_cv(train.counts[..., hin], train.counts[..., tgt], sigmas, alphas,
+                                                n_folds=int(spec["cv_folds"]), seed=ctx.seed, method=spec["method"])
+            chosen = (model.sigma_bins, model.alpha)
+        else:
+            model = bl.SmoothingBaseline(sigma_bins=chosen[0], alpha=chosen[1], method=spec["method"])
+            model.fit(train.counts[..., hin], train.counts[..., tgt])
         out[..., tgt] = model.predict(sd.counts[..., hin])
+    if chosen is not None and len(sigmas) * len(alphas) > 1:
+        ctx.smoothing_choices[sd.session_id] = {"sigma_ms": chosen[0] * ctx.bin_size * 1000.0, "alpha": chosen[1]}
     ctx._pred[ck] = out
     return out
 
@@ -210,6 +219,8 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
             else:
                 try:
                     candidates.append(("smoothing/", _smoothing_rates(ctx, sd, plan, task.spec["smoothing"]), None))
+                    for k, v in ctx.smoothing_choices.get(sid, {}).items():  # the CV choice, for the report
+                        entry[f"smoothing/{k}"] = v
                 except NotApplicable as err:
                     ctx.note(task.name, f"smoothing baseline not run for {sid}: {err}")
         if "baseline_model" in task.baselines and ctx.baseline is not None:

@@ -20,7 +20,8 @@ Kinds and their own fields
     ``mask``: ``{mode: neuron | forward | intra_region | inter_region,
     held_out_folds: int >= 2 (neuron, intra_region), forward_s: float > 0
     (forward, seconds), seed: int}``; ``smoothing``: ``{sigma_ms, alpha,
-    method: poisson | ridge}`` (NLB smoothing baseline settings).
+    cv_folds, method: poisson | ridge}`` (NLB smoothing baseline; lists of widths [ms] and
+    penalties are chosen by CV over each session's training trials).
 ``psth``
     the ``mask`` block of the masking task whose predictions are used;
     ``conditions``: list of trial columns (their joint values are the
@@ -197,6 +198,31 @@ def _check_mask(spec: dict, src: str) -> None:
         raise TaskError(src, f"mask.{sorted(unknown)[0]}", "unknown mask field")
 
 
+#: smoothing-baseline grid: kernel widths [ms] and GLM penalties, chosen by CV on each session's training trials
+SMOOTHING_DEFAULTS = {"sigma_ms": [25.0, 50.0, 100.0], "alpha": [1e-3, 1e-2, 1e-1, 1.0], "cv_folds": 3,
+                      "method": "poisson"}
+
+
+def _check_smoothing(spec: dict, src: str) -> None:
+    """``smoothing: {sigma_ms, alpha, cv_folds, method}``: a number or a list each for ``sigma_ms`` [ms] and
+    ``alpha`` (several values: chosen by ``cv_folds``-fold CV over the training trials of each session)."""
+    sm = spec.setdefault("smoothing", {})
+    _typed(sm, dict, src, "smoothing", "a mapping")
+    for key, default in SMOOTHING_DEFAULTS.items():
+        sm.setdefault(key, copy.deepcopy(default))
+    for key in ("sigma_ms", "alpha"):
+        vals = sm[key] if isinstance(sm[key], list) else [sm[key]]
+        if not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in vals):
+            raise TaskError(src, f"smoothing.{key}", f"{sm[key]!r} must be a number > 0 or a list of them")
+        sm[key] = [float(v) for v in vals]
+    _number(sm, "cv_folds", 3, src, "smoothing.", integer=True, minimum=2)
+    if sm["method"] not in ("poisson", "ridge"):
+        raise TaskError(src, "smoothing.method", f"{sm['method']!r} must be 'poisson' or 'ridge'")
+    unknown = set(sm) - set(SMOOTHING_DEFAULTS)
+    if unknown:
+        raise TaskError(src, f"smoothing.{sorted(unknown)[0]}", "unknown smoothing field")
+
+
 def _check_target(target, src: str, name: str) -> dict:
     _typed(target, dict, src, name, "a mapping with one of trial_label, behavior, behavior_prefix")
     keys = [k for k in ("trial_label", "behavior", "behavior_prefix") if k in target]
@@ -283,13 +309,7 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
         _check_mask(spec, src)
         variants = ("spikes", "calcium") if modality == "any" else (modality,)
         if kind == "masking":
-            sm = spec.setdefault("smoothing", {})
-            _typed(sm, dict, src, "smoothing", "a mapping")
-            _number(sm, "sigma_ms", 50.0, src, "smoothing.")
-            _number(sm, "alpha", 1e-3, src, "smoothing.")
-            method = sm.setdefault("method", "poisson")
-            if method not in ("poisson", "ridge"):
-                raise TaskError(src, "smoothing.method", f"{method!r} must be 'poisson' or 'ridge'")
+            _check_smoothing(spec, src)
         else:
             if spec["mask"]["mode"] == "forward":
                 raise TaskError(src, "mask.mode", "'forward': a PSTH needs predictions of every bin (a unit mask)")
@@ -303,10 +323,7 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
                 if not spec["conditions"]:
                     raise TaskError(src, "conditions", "needs at least one trial column")
             _number(spec, "min_trials_per_condition", 2, src, "", integer=True, minimum=1)
-            sm = spec.setdefault("smoothing", {})
-            _number(sm, "sigma_ms", 50.0, src, "smoothing.")
-            _number(sm, "alpha", 1e-3, src, "smoothing.")
-            sm.setdefault("method", "poisson")
+            _check_smoothing(spec, src)
     elif kind == "decoding":
         variants = (_check_decoding(spec, src),)
     elif kind == "finetune_decoding":
