@@ -35,14 +35,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import math
 import os
 import random
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -310,9 +309,11 @@ def neuroformer_windows(batch, n_trials=16, windows_per_trial=10, ends=None):
     if ends is None:
         ends = np.round(np.linspace(0.2, duration, windows_per_trial) / NF_WINDOW) * NF_WINDOW
     intervals = np.array([[e, tr] for tr in spikes for e in ends])
-    b = lambda t: int(round(t / NF_DT))  # noqa: E731
-    cur = max(spikes[int(tr)][:, b(e - NF_WINDOW):b(e)].sum() for e, tr in intervals)
-    prev = max(spikes[int(tr)][:, b(e - NF_WINDOW - NF_WINDOW_PREV):b(e - NF_WINDOW)].sum() for e, tr in intervals)
+
+    def count(tr, t0, t1):  # events of trial tr in [t0, t1) s
+        return spikes[int(tr)][:, round(t0 / NF_DT):round(t1 / NF_DT)].sum()
+    cur = max(count(tr, e - NF_WINDOW, e) for e, tr in intervals)
+    prev = max(count(tr, e - NF_WINDOW - NF_WINDOW_PREV, e - NF_WINDOW) for e, tr in intervals)
     return spikes, N, intervals, (int(cur) + 2, int(prev) + 2)
 
 
@@ -380,7 +381,7 @@ def neuroformer_train_step(repo, batch, n_trials=16, windows_per_trial=10, **kw)
     """One Neuroformer training step on ``n_trials * windows_per_trial`` windows in one batch (their
     ``neuroformer_train.py`` batch is 160 windows).  ``kw``: sizes, see :func:`neuroformer_setup`."""
     s = neuroformer_setup(repo, batch, n_trials, windows_per_trial, **kw)
-    model, ut = s.model, s.mods[3]
+    model = s.model
     loader = torch.utils.data.DataLoader(s.dataset, batch_size=len(s.dataset), shuffle=False)
     x, y = next(iter(loader))
     tconf = types.SimpleNamespace(decay_weights=True, weight_decay=1.0, learning_rate=1e-4, betas=(0.9, 0.95))
@@ -389,7 +390,7 @@ def neuroformer_train_step(repo, batch, n_trials=16, windows_per_trial=10, **kw)
     model.train()
 
     def run():  # neuroformer/trainer.py::Trainer.run_epoch, one batch
-        preds, features, loss = model(x, y)
+        _preds, _features, loss = model(x, y)
         total_loss = 0
         for key, value in loss.items():
             value = value.mean()
