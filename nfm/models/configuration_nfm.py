@@ -80,6 +80,8 @@ class NfmConfig(PreTrainedConfig):
     Masking (MtM):
         mask_modes (list[str], ``["all"]``): modes sampled uniformly, one per batch; ``"all"`` = MtM's
             neuron, causal, intra-region and inter-region modes. Any of :data:`MASK_MODES`.
+        use_prompt_token (bool, True): feed the prompt token of the task; False feeds the ``none`` prompt for
+            every task (the prompt ablation of MtM: the model is not told which mask it is solving).
         mask_ratio_neuron (0.3), mask_ratio_causal (0.6), mask_ratio_temporal (0.3),
         mask_ratio_intra_region (0.3: share of the kept region's units masked), mask_ratio_random_token (0.3).
 
@@ -136,6 +138,7 @@ class NfmConfig(PreTrainedConfig):
     max_log_rate: float = 20.0
     # ---- masking
     mask_modes: list[str] = field(default_factory=lambda: ["all"])
+    use_prompt_token: bool = True
     mask_ratio_neuron: float = 0.3
     mask_ratio_causal: float = 0.6
     mask_ratio_temporal: float = 0.3

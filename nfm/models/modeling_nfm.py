@@ -628,7 +628,8 @@ class NfmModel(NfmPreTrainedModel):
             mask_rows = self.region_mask_embed(tables.unit_region) * tables.unit_mask.unsqueeze(-1)
             z = z + torch.einsum("btn,bnh->bth", hidden_mask.to(z.dtype), mask_rows.to(z.dtype))
         bins = self.readin_fc2(F.gelu(self.readin_fc1(self.readin_norm(z))))
-        prompt_row = self.prompt_embed.weight[PROMPTS.index(prompt)].expand(B, -1)
+        prompt_id = PROMPTS.index(prompt if self.config.use_prompt_token else "none")  # prompt ablation: no task
+        prompt_row = self.prompt_embed.weight[prompt_id].expand(B, -1)
         h = torch.cat([tables.token.unsqueeze(1).to(bins.dtype), prompt_row.unsqueeze(1).to(bins.dtype), bins], dim=1)
         h = self.dropout(h)
         cos, sin = rope_cos_sin(N_PREFIX + T, self.config.hidden_size // self.config.num_attention_heads,

@@ -1,0 +1,231 @@
+"""Shared machinery of the science benchmarks (``bench_claims.py``): worlds, training through the recipes,
+scoring through ``nfm.evaluation.evaluate``, seeds, tables and the ``RESULTS.md`` sections.
+
+Every number comes from the code a user runs: models are trained by ``recipes/pretrain.py`` and adapted by
+``recipes/finetune_lora.py`` (subprocesses, 1 thread), and scored by :func:`nfm.evaluation.runner.evaluate`
+on the **test** split (never used for any choice: early stopping is not used, every hyper-parameter is fixed
+before the run or chosen by CV on training data, e.g. the smoothing baseline).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+M1_NPZ = REPO.parent / "shared" / "data" / "m1_stevenson_2011" / "m1_stevenson_2011.npz"
+
+
+def env(threads: int = 1) -> dict:
+    """Subprocess environment: ``threads`` intra-op threads, offline, this checkout first on the path."""
+    out = dict(os.environ)
+    out.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO) + os.pathsep + out.get("PYTHONPATH", ""))
+    return out
+
+
+def run(cmd: Sequence, log: Path | None = None, threads: int = 1) -> float:
+    """Run a command (the recipes), raise with its output tail on failure; return the wall time [s]."""
+    t0 = time.perf_counter()
+    res = subprocess.run([str(c) for c in cmd], env=env(threads), cwd=REPO, capture_output=True, text=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
+    if res.returncode != 0:
+        raise RuntimeError(f"command failed ({res.returncode}): {' '.join(map(str, cmd))}\n{res.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- data
+def synthetic(out: Path, world: str = "ibl_like", seed: int = 0, **options) -> Path:
+    """A synthetic world saved as an nfm dataset (reused when it exists); ``options`` go to the world."""
+    from nfm.data.prepare import prepare
+
+    if not (out / "nfm_meta.json").is_file():
+        prepare("synthetic", out, world=world, seed=seed, source_options=options or None, progress=False)
+    return out
+
+
+def m1(out: Path) -> Path:
+    """The real macaque M1 recording (shared data, read in place) as 2 s windows split contiguously in time."""
+    from nfm.data.prepare import prepare
+
+    if not M1_NPZ.is_file():
+        raise FileNotFoundError(f"{M1_NPZ} not found (the shared real-data folder)")
+    if not (out / "nfm_meta.json").is_file():
+        prepare("binned", out, inputs=[str(M1_NPZ)], progress=False)
+    return out
+
+
+# --------------------------------------------------------------------------- training
+def pretrain(dataset: Path, out: Path, *, seed: int, steps: int, overrides: dict | None = None,
+             extra: Sequence[str] = (), batch_size: int = 8, lr: float = 2e-3) -> Path:
+    """``recipes/pretrain.py`` on ``dataset`` (the synthetic config's model size unless ``overrides`` says
+    otherwise); skipped when ``out`` already holds a model.  Seed = model init and data order."""
+    if (out / "model.safetensors").is_file():
+        return out
+    model = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512,
+             "decoder_layers": 1, "gen_windows_per_step": 1, **(overrides or {})}
+    cmd = [sys.executable, REPO / "recipes" / "pretrain.py", "--dataset", dataset, "--output_dir", out,
+           "--seed", seed, "--max_steps", steps, "--per_device_train_batch_size", batch_size,
+           "--learning_rate", lr, "--save_steps", 10 * steps + 1, "--logging_steps", max(1, steps // 10),
+           "--report_to", "none", "--skip_eval", "true", "--model_overrides", json.dumps(model), *extra]
+    run(cmd, out / "train.log")
+    return out
+
+
+def adapt(base: Path, dataset: Path, sessions: Sequence[str], out: Path, *, mode: str, seed: int, steps: int,
+          fraction: float = 1.0, lr: float | None = None, extra: Sequence[str] = ()) -> Path:
+    """``recipes/finetune_lora.py`` (``mode`` lora | full | scratch) on ``sessions``; skipped when done."""
+    if (out / "adapter_config.json").is_file() or (out / "model.safetensors").is_file():
+        return out
+    lr = lr if lr is not None else {"lora": 3e-3, "full": 1e-3, "scratch": 2e-3}[mode]
+    cmd = [sys.executable, REPO / "recipes" / "finetune_lora.py", "--model", base, "--dataset", dataset,
+           "--sessions", *sessions, "--output_dir", out, "--mode", mode, "--seed", seed, "--scratch_seed", seed,
+           "--max_steps", steps, "--learning_rate", lr, "--train_fraction", fraction, "--train_fraction_seed", seed,
+           "--save_steps", 10 * steps + 1, "--logging_steps", max(1, steps // 10), "--report_to", "none",
+           "--skip_eval", "true", *extra]
+    run(cmd, out / "train.log")
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+def score(model_dir: Path, dataset: Path, tasks: Sequence[str], *, sessions="known", adapter: Path | None = None,
+          split: str = "test", overrides: dict | None = None, output: Path | None = None,
+          max_trials: int | None = None) -> dict:
+    """``nfm.evaluation.evaluate`` of a saved model (merged with its adapter) on ``split``; cached in
+    ``output`` (default ``<model>/eval_<tasks>.json``)."""
+    import torch
+
+    from nfm.evaluation.runner import evaluate, load_model
+
+    output = output or (model_dir / f"eval_{split}_{'_'.join(tasks)}.json"[:200])
+    if output.is_file():
+        return json.loads(output.read_text())
+    torch.set_num_threads(1)
+    model = load_model(str(model_dir), adapter=str(adapter) if adapter else None)
+    res = evaluate(model, str(dataset), tasks=list(tasks), split=split, sessions=sessions,
+                   task_overrides=overrides, max_trials=max_trials, output=output)
+    return json.loads(output.read_text()) if output.is_file() else res
+
+
+def metric(res: dict, task: str, key: str) -> float:
+    """One number of a result dict (NaN when the task was not applicable or the key is absent)."""
+    v = res.get(task, {}).get(key)
+    return float(v) if isinstance(v, (int, float)) and v is not None else float("nan")
+
+
+# --------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    """Per-seed rows -> CSV beside the results and a Markdown table of mean ± sd over seeds."""
+
+    name: str
+    columns: list[str]
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, **row):
+        self.rows.append(row)
+
+    def write_csv(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        return path
+
+    def summary(self, group: Sequence[str]) -> list[dict]:
+        """Rows grouped by ``group`` columns with ``(mean, sd, n)`` of every metric column."""
+        out: dict[tuple, dict] = {}
+        for r in self.rows:
+            key = tuple(r[g] for g in group)
+            out.setdefault(key, {g: r[g] for g in group} | {"_vals": {}})
+            for c in self.columns:
+                if c in r:
+                    out[key]["_vals"].setdefault(c, []).append(r[c])
+        rows = []
+        for entry in out.values():
+            vals = entry.pop("_vals")
+            for c, v in vals.items():
+                a = np.asarray([x for x in v if x is not None and np.isfinite(x)], dtype=float)
+                entry[c] = (float(a.mean()) if a.size else float("nan"),
+                            float(a.std(ddof=1)) if a.size > 1 else float("nan"), int(a.size))
+            rows.append(entry)
+        return rows
+
+    def markdown(self, group: Sequence[str], digits: int = 3, labels: dict | None = None) -> str:
+        labels = labels or {}
+        rows = self.summary(group)
+        head = [*group, *[labels.get(c, c) for c in self.columns]]
+        lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for r in rows:
+            cells = [str(r[g]) for g in group]
+            for c in self.columns:
+                m, s, n = r.get(c, (float("nan"), float("nan"), 0))
+                cells.append("–" if not math.isfinite(m) else
+                             f"{m:.{digits}f} ± {s:.{digits}f}" if math.isfinite(s) else f"{m:.{digits}f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def seeds_note(seeds: Sequence[int]) -> str:
+    return f"mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))}: model init and data order)"
+
+
+def machine_line() -> str:
+    import platform
+
+    import torch
+
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, 1 thread per run, "
+            f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at writing")
+
+
+def write_section(claim: str, text: str, results: Path = RESULTS) -> None:
+    """Replace (or append) the section between ``<!-- claim:<name>:begin -->`` and ``...:end -->``."""
+    begin, end = f"<!-- claim:{claim}:begin -->", f"<!-- claim:{claim}:end -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    old = results.read_text() if results.is_file() else "# nfm results\n\n"
+    if begin in old and end in old:
+        a, b = old.index(begin), old.index(end) + len(end)
+        new = old[:a] + block.rstrip("\n") + old[b:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    results.write_text(new)
+
+
+def verdict(holds: bool | None, partly: bool = False) -> str:
+    if holds is None:
+        return "**not measured**"
+    return "**holds**" if holds and not partly else "**holds partly**" if partly else "**does not hold**"
+
+
+def mean_of(table: Table, column: str, **where) -> float:
+    vals = [r[column] for r in table.rows if all(r.get(k) == v for k, v in where.items())
+            and column in r and np.isfinite(r[column])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def paired(table: Table, column: str, a: dict, b: dict, by: str = "seed") -> list[float]:
+    """Per-seed differences ``a - b`` of ``column`` (rows matched on ``by``)."""
+    ra = {r[by]: r[column] for r in table.rows if all(r.get(k) == v for k, v in a.items())}
+    rb = {r[by]: r[column] for r in table.rows if all(r.get(k) == v for k, v in b.items())}
+    return [ra[s] - rb[s] for s in sorted(set(ra) & set(rb))]
+
+
+__all__ = ["REPO", "RESULTS", "Table", "adapt", "env", "m1", "metric", "pretrain", "run", "score", "seeds_note",
+           "synthetic", "write_section", "verdict", "machine_line", "mean_of", "paired"]
