@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from .hf import build_dataset, save_dataset, summarize
 
 SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "binned", "synthetic")
-WORLDS = ("ibl_like", "hub_network", "calcium")
+WORLDS = ("ibl_like", "hub_network", "calcium", "drift")
 
 # (align_event, window (s), bin_size (s)) per source
 DEFAULTS = {
@@ -28,6 +28,7 @@ DEFAULTS = {
     "synthetic:ibl_like": ("stimOn_times", (-0.5, 1.5), 0.02),
     "synthetic:hub_network": ("start_time", (0.0, 2.0), 0.01),
     "synthetic:calcium": ("stimOn_times", (-0.5, 1.5), 0.1),
+    "synthetic:drift": ("start_time", (0.0, 2.0), 0.02),
 }
 
 
@@ -76,6 +77,8 @@ def load_source_sessions(
         return [synthetic.make_hub_network(seed=seed, **opts)[0]]
     if world == "calcium":
         return synthetic.make_calcium_world(seed=seed, **opts)
+    if world == "drift":
+        return synthetic.make_drift_world(seed=seed, **opts)
     raise ValueError(f"unknown synthetic world {world!r}; choose one of {WORLDS}")
 
 

@@ -116,15 +116,16 @@ class EvalContext:
         return self._rows[split]
 
     def session(self, sid: str, splits: str | Sequence[str] | None = None, *, cap: bool = True,
-                batch_size: int | None = None) -> SessionData:
+                batch_size: int | None = None, fraction: float = 1.0, seed: int = 0) -> SessionData:
         """The session's trials of ``splits`` (default: the evaluated split), cached.
 
         ``cap``: apply ``max_trials`` (to the evaluated split only); ``batch_size``: trials per collated
-        batch (default: the context's).
+        batch (default: the context's); ``fraction`` < 1: a seeded random ``ceil(fraction * n)`` (at least one)
+        of each split's trials, in their order (few-shot training sets).
         """
         splits = (self.split,) if splits is None else ((splits,) if isinstance(splits, str) else tuple(splits))
         bs = int(batch_size or self.batch_size)
-        key = (sid, splits, cap, bs)
+        key = (sid, splits, cap, bs, float(fraction), int(seed))
         if key in self._sessions:
             return self._sessions[key]
         rows: list[dict] = []
@@ -134,6 +135,9 @@ class EvalContext:
             idx = np.flatnonzero(self._session_rows(sp) == sid)
             if cap and sp == self.split and self.max_trials:
                 idx = idx[: int(self.max_trials)]
+            if fraction < 1.0 and len(idx):
+                k = max(1, int(np.ceil(fraction * len(idx))))
+                idx = np.sort(np.random.default_rng([int(seed), *_stable_seed(sid, sp)]).permutation(idx)[:k])
             if len(idx):
                 rows.extend(self.dd[sp].select(idx).to_list())
         if not rows:

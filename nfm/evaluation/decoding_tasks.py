@@ -216,7 +216,8 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
     beh_idx = [ctx.meta.behavior_names.index(n) for n in behaviors]
     excl = {k: np.asarray(v, dtype=float) for k, v in task.spec["exclude_values"].items()}
     tr = task.spec["train"]
-    train_sd = {sid: ctx.session(sid, "train", cap=False, batch_size=tr["batch_size"]) for sid in ctx.sessions}
+    train_sd = {sid: ctx.session(sid, "train", cap=False, batch_size=tr["batch_size"], fraction=tr["fraction"],
+                                 seed=tr["seed"]) for sid in ctx.sessions}
 
     def prep(batch: dict) -> dict:
         b = dict(batch)
@@ -308,6 +309,8 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
     out["final_train_loss"] = float(losses[-1]) if losses else float("nan")
     out["n_sessions"] = len(per_session)
     out["per_session"] = per_session
-    ctx.note(task.name, f"fine-tuned on the train split of {len(train_sd)} session(s) for {len(losses)} steps "
+    out["train_trials"] = int(sum(sd.n_trials for sd in train_sd.values()))
+    ctx.note(task.name, f"fine-tuned on {out['train_trials']} train trials ({tr['fraction']:g} of the split) of "
+                        f"{len(train_sd)} session(s) for {len(losses)} steps "
                         f"(lr {tr['learning_rate']}, backbone {'frozen' if tr['freeze_backbone'] else 'trained'})")
     return out

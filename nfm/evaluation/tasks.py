@@ -40,7 +40,8 @@ Kinds and their own fields
 ``finetune_decoding``
     ``targets``: list of target blocks as in ``decoding``; ``exclude_values``:
     ``{label: [values]}``; ``train``: ``{max_steps, learning_rate,
-    batch_size, freeze_backbone, seed}``.  Trains :class:`NfmForBehaviorDecoding`
+    batch_size, freeze_backbone, seed, fraction}`` (``fraction``: share of each
+    session's train trials used, seeded by ``seed``; few-shot decoding).  Trains :class:`NfmForBehaviorDecoding`
     on the train split, scores the evaluated split.
 ``generation``
     ``prompt_s`` (true data given before generation starts, seconds),
@@ -282,6 +283,9 @@ def _check_finetune(spec: dict, src: str) -> None:
     _number(tr, "learning_rate", 1e-3, src, "train.")
     _number(tr, "batch_size", 16, src, "train.", integer=True, minimum=1)
     _number(tr, "seed", 0, src, "train.", integer=True, positive=False)
+    _number(tr, "fraction", 1.0, src, "train.")
+    if tr["fraction"] > 1:
+        raise TaskError(src, "train.fraction", f"{tr['fraction']!r} must be in (0, 1] (share of the train trials)")
     fb = tr.setdefault("freeze_backbone", False)
     _typed(fb, bool, src, "train.freeze_backbone", "true or false")
 

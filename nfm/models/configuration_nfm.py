@@ -74,7 +74,10 @@ class NfmConfig(PreTrainedConfig):
         intermediate_size (int, 512), hidden_dropout (float, 0.1), attention_dropout (float, 0.0),
         layer_norm_eps (float, 1e-5), rope_theta (float, 10000), initializer_range (float, 0.02),
         input_transform (str, ``"log1p"``: sign(x) log(1 + |x|) applied to counts before the read-in;
-        ``"none"`` feeds raw values), max_log_rate (float, 20: log-rates are clamped to +-max_log_rate in the
+        ``"none"`` feeds raw values), level_skip (bool, False: add ``level_gain`` (learned, starts at 0) x the
+        unit's mean standardised input over its visible bins of the window to its read-out, so slow per-unit
+        rate changes seen in the unit's own visible activity reach its prediction; a unit with no visible bin,
+        e.g. a held-out neuron, gets nothing), max_log_rate (float, 20: log-rates are clamped to +-max_log_rate in the
         likelihood so bf16 cannot overflow).
 
     Masking (MtM):
@@ -136,6 +139,7 @@ class NfmConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     input_transform: str = "log1p"
     max_log_rate: float = 20.0
+    level_skip: bool = False
     # ---- masking
     mask_modes: list[str] = field(default_factory=lambda: ["all"])
     use_prompt_token: bool = True

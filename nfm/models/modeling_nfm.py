@@ -465,6 +465,8 @@ class NfmModel(NfmPreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList([NfmEncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        # window-level skip (config.level_skip): read-out += level_gain * the unit's mean visible input level
+        self.level_gain = nn.Parameter(torch.zeros(1)) if config.level_skip else None
         self.post_init()
 
     # ---------------------------------------------------------------- sessions
@@ -592,6 +594,21 @@ class NfmModel(NfmPreTrainedModel):
             return torch.sign(spikes) * torch.log1p(spikes.abs())
         return spikes
 
+    def standardized_input(self, spikes: torch.Tensor, tables: SessionTables) -> torch.Tensor:
+        """(B, T, N) read-in values: ``(transform(x) - input_mean) * input_scale`` (0 = the unit's mean)."""
+        x = self.transform_input(spikes.float())
+        if tables.input_mean is not None:
+            x = (x - tables.input_mean.float().unsqueeze(1)) * tables.input_scale.float().unsqueeze(1)
+        return x
+
+    def window_level(self, spikes: torch.Tensor, hidden: torch.Tensor, tables: SessionTables) -> torch.Tensor:
+        """(B, 1, N) each unit's mean standardised input over its visible bins of the window (0 for a unit with
+        none visible): the ``level_skip`` term, so a slow change of a unit's rate (drift) seen in its own
+        visible activity reaches its read-out directly."""
+        visible = (~hidden & tables.unit_mask.unsqueeze(1)).float()
+        n = visible.sum(1, keepdim=True)
+        return (self.standardized_input(spikes, tables) * visible).sum(1, keepdim=True) / n.clamp_min(1.0)
+
     def forward(self, spikes: torch.Tensor, *, unit_mask: torch.Tensor | None = None,
                 unit_region: torch.Tensor | None = None, session_ids=None, hidden_mask: torch.Tensor | None = None,
                 prompt: str = "none", causal: bool | None = None, tables: SessionTables | None = None,
@@ -615,10 +632,7 @@ class NfmModel(NfmPreTrainedModel):
         if valid_mask is not None:  # missing entries: hidden, their stored 0 is not a value
             invalid = ~valid_mask.bool().to(spikes.device) & tables.unit_mask.unsqueeze(1)
             hidden_mask = invalid if hidden_mask is None else hidden_mask | invalid
-        x = self.transform_input(spikes.float())
-        if tables.input_mean is not None:
-            x = (x - tables.input_mean.float().unsqueeze(1)) * tables.input_scale.float().unsqueeze(1)
-        x = x.to(self.region_embed.weight.dtype) * tables.unit_mask.unsqueeze(1)
+        x = self.standardized_input(spikes, tables).to(self.region_embed.weight.dtype) * tables.unit_mask.unsqueeze(1)
         if hidden_mask is not None:
             if hidden_mask.shape != spikes.shape:
                 raise ValueError(f"hidden_mask shape {tuple(hidden_mask.shape)} != spikes shape {tuple(spikes.shape)}")
@@ -693,8 +707,11 @@ class NfmModel(NfmPreTrainedModel):
         prompt = sample.mode if prompt is None else prompt
         out = self(spikes, hidden_mask=hidden, prompt=prompt, causal=sample.causal, tables=tables,
                    output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        prediction = self.readout(out.bin_states, tables).float()
+        if self.level_gain is not None:
+            prediction = prediction + self.level_gain.float() * self.window_level(spikes, hidden, tables)
         return NfmMaskedPrediction(
-            prediction=self.readout(out.bin_states, tables).float(), log_variance=self.log_variance(tables),
+            prediction=prediction, log_variance=self.log_variance(tables),
             target=target, hidden=hidden, prompt=prompt, max_log_rate=float(self.config.max_log_rate),
             last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
 

@@ -341,3 +341,62 @@ def make_calcium_world(
             extra={"world": "calcium", "frame_rate": frame_rate},
         ))
     return sessions
+
+
+def make_drift_world(
+    n_animals: int = 10,
+    duration: float = 240.0,
+    units: tuple[int, int] = (30, 50),
+    latent_dim: int = 4,
+    shared_drift: float = 0.5,
+    unit_drift: float = 0.3,
+    drift_period: tuple[float, float] = (120.0, 480.0),
+    dt: float = 0.01,
+    window_length: float = 2.0,
+    seed: int = 0,
+) -> list[Session]:
+    """Continuous spiking recordings whose firing rates drift slowly, cut into back-to-back windows.
+
+    Per animal: ``latent_dim`` latent factors (damped rotations driven by noise, shared dynamics across
+    animals) read out log-linearly by each unit; on top, a **shared** slow drift ``shared_drift * sin(2 pi t /
+    P + phi)`` of every unit's log rate (a global gain change, e.g. arousal or depth of anaesthesia: visible in
+    the held-in units) and a **per-unit** slow drift of amplitude ``unit_drift`` with its own period and phase
+    (invisible to other units).  Periods are drawn from ``drift_period`` [s], so the test block (the end of the
+    recording, with a contiguous split) sits at drift levels the training block saw only partly.  Trials are
+    consecutive ``window_length`` s windows (align on ``start_time``).  ``session.extra["drift"]`` records the
+    drift parameters.
+    """
+    rng0 = np.random.default_rng([seed, 4242])
+    A = _rotation(rng0, latent_dim, dt, freq_range=(0.5, 2.0), decay=1.0)
+    n_steps = int(round(duration / dt))
+    t = (np.arange(n_steps) + 0.5) * dt
+    sessions = []
+    for a in range(n_animals):
+        rng = np.random.default_rng([seed, a, 4243])
+        N = int(rng.integers(units[0], units[1] + 1))
+        z = np.zeros((n_steps, latent_dim))
+        noise = 0.6 * np.sqrt(dt) * rng.standard_normal((n_steps, latent_dim))
+        for k in range(1, n_steps):  # one step per time step (latent dynamics)
+            z[k] = A @ z[k - 1] + noise[k]
+        z /= max(z.std(), 1e-9)
+        C = 0.5 * rng.standard_normal((N, latent_dim))
+        baseline = np.log(rng.uniform(3.0, 15.0, N))
+        period = rng.uniform(*drift_period)
+        shared = shared_drift * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+        u_period = rng.uniform(*drift_period, N)
+        u_phase = rng.uniform(0, 2 * np.pi, N)
+        u_amp = unit_drift * rng.uniform(0.5, 1.5, N)
+        per_unit = u_amp[None, :] * np.sin(2 * np.pi * t[:, None] / u_period[None, :] + u_phase[None, :])
+        log_rate = np.minimum(baseline[None, :] + z @ C.T + shared[:, None] + per_unit, np.log(150.0))
+        times, unit = _poisson_spike_times(rng, log_rate, dt)
+        subject = f"drift-mouse-{a:02d}"
+        sessions.append(Session(
+            session_id=f"drift-{a:02d}-00", subject_id=subject,
+            units={"unit_id": np.array([f"{subject}-u{i:03d}" for i in range(N)]),
+                   "region": np.array(["unknown"] * N)},
+            trials=_consecutive(0.0, duration, window_length), modality="spikes", spike_times=times,
+            spike_units=unit, recording_end=duration, source=f"synthetic:drift(animal={a}, seed={seed})",
+            extra={"world": "drift", "drift": {"shared_amplitude": shared_drift, "shared_period_s": period,
+                                               "unit_amplitude": unit_drift}},
+        ))
+    return sessions
