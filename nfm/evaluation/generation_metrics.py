@@ -40,6 +40,8 @@ __all__ = [
     "isi_distance",
     "generation_summary",
     "plot_rasters",
+    "condition_psth_correlation",
+    "trial_count_correlation",
 ]
 
 
@@ -228,3 +230,32 @@ def plot_rasters(true_events, gen_events, path, *, n_units: int | None = None, t
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def condition_psth_correlation(true_counts, gen_counts, conditions) -> np.ndarray:
+    """Per-neuron Pearson r between true and generated condition-averaged PSTHs, ``(neurons,)``.
+
+    ``true_counts`` / ``gen_counts``: ``(trials, bins, neurons)`` of the same trials; ``conditions``:
+    ``(trials,)`` condition label of each trial.  Each neuron's PSTHs of all conditions are concatenated
+    (conditions x bins) before correlating, so the score rewards getting both the time course and the
+    differences between conditions.  NaN where either is flat.
+    """
+    t = np.asarray(true_counts, dtype=np.float64)
+    g = np.asarray(gen_counts, dtype=np.float64)
+    c = np.asarray(conditions)
+    if t.shape != g.shape or t.ndim != 3 or c.shape != (t.shape[0],):
+        raise ValueError(f"true {t.shape}, generated {g.shape} and conditions {c.shape} must be (R, T, N) x2 + (R,)")
+    labels = np.unique(c)
+    pt = np.concatenate([t[c == k].mean(axis=0) for k in labels])  # (C * T, N)
+    pg = np.concatenate([g[c == k].mean(axis=0) for k in labels])
+    return _columnwise_pearson(pt, pg)
+
+
+def trial_count_correlation(true_counts, gen_counts) -> np.ndarray:
+    """Per-neuron Pearson r across trials between the true and generated total counts of each trial,
+    ``(neurons,)``: does the simulation reproduce which trials had more spikes (trial-level fidelity)?"""
+    t = np.asarray(true_counts, dtype=np.float64)
+    g = np.asarray(gen_counts, dtype=np.float64)
+    if t.shape != g.shape or t.ndim != 3 or t.shape[0] < 2:
+        raise ValueError(f"true {t.shape} and generated {g.shape} must be equal (trials >= 2, bins, neurons)")
+    return _columnwise_pearson(t.sum(axis=1), g.sum(axis=1))

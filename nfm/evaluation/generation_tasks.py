@@ -56,11 +56,99 @@ def generate_held_out(predictor: Predictor, sd: SessionData, *, prompt_s: float,
             "t0": float(t0)}
 
 
+# --------------------------------------------------------------------------- simulation baselines
+def psth_simulation(train: SessionData, test: SessionData, conditions: tuple[np.ndarray, np.ndarray],
+                    start_bin: int, seed: int = 0) -> np.ndarray:
+    """Poisson samples of each test trial from its condition's mean training PSTH (the overall training PSTH
+    for a condition absent from training): (R, T - start_bin, N) counts of the generated part."""
+    c_train, c_test = conditions
+    rng = np.random.default_rng(seed)
+    overall = train.counts.mean(axis=0)
+    rates = np.stack([train.counts[c_train == c].mean(axis=0) if (c_train == c).any() else overall for c in c_test])
+    return rng.poisson(rates[:, start_bin:]).astype(np.float64)
+
+
+def _stimulus(sd: SessionData) -> np.ndarray:
+    return np.concatenate([b["stimulus"].double().numpy() for b in sd.batches])
+
+
+def _glm_features(counts, stim, beh, t):
+    """Features of bin ``t`` (R, F): stimulus, behaviour (NaN -> 0) and its missing flags, every unit's count
+    at lag 1 and its mean over lags 2-5 (bins before the trial start count as 0)."""
+    R, T, N = counts.shape
+    lag1 = counts[:, t - 1] if t >= 1 else np.zeros((R, N))
+    lo = max(0, t - 5)
+    lag25 = counts[:, lo:max(lo, t - 1)].sum(axis=1) / 4.0
+    b = np.nan_to_num(beh[:, t])
+    return np.concatenate([stim[:, t], b, np.isnan(beh[:, t]).astype(np.float64), lag1, lag25], axis=1)
+
+
+class GLMSimulator:
+    """Poisson GLM of every unit's count per bin on the stimulus, behaviour and the population's recent counts
+    (lag 1 and lags 2-5), fitted on the training trials with the L2 penalty chosen by 3-fold CV over trials;
+    simulated closed loop (sampled counts feed the next bins' features)."""
+
+    def __init__(self, train: SessionData, alphas=(1e-3, 1e-2, 1e-1, 1.0), seed: int = 0):
+        from nfm.evaluation.baselines import poisson_glm_fit
+
+        counts, stim, beh = train.counts, _stimulus(train), train.behavior
+        R, T, N = counts.shape
+        x = np.stack([_glm_features(counts, stim, beh, t) for t in range(T)], axis=1)  # (R, T, F)
+        self.mean = x.reshape(-1, x.shape[-1]).mean(axis=0)
+        sd = x.reshape(-1, x.shape[-1]).std(axis=0)
+        self.scale = np.where(sd > 0, sd, 1.0)
+        z = (x - self.mean) / self.scale
+        folds = np.array_split(np.random.default_rng(seed).permutation(R), 3)
+        scores = {}
+        for a in sorted(alphas, reverse=True):
+            total = 0.0
+            for f in folds:  # fit on the other folds' trials, score this fold's
+                tr = np.setdiff1d(np.arange(R), f)
+                w, b = poisson_glm_fit(z[tr].reshape(-1, z.shape[-1]), counts[tr].reshape(-1, N), a)
+                eta = np.clip(z[f].reshape(-1, z.shape[-1]) @ w.T + b, -30, 30)
+                total += float((counts[f].reshape(-1, N) * eta - np.exp(eta)).sum())
+            scores[a] = total
+        self.alpha = max(scores, key=scores.get)
+        self.coef, self.intercept = poisson_glm_fit(z.reshape(-1, z.shape[-1]), counts.reshape(-1, N), self.alpha)
+
+    def simulate(self, test: SessionData, start_bin: int, seed: int = 0) -> np.ndarray:
+        """(R, T - start_bin, N) sampled counts after the true prompt (bins before ``start_bin``)."""
+        rng = np.random.default_rng(seed)
+        counts = test.counts.copy()
+        stim, beh = _stimulus(test), test.behavior
+        for t in range(start_bin, counts.shape[1]):  # one step per bin (closed loop)
+            z = (_glm_features(counts, stim, beh, t) - self.mean) / self.scale
+            counts[:, t] = rng.poisson(np.exp(np.clip(z @ self.coef.T + self.intercept, -30, 10)))
+        return counts[:, start_bin:]
+
+
+def _conditions(task: Task, *sds: SessionData) -> list[np.ndarray] | None:
+    """Condition label per trial of each session-data (joint values of the first condition set they all have)."""
+    sets = task.spec.get("conditions") or []
+    for cols in ([sets] if sets and all(isinstance(c, str) for c in sets) else sets):
+        if all(c in sd.trial_columns for sd in sds for c in cols):
+            return [np.array(["|".join(f"{v:g}" for v in row) for row in
+                              np.stack([sd.trial_columns[c] for c in cols], axis=1)]) for sd in sds]
+    return None
+
+
 def _per_interval(counts: np.ndarray, k: int) -> np.ndarray:
     """(R, T, N) counts per bin -> (R, T // k, N) counts per interval of ``k`` bins; a trailing interval shorter
     than ``k`` bins (the generated part need not be a whole number of intervals) is not scored."""
     whole = (counts.shape[1] // k) * k
     return sum_bins(counts[:, :whole], k)
+
+
+def _simulation_scores(true_counts, gen_counts, cond, interval_bins: int) -> dict[str, float]:
+    """Trial-level and condition-PSTH fidelity of simulated counts (model or baseline)."""
+    tc, gc = _per_interval(true_counts, interval_bins), _per_interval(gen_counts, interval_bins)
+    out = {}
+    trial_r = gm.trial_count_correlation(tc, gc) if tc.shape[0] >= 2 else np.array([np.nan])
+    out["trial_count_r"] = float(np.nanmean(trial_r)) if np.isfinite(trial_r).any() else float("nan")
+    if cond is not None:
+        pr = gm.condition_psth_correlation(tc, gc, cond)
+        out["psth_r_condition"] = float(np.nanmean(pr)) if np.isfinite(pr).any() else float("nan")
+    return out
 
 
 def _generation_scores(g: dict, interval_bins: int, interval_s: float) -> dict[str, float]:
@@ -103,14 +191,31 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
             per_session[sid] = {"not_applicable": str(err)}
             continue
         s = _generation_scores(g, interval_bins, task.spec["interval_s"])
-        per_session[sid] = {**{m: s[m] for m in wanted}, "true_spikes": s["true_spikes"],
-                            "generated_spikes": s["generated_spikes"], "n_trials": sd.n_trials}
+        train = ctx.session(sid, "train", cap=False) if task.baselines else None
+        cond = _conditions(task, sd, train) if train is not None else _conditions(task, sd)
+        s.update(_simulation_scores(g["true_counts"], g["gen_counts"], cond and cond[0], interval_bins))
+        entry = {m: s[m] for m in wanted if m in s}
+        for name in task.baselines:  # the same scores for the simulation baselines, fitted on the train split
+            if name == "psth":
+                if cond is None:
+                    ctx.note(task.name, "psth baseline: the dataset has none of the condition columns")
+                    continue
+                sim = psth_simulation(train, sd, (cond[1], cond[0]), g["start_bin"], seed=task.spec["seed"])
+            else:
+                sim = GLMSimulator(train, seed=task.spec["seed"]).simulate(sd, g["start_bin"], seed=task.spec["seed"])
+            b = _simulation_scores(g["true_counts"], sim, cond and cond[0], interval_bins)
+            b["pearson_r"] = _generation_scores({**g, "gen_counts": sim}, interval_bins,
+                                                task.spec["interval_s"])["pearson_r"]
+            entry.update({f"{name}/{k}": v for k, v in b.items() if k in wanted})
+        per_session[sid] = {**entry, "true_spikes": s["true_spikes"], "generated_spikes": s["generated_spikes"],
+                            "n_trials": sd.n_trials}
         if first is None:
             first = (sid, g, sd.n_units)
     scored = {s: e for s, e in per_session.items() if "not_applicable" not in e}
     if not scored:
         raise NotApplicable("; ".join(sorted({e["not_applicable"] for e in per_session.values()})))
-    out: dict[str, Any] = {m: mean_or_nan(e[m] for e in scored.values()) for m in wanted}
+    keys = list(dict.fromkeys(k for e in scored.values() for k in e if k in wanted or "/" in k))
+    out: dict[str, Any] = {m: mean_or_nan(e.get(m) for e in scored.values()) for m in keys}
     out["n_sessions"] = len(scored)
     out["per_session"] = per_session
     if ctx.figure_dir is not None and first is not None:

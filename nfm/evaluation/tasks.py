@@ -47,7 +47,11 @@ Kinds and their own fields
     ``prompt_s`` (true data given before generation starts, seconds),
     ``interval_s`` (counting interval of the fidelity metrics, seconds),
     ``temperature``, ``top_p``, ``top_k``, ``max_trials`` (per session, 0 = all),
-    ``seed``.
+    ``seed``, ``conditions`` (trial columns whose joint values are the conditions of
+    ``psth_r_condition``; as in ``psth``).  Baselines ``psth`` (Poisson samples of
+    the condition-mean training PSTH) and ``glm`` (closed-loop Poisson GLM on
+    stimulus, behaviour and recent population counts, penalty by CV) are scored
+    like the model.
 ``connectivity``
     ``methods``: list from ``attention``, ``perturbation``;
     ``perturbation``: ``{forward_s}``; ``ccg_max_lag_bins`` (int >= 1);
@@ -83,7 +87,8 @@ METRICS: dict[str, dict[str, tuple[str, ...]]] = {
         "regression": ("r2",),
     },
     "finetune_decoding": {"any": ("accuracy", "balanced_accuracy", "r2")},
-    "generation": {"spikes": ("pearson_r", "psth_r", "f1", "rate_wasserstein_hz", "isi_wasserstein_s", "isi_ks")},
+    "generation": {"spikes": ("pearson_r", "psth_r", "f1", "rate_wasserstein_hz", "isi_wasserstein_s", "isi_ks",
+                              "trial_count_r", "psth_r_condition")},
     "connectivity": {"spikes": ("auroc", "auprc", "direction_accuracy")},
 }
 
@@ -93,7 +98,7 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "psth": ("null", "smoothing", "baseline_model"),
     "decoding": ("spikes", "baseline_model"),
     "finetune_decoding": (),
-    "generation": (),
+    "generation": ("psth", "glm"),
     "connectivity": ("pearson", "ccg"),
 }
 
@@ -346,6 +351,10 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
         _number(spec, "top_k", 0, src, "", integer=True, positive=False, minimum=0)
         _number(spec, "max_trials", 0, src, "", integer=True, positive=False, minimum=0)
         _number(spec, "seed", 0, src, "", integer=True, positive=False)
+        conds = spec.setdefault("conditions", [])
+        if conds and not (all(isinstance(c, str) for c in conds) or
+                          all(isinstance(c, list) and all(isinstance(x, str) for x in c) for c in conds)):
+            raise TaskError(src, "conditions", f"{conds!r} must be a list of trial columns or of such lists")
         variants = ("spikes",)
     else:  # connectivity
         if modality not in ("spikes", "any"):
