@@ -453,6 +453,96 @@ def claim_contrastive(args) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- claim 5: connectivity
+HUB_WORLDS = {  # name -> make_hub_network options
+    "hub network": {},
+    "delays 2-30 ms": {"delays": [0.002, 0.030]},
+    "common slow input": {"common_input": 0.6},
+}
+
+
+@claim("connectivity")
+def claim_connectivity(args) -> str:
+    """Connectivity from the model (Jacobian, silencing, decoder attention) vs Pearson and the CCG."""
+    q = args.quick
+    work = args.work / "connectivity"
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+             "decoder_layers": 1} if q else {}
+    steps = 40 if q else 1500
+    methods = ["gradient", "perturbation", "pearson", "ccg"]
+    cols = [f"{m} {k}" for m in methods for k in ("AUROC", "AUPRC", "dir")]
+    table = cl.Table("connectivity", cols)
+    over = {"connectivity": {"methods": ["gradient", "perturbation"], "max_trials": 6 if q else 0}}
+    for world_name, opts in HUB_WORLDS.items():
+        world = cl.synthetic(work / _slug(world_name), world="hub_network",
+                             **({"duration": 40.0, **opts} if q else opts))
+        for seed in args.seeds:
+            out = cl.pretrain(world, work / "runs" / f"{_slug(world_name)}_s{seed}", seed=seed, steps=steps,
+                              overrides=small, extra=["--objectives", "mtm", "--mask_modes", "causal", "neuron"])
+            res = cl.score(out, world, ("connectivity",), sessions="all", overrides=over).get("connectivity", {})
+            row = {}
+            for m in methods:
+                for k, key in (("AUROC", "auroc"), ("AUPRC", "auprc"), ("dir", "direction_accuracy")):
+                    row[f"{m} {k}"] = float(res.get(f"{m}/{key}", float("nan")))
+            table.add(world=world_name, seed=seed, **row)
+    # attention maps need the event decoder: a joint model on the plain hub world
+    att = cl.Table("attention", ["attention AUROC", "attention AUPRC", "attention dir"])
+    world = work / _slug("hub network")
+    for seed in args.seeds:
+        out = cl.pretrain(world, work / "runs" / f"joint_hub_s{seed}", seed=seed, steps=steps,
+                          overrides={**small, "gen_windows_per_step": 2})
+        res = cl.score(out, world, ("connectivity",), sessions="all",
+                       overrides={"connectivity": {"methods": ["attention"], "max_trials": 6 if q else 0}},
+                       output=out / "eval_attention.json").get("connectivity", {})
+        att.add(world="hub network (joint model)", seed=seed, **{
+            "attention AUROC": float(res.get("attention/auroc", float("nan"))),
+            "attention AUPRC": float(res.get("attention/auprc", float("nan"))),
+            "attention dir": float(res.get("attention/direction_accuracy", float("nan")))})
+    table.write_csv(args.csv_dir / "claim_connectivity.csv")
+    att.write_csv(args.csv_dir / "claim_connectivity_attention.csv")
+    g = lambda col, w: cl.mean_of(table, col, world=w)  # noqa: E731
+    plain = "hub network"
+    beats_pearson = g("gradient AUROC", plain) > g("pearson AUROC", plain) and \
+        g("gradient AUPRC", plain) > g("pearson AUPRC", plain) and g("gradient dir", plain) > 0.8
+    beats_ccg = g("gradient AUROC", plain) >= g("ccg AUROC", plain)
+    hard = [w for w in HUB_WORLDS if w != plain and g("gradient AUROC", w) > max(g("pearson AUROC", w),
+                                                                             g("ccg AUROC", w))]
+    lines = [
+        "## Claim 5: connectivity, including direction, from the model",
+        "",
+        "**Claim** (Neuroformer): on a simulated network with hub neurons, a model-derived connectivity estimate "
+        "recovers the ground-truth directed connections better than correlation (goal: edge AUROC and AUPRC "
+        "above Pearson's with direction accuracy > 0.8; stretch: at or above the cross-correlogram), and wins "
+        "where correlation-based methods are known to fail (varied delays, a shared slow input).",
+        "",
+        f"Worlds: `make_hub_network` (30 neurons, 3 hubs, 300 s, 10 ms bins, 2 s windows, contiguous split), "
+        f"the same with per-edge delays of 2-30 ms, and with a shared slow input (OU, 1 s, loading s.d. 0.6). "
+        f"Models: MtM (causal + neuron masks), {steps} steps. Methods on the test windows: `gradient` = the "
+        f"model's d log rate_i(t) / d input_j(t - l) summed over lags 1-3 bins (forward prediction, 8 target bins "
+        f"per window); `perturbation` = in-silico silencing of j over the last 0.5 s; `pearson` = zero-lag "
+        f"correlation of binned counts; `ccg` = peak cross-correlogram over lags 1-3 bins. AUROC / AUPRC of "
+        f"|score| against W != 0 (off-diagonal); dir = direction accuracy on one-way connected pairs. "
+        f"{cl.seeds_note(args.seeds)} (the world fixed).",
+        "",
+        table.markdown(["world"]),
+        "",
+        "Decoder attention (a joint MtM + generation model on the plain hub world, same steps):",
+        "",
+        att.markdown(["world"]),
+        "",
+        f"**Verdict:** {cl.verdict(beats_pearson and bool(hard), beats_pearson or bool(hard))} — the model's "
+        f"Jacobian {'beats' if beats_pearson else 'does not beat'} Pearson on the hub network (AUROC "
+        f"{g('gradient AUROC', plain):.3f} vs {g('pearson AUROC', plain):.3f}, AUPRC {g('gradient AUPRC', plain):.3f} "
+        f"vs {g('pearson AUPRC', plain):.3f}, direction {g('gradient dir', plain):.3f}); "
+        f"{'reaches' if beats_ccg else 'stays below'} the CCG ({g('ccg AUROC', plain):.3f}); beats both "
+        f"correlation methods in: {', '.join(hard) or 'none of the harder worlds'}.",
+        "",
+        f"Command: `{_command('connectivity', q)}` · CSV: `benchmarks/results/claim_connectivity*.csv` · "
+        f"{cl.machine_line()}",
+    ]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- claim 6: simulating held-out trials
 @claim("simulation")
 def claim_simulation(args) -> str:

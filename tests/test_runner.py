@@ -255,6 +255,10 @@ class GlmOracle(Predictor):
         h = cs / np.maximum(cnt, 1)
         return 0.05 * np.exp(np.einsum("btj,ij->bti", h, self.W)), None
 
+    def lagged_gradient(self, batch, target_bin, n_lags):
+        B = batch["spikes"].shape[0]  # d log rate_i(t) / d x_j(t - l) = W[i, j] / (bins before t), every lag
+        return np.broadcast_to(B * self.W / target_bin, (n_lags, *self.W.shape)).copy()
+
 
 def test_connectivity_perturbation_recovers_a_known_glm_and_real_model_runs(tmp_path):
     session, W = make_hub_network(n_neurons=10, duration=40.0, seed=2)
@@ -263,6 +267,7 @@ def test_connectivity_perturbation_recovers_a_known_glm_and_real_model_runs(tmp_
     c = res["connectivity"]
     assert c["perturbation/auroc"] == 1.0 and c["perturbation/direction_accuracy"] == 1.0
     assert c["perturbation/auprc"] == 1.0
+    assert c["gradient/auroc"] == 1.0 and c["gradient/direction_accuracy"] == 1.0 and c["gradient/auprc"] == 1.0
     assert "attention/auroc" not in c  # the oracle exposes no attention
     assert 0.0 <= c["pearson/auroc"] <= 1.0 and c["pearson/direction_accuracy"] == 0.0  # symmetric
     assert c["chance/auprc"] == pytest.approx((W[~np.eye(10, dtype=bool)] != 0).mean())
@@ -270,7 +275,7 @@ def test_connectivity_perturbation_recovers_a_known_glm_and_real_model_runs(tmp_
     # the real (untrained) joint model: attention and perturbation matrices go through the same scoring
     res = evaluate(tiny_model(meta), (dd, meta), tasks="connectivity,inter_region")
     c = res["connectivity"]
-    for k in ("attention/auroc", "perturbation/auroc", "ccg/auroc", "attention/direction_accuracy"):
+    for k in ("attention/auroc", "perturbation/auroc", "gradient/auroc", "ccg/auroc", "attention/direction_accuracy"):
         assert 0.0 <= c[k] <= 1.0, k
     assert "single region" in res["inter_region"]["not_applicable"]
 

@@ -55,6 +55,23 @@ def perturbation_matrix(predictor: Predictor, sd: SessionData, n_forward: int) -
     return score
 
 
+def gradient_matrix(predictor: Predictor, sd: SessionData, n_lags: int, n_targets: int) -> np.ndarray:
+    """Model Jacobian connectivity: ``score[i, j]`` = mean over trials and ``n_targets`` target bins (evenly
+    spaced in the second half of the trial) of ``sum_{l=1..n_lags} d log rate_i(t) / d input_j(t - l)``,
+    predicted with bins from t on hidden (forward prediction, causal prompt).  Signed (inhibition < 0);
+    (N, N), [target i, source j]; diagonal 0.  Unlike in-silico silencing (which removes a unit from every
+    past bin and so also counts paths through other units), it measures the direct, short-lag dependence."""
+    R, T, N = sd.counts.shape
+    targets = np.unique(np.linspace(max(n_lags, T // 2), T - 1, n_targets).round().astype(int))
+    score = np.zeros((N, N))
+    for _, batch in sd.batch_slices():  # one batch of trials at a time
+        for t in targets:
+            score += predictor.lagged_gradient(batch, int(t), n_lags).sum(axis=0)
+    score /= R * len(targets)
+    np.fill_diagonal(score, 0.0)
+    return score
+
+
 def run_connectivity(ctx: EvalContext, task: Task) -> dict:
     require(ctx, task)
     with_w = [s for s in ctx.sessions
@@ -80,6 +97,13 @@ def run_connectivity(ctx: EvalContext, task: Task) -> dict:
             else:
                 att = np.concatenate([ctx.predictor.unit_attention(b) for _, b in sd.batch_slices()])
                 mats["attention"] = att.mean(axis=0)
+        if "gradient" in task.spec["methods"]:
+            reason = ctx.predictor.can("gradient")
+            if reason:
+                ctx.note(task.name, f"gradient: {reason}")
+            else:
+                mats["gradient"] = gradient_matrix(ctx.predictor, sd, task.spec["gradient"]["lags"],
+                                                   task.spec["gradient"]["n_targets"])
         if "perturbation" in task.spec["methods"]:
             reason = ctx.predictor.can("mtm")
             if reason:

@@ -75,7 +75,14 @@ class Predictor:
         """Directed unit-to-unit attention (B, N, N), [b, i, j] = target i <- source j."""
         raise NotApplicable(f"{self.name} exposes no unit-to-unit attention")
 
-    _METHODS = {"mtm": "predict", "latents": "latents", "generation": "generate", "attention": "unit_attention"}
+    def lagged_gradient(self, batch: dict, target_bin: int, n_lags: int) -> np.ndarray:
+        """(n_lags, N, N): summed over the batch's trials, ``d log rate_i(target_bin) / d input_j(target_bin -
+        l)`` for l = 1 .. n_lags, bins from ``target_bin`` on hidden (forward prediction); [l-1, i, j] =
+        target i <- source j at lag l bins."""
+        raise NotApplicable(f"{self.name} exposes no input gradients")
+
+    _METHODS = {"mtm": "predict", "latents": "latents", "generation": "generate", "attention": "unit_attention",
+                "gradient": "lagged_gradient"}
 
     def can(self, what: str) -> str | None:
         """None if the predictor supports ``what`` (mtm, latents, generation, attention), else the reason.
@@ -134,6 +141,8 @@ class NfmPredictor(Predictor):
                     "is not a masked-prediction model")
         if what == "latents":
             return None
+        if what == "gradient":
+            return self.can("mtm")
         if what in ("generation", "attention"):
             if getattr(self.model, "decoder", None) is None:
                 return f"{cls} has no event decoder (config.objectives={objectives})"
@@ -186,6 +195,31 @@ class NfmPredictor(Predictor):
         return {"spikes": out.spikes.double().cpu().numpy(), "event_times": out.event_times.double().cpu().numpy(),
                 "event_units": out.event_units.cpu().numpy(), "event_mask": out.event_mask.cpu().numpy(),
                 "window_bins": int(self.config.window_bins)}
+
+    def lagged_gradient(self, batch: dict, target_bin: int, n_lags: int) -> np.ndarray:
+        reason = self.can("gradient")
+        if reason:
+            raise NotApplicable(reason)
+        self.model.eval()
+        b = to_device(batch, self.device)
+        x = b["spikes"].detach().float().clone().requires_grad_(True)
+        B, T, N = x.shape
+        if not n_lags <= target_bin < T:
+            raise ValueError(f"target bin {target_bin} needs {n_lags} past bins inside the trial of {T} bins")
+        hidden = torch.zeros(1, T, N, dtype=torch.bool, device=self.device)
+        hidden[:, target_bin:] = True
+        mask = MaskSample(hidden, hidden.clone(), "causal", True)
+        with torch.enable_grad():
+            pred = self.backbone.predict_masked(x, mask=mask, unit_mask=b["unit_mask"], unit_region=b["unit_region"],
+                                                session_ids=b["session_ids"], prompt=self.prompt_for("causal"),
+                                                bin_size=b.get("bin_size"))
+            log_rate = pred.prediction[:, target_bin, :]  # (B, N)
+            out = np.zeros((n_lags, N, N))
+            for i in range(N):  # one backward pass per target unit
+                (g,) = torch.autograd.grad(log_rate[:, i].sum(), x, retain_graph=i < N - 1)
+                past = g[:, target_bin - n_lags:target_bin].sum(0).flip(0)  # (n_lags, N): lag 1 first
+                out[:, i, :] = past.double().cpu().numpy()
+        return out
 
     @torch.no_grad()
     def unit_attention(self, batch: dict) -> np.ndarray:

@@ -53,7 +53,9 @@ Kinds and their own fields
     stimulus, behaviour and recent population counts, penalty by CV) are scored
     like the model.
 ``connectivity``
-    ``methods``: list from ``attention``, ``perturbation``;
+    ``methods``: list from ``attention``, ``perturbation``, ``gradient`` (the model's
+    d log rate_i(t) / d input_j(t - l) summed over ``gradient.lags`` bins, averaged
+    over ``gradient.n_targets`` target bins);
     ``perturbation``: ``{forward_s}``; ``ccg_max_lag_bins`` (int >= 1);
     ``max_trials`` (0 = all).
 
@@ -361,7 +363,11 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
             raise TaskError(src, "modality", f"{modality!r}: connectivity needs spike data")
         spec["modality"] = modality = "spikes"
         spec["methods"] = _str_list(spec.get("methods", ["attention", "perturbation"]), src, "methods",
-                                    ("attention", "perturbation"))
+                                    ("attention", "perturbation", "gradient"))
+        grad = spec.setdefault("gradient", {})
+        _typed(grad, dict, src, "gradient", "a mapping")
+        _number(grad, "lags", 3, src, "gradient.", integer=True, minimum=1)
+        _number(grad, "n_targets", 8, src, "gradient.", integer=True, minimum=1)
         pert = spec.setdefault("perturbation", {})
         _typed(pert, dict, src, "perturbation", "a mapping")
         _number(pert, "forward_s", 0.5, src, "perturbation.")

@@ -223,6 +223,9 @@ def make_hub_network(
     hub_out_degree: float = 0.4,
     tau: float = 0.01,
     window_length: float = 2.0,
+    delays: tuple[float, float] | None = None,
+    common_input: float = 0.0,
+    common_tau: float = 1.0,
     seed: int = 0,
 ) -> tuple[Session, np.ndarray]:
     """Spiking network with known directed connectivity and hub neurons.
@@ -233,6 +236,12 @@ def make_hub_network(
     ``n_hubs`` after a seeded permutation) project to ``hub_out_degree`` of all
     neurons. Trials are consecutive ``window_length`` s windows (align on
     ``start_time``).
+
+    Harder variants: ``delays=(lo, hi)`` gives every edge its own conduction delay drawn uniformly in
+    ``[lo, hi]`` seconds (rounded to ``dt``): ``h_j`` enters target i ``d_ij`` later; ``common_input > 0``
+    adds a shared slow drive (an Ornstein-Uhlenbeck process of time constant ``common_tau`` s, unit variance)
+    to every neuron's log rate with a random loading of s.d. ``common_input``, so neurons correlate without
+    being connected (where correlation-based estimates fail).
 
     Returns: ``(session, W)`` with ``W`` (N, N), ``W[i, j]`` = weight from source j to target i.
     """
@@ -250,14 +259,26 @@ def make_hub_network(
     b = np.log(rng.uniform(4.0, 10.0, N))
     n_steps = int(round(duration / dt))
     decay = np.exp(-dt / tau)
-    h = np.zeros(N)
+    lag = np.zeros((N, N), dtype=np.int64)  # delay of every edge in steps (0 = the next step, as without delays)
+    if delays is not None:
+        lag = np.round(rng.uniform(delays[0], delays[1], (N, N)) / dt).astype(np.int64)
+    D = int(lag.max()) + 1
+    by_lag = [np.where(lag == d, W, 0.0) for d in range(D)]
+    drive = np.zeros((n_steps, N))
+    if common_input > 0:
+        a = np.exp(-dt / common_tau)
+        s_t = lfilter([np.sqrt(1 - a * a)], [1, -a], rng.standard_normal(n_steps))
+        drive = common_input * rng.standard_normal(N)[None, :] * s_t[:, None]
+    hist = np.zeros((D, N))  # filtered traces of the last D steps: hist[d] = h after step t - 1 - d
     counts = np.zeros((n_steps, N), dtype=np.int64)
     u = rng.random((n_steps, N))
     for t in range(n_steps):  # one step per time step
-        rate = np.exp(np.minimum(b + W @ h, np.log(150.0)))
+        rate = np.exp(np.minimum(b + sum(by_lag[d] @ hist[d] for d in range(D)) + drive[t], np.log(150.0)))
         p = 1.0 - np.exp(-rate * dt)
         counts[t] = u[t] < p
-        h = decay * h + counts[t]
+        h = decay * hist[0] + counts[t]
+        hist = np.roll(hist, 1, axis=0)
+        hist[0] = h
     step, unit = np.nonzero(counts)
     times = (step + rng.random(len(step))) * dt
     order = np.lexsort((unit, times))
@@ -268,7 +289,8 @@ def make_hub_network(
                "is_hub": np.isin(np.arange(N), hubs).astype(np.int64)},
         trials=trials, modality="spikes", spike_times=times[order], spike_units=unit[order].astype(np.int64),
         recording_end=duration, source=f"synthetic:hub_network(seed={seed})",
-        extra={"world": "hub_network", "true_weights": W.tolist(), "hubs": sorted(int(x) for x in hubs), "dt": dt, "tau": tau},
+        extra={"world": "hub_network", "true_weights": W.tolist(), "hubs": sorted(int(x) for x in hubs), "dt": dt, "tau": tau,
+               "delays_s": None if delays is None else (lag * dt).tolist(), "common_input": common_input},
     )
     return session, W
 
