@@ -23,7 +23,12 @@ def main(argv=None) -> int:
     p.add_argument("--input", nargs="+", default=[], help="NWB files, suite2p folders or binned-count .npz files")
     p.add_argument("--world", default="ibl_like", choices=WORLDS, help="synthetic world")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed")
-    p.add_argument("--bin_size", type=float, help="seconds (default per source)")
+    p.add_argument("--bin_size", type=float, help="seconds (default per source; 2-photon: the imaging frame period "
+                   "x --frames_per_bin, never finer unless --calcium_interpolate)")
+    p.add_argument("--frames_per_bin", type=int, default=1, help="2-photon: frames averaged per bin (default 1)")
+    p.add_argument("--calcium_interpolate", action="store_true",
+                   help="2-photon: allow bins finer than the frame period by interpolating between frames "
+                        "(temporally masked bins then leak their neighbours' frames)")
     p.add_argument("--align_event", help="trials column to align on (default per source)")
     p.add_argument("--window", type=float, nargs=2, metavar=("START", "END"), help="seconds around the align event")
     p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"))
@@ -38,6 +43,7 @@ def main(argv=None) -> int:
         world=args.world, seed=args.seed, align_event=args.align_event,
         window=tuple(args.window) if args.window else None, bin_size=args.bin_size,
         split=tuple(args.split), split_seed=args.split_seed, split_mode=args.split_mode, overwrite=args.overwrite,
+        frames_per_bin=args.frames_per_bin, calcium_interpolate=args.calcium_interpolate,
     )
     print(format_summary(summary, args.output_dir))
     return 0

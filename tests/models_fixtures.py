@@ -28,9 +28,9 @@ def make_meta(sessions: dict[str, list[str]] | None = None, n_bins: int = 20, bi
 
 
 def tiny_config(meta: dict | None = None, **overrides) -> NfmConfig:
-    """A very small model for fast tests (no dropout so outputs are deterministic)."""
+    """A very small model for fast tests (no dropout, no modality dropout, so outputs are deterministic)."""
     kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, decoder_layers=1,
-              hidden_dropout=0.0, contrastive_dim=16, gen_windows_per_step=0)
+              hidden_dropout=0.0, contrastive_dim=16, gen_windows_per_step=0, modality_dropout=0.0)
     kw.update(overrides)
     return NfmConfig.from_dataset_meta(meta or make_meta(), **kw)
 

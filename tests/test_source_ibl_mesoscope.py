@@ -152,7 +152,8 @@ def test_all_rois_fluorescence_and_regular_clock(world):
 def test_build_dataset_activity_matches_numpy(world):
     ses = meso.load_session(world["eids"]["good"], world["one"])
     window, bin_size = (-0.5, 1.5), 0.1
-    dd, meta = build_dataset([ses], align_event="stimOn_times", window=window, bin_size=bin_size)
+    dd, meta = build_dataset([ses], align_event="stimOn_times", window=window, bin_size=bin_size,
+                             calcium_binning="interpolate")  # 0.1 s bins between 5 Hz frames: explicit opt-in
     assert meta.modality == "calcium" and meta.n_bins == 20
     assert set(meta.sessions[ses.session_id].units["region"]) == {"VISp", "CA1", "void", "SSp-bfd", "root"}
     rows = [r for split in dd.values() for r in split]

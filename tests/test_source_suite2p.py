@@ -203,8 +203,9 @@ def test_build_dataset_on_consecutive_windows(tmp_path):
 
     write_suite2p(tmp_path)
     ses = s2p.load_session(tmp_path, session_id="rec", subject_id="m")
-    dd, meta = build_dataset([ses], align_event="start_time", window=(0.0, 2.0), bin_size=0.1)
-    assert meta.modality == "calcium" and meta.n_bins == 20
+    dd, meta = build_dataset([ses], align_event="start_time", window=(0.0, 2.0), bin_size=0.1,
+                             calcium_binning="interpolate")
+    assert meta.modality == "calcium" and meta.n_bins == 20 and meta.calcium_binning == "interpolate"
     rows = sorted((r for split in dd.values() for r in split), key=lambda r: r["trial_id"])
     assert [r["trial_id"] for r in rows] == [0, 1]
     for r in rows:
@@ -215,3 +216,26 @@ def test_build_dataset_on_consecutive_windows(tmp_path):
     # plane 1's missing first frame (NaN) reaches the first bin of the first window only
     first = np.asarray(rows[0]["activity"])
     assert np.isnan(first[0, 3:]).all() and np.isfinite(first[1:]).all() and np.isfinite(first[0, :3]).all()
+
+
+def test_build_dataset_frames_at_their_own_clock(tmp_path):
+    """Default 2-photon binning: each bin is the mean of the frames whose time lies in it (brute force)."""
+    from nfm.data.binning import frame_period
+    from nfm.data.hf import build_dataset
+
+    write_suite2p(tmp_path)
+    ses = s2p.load_session(tmp_path, session_id="rec", subject_id="m")
+    period = frame_period(ses.frame_times)
+    dd, meta = build_dataset([ses], align_event="start_time", window=(0.0, 2.0), bin_size=0.2)
+    assert meta.calcium_binning == "frames" and meta.frame_period == pytest.approx(period)
+    for r in (r for split in dd.values() for r in split):
+        t0 = ses.trials["start_time"][r["trial_id"]]
+        got = np.asarray(r["activity"], np.float64)
+        for b in range(meta.n_bins):
+            inside = (ses.frame_times >= t0 + 0.2 * b - 1e-12) & (ses.frame_times < t0 + 0.2 * (b + 1) - 1e-12)
+            frames = ses.activity[inside].astype(np.float64)
+            ok = np.isfinite(frames)
+            want = np.where(ok.any(0), np.where(ok, frames, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
+            np.testing.assert_allclose(got[b], want, rtol=1e-5, equal_nan=True)
+    with pytest.raises(Exception, match=r"finer than the imaging frame period .* Hz frames.*calcium_interpolate"):
+        build_dataset([ses], align_event="start_time", window=(0.0, 2.0), bin_size=period / 2)

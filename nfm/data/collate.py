@@ -10,7 +10,11 @@ E = most spike events of any trial in the batch):
 * ``event_times`` (B, E) float32 seconds from the window start; ``event_units``
   (B, E) long; ``event_mask`` (B, E) bool. Ordered by time, then unit.
 * ``behavior`` (B, T, K) float32 in ``behavior_names`` order, NaN if absent.
-* ``stimulus`` (B, T, D) float32 in ``stimulus_names`` order, NaN -> 0.
+* ``stimulus`` (B, T, D) float32 in ``stimulus_names`` order, NaN if absent (a missing
+  variable is never fed as an observed 0: the model masks it).  With
+  :meth:`NfmCollator.for_config` both are in the *model's* variable order
+  (``config.behavior_names`` / ``stimulus_names``, through an optional
+  ``modality_map``), NaN for a variable the dataset lacks.
 * ``trial_labels`` (B, L) float32 in ``trial_label_names`` order, NaN if absent.
 * ``trial_id`` (B,) long.
 * ``valid_mask`` (B, T, N) bool, 2-photon only: False where activity was NaN
@@ -41,12 +45,18 @@ class NfmCollator:
         bin_size: seconds; default the dataset's.  Spike data can be re-binned at any size that divides the
             window; see :meth:`DatasetMeta.grid` for the rules.  The batch carries ``bin_size`` so that a model
             refuses batches on another grid than its config's.
+        behavior_names / stimulus_names: the variables of the batch's ``behavior`` / ``stimulus`` channels, in
+            order (default: the dataset's); a name the dataset lacks is NaN (absent).
+        modality_map: ``{name in behavior_names/stimulus_names: the dataset's name for it}`` (variables named
+            differently in another rig, e.g. ``{"signed_contrast": "contrast"}``).
 
     Build it from a model config with :meth:`for_config` (its region vocabulary and time grid), so that the
     bin size flows dataset -> config -> collator from one place.
     """
 
-    def __init__(self, meta: DatasetMeta, region_vocab: Sequence[str] | None = None, bin_size: float | None = None):
+    def __init__(self, meta: DatasetMeta, region_vocab: Sequence[str] | None = None, bin_size: float | None = None,
+                 behavior_names: Sequence[str] | None = None, stimulus_names: Sequence[str] | None = None,
+                 modality_map: dict[str, str] | None = None):
         if not isinstance(meta, DatasetMeta):
             raise TypeError(f"NfmCollator needs a DatasetMeta (nfm.data.meta), got {type(meta).__name__}")
         self.meta = meta
@@ -60,19 +70,37 @@ class NfmCollator:
         self.session_regions = {sid: np.array([index.get(r, 0) for r in m.regions], dtype=np.int64)
                                 for sid, m in meta.sessions.items()}
         self.n_units = {sid: m.n_units for sid, m in meta.sessions.items()}
-        self.behavior_names = list(meta.behavior_names)
-        self.stimulus_names = list(meta.stimulus_names)
+        self.behavior_names = list(meta.behavior_names if behavior_names is None else behavior_names)
+        self.stimulus_names = list(meta.stimulus_names if stimulus_names is None else stimulus_names)
+        self.modality_map = dict(modality_map or {})
+        have = set(meta.behavior_names) | set(meta.stimulus_names)
+        for name, col in self.modality_map.items():
+            if name not in self.behavior_names + self.stimulus_names:
+                raise ValueError(f"modality_map {name}={col}: {name!r} is not a behaviour or stimulus variable of "
+                                 f"the model ({self.behavior_names + self.stimulus_names})")
+            if col not in have:
+                raise ValueError(f"modality_map {name}={col}: the dataset {meta.path} has no variable {col!r} "
+                                 f"(it has {sorted(have)})")
         self.trial_label_names = list(meta.trial_label_names)
 
     @classmethod
-    def for_config(cls, meta: DatasetMeta, config) -> "NfmCollator":
-        """The collator of a model: its ``config.region_vocab`` and ``config.bin_size``; a trial window that
-        differs from the model's raises ``ValueError``."""
-        window = tuple(float(x) for x in config.window)
+    def for_config(cls, meta: DatasetMeta, config, modality_map: dict[str, str] | None = None) -> "NfmCollator":
+        """The collator of a model: its ``config.region_vocab``, the time grid of the dataset's sessions in the
+        config (``config.grid_of``: the primary ``bin_size`` unless they have their own ``session_grid``) and
+        the model's behaviour / stimulus variables (``modality_map`` for differently named ones).  A trial
+        window that differs from the model's raises ``ValueError``."""
+        known = [s for s in meta.sessions if s in config.session_n_units]
+        grids = {config.grid_of(s) for s in known} or {config.grid_of("")}
+        if len(grids) > 1:
+            raise ValueError(f"the sessions of {meta.path} have {len(grids)} different time grids in the model; "
+                             "collate them separately")
+        window, bin_size, _ = grids.pop()
         if any(abs(a - b) > 1e-9 for a, b in zip(window, meta.window)):
             raise ValueError(f"the model was built for trial window {list(window)} s but the dataset {meta.path} "
                              f"has {list(meta.window)} s")
-        return cls(meta, region_vocab=config.region_vocab, bin_size=config.bin_size)
+        return cls(meta, region_vocab=config.region_vocab, bin_size=bin_size,
+                   behavior_names=config.behavior_names, stimulus_names=config.stimulus_names,
+                   modality_map=modality_map)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         B, T = len(rows), self.n_bins
@@ -93,7 +121,7 @@ class NfmCollator:
         else:
             batch.update(self._activity(rows, B, T, N))
         batch["behavior"] = torch.from_numpy(self._per_bin(rows, "behavior_", self.behavior_names, B, T, fill=np.nan))
-        batch["stimulus"] = torch.from_numpy(np.nan_to_num(self._per_bin(rows, "stimulus_", self.stimulus_names, B, T, fill=0.0)))
+        batch["stimulus"] = torch.from_numpy(self._per_bin(rows, "stimulus_", self.stimulus_names, B, T, fill=np.nan))
         labels = np.array([[r.get(f"trial_{c}", np.nan) for c in self.trial_label_names] for r in rows], dtype=np.float32)
         batch["trial_labels"] = torch.from_numpy(labels.reshape(B, len(self.trial_label_names)))
         batch["trial_id"] = torch.tensor([int(r["trial_id"]) for r in rows], dtype=torch.long)
@@ -121,10 +149,14 @@ class NfmCollator:
                 "event_units": torch.from_numpy(ev_u), "event_mask": torch.from_numpy(ev_m)}
 
     def _activity(self, rows, B, T, N) -> dict[str, torch.Tensor]:
-        act = np.zeros((B, T, N), dtype=np.float32)
+        act = np.zeros((B, T * self.group, N), dtype=np.float32)
         for b, r in enumerate(rows):  # one step per trial
             a = np.asarray(r["activity"], dtype=np.float32)
             act[b, :, : a.shape[1]] = a
+        if self.group > 1:  # coarser bins: the mean of the finite stored bins of each group (NaN if none)
+            g = act.reshape(B, T, self.group, N)
+            n = np.isfinite(g).sum(2)
+            act = np.divide(np.nansum(g, 2), n, out=np.full((B, T, N), np.nan, np.float32), where=n > 0)
         valid = np.isfinite(act)
         act[~valid] = 0.0
         return {"spikes": torch.from_numpy(act), "valid_mask": torch.from_numpy(valid),
@@ -134,7 +166,7 @@ class NfmCollator:
     def _per_bin(self, rows, prefix, names, B, T, fill) -> np.ndarray:
         out = np.full((B, T * self.group, len(names)), fill, dtype=np.float32)
         for k, name in enumerate(names):
-            col = [r.get(prefix + name) for r in rows]
+            col = [r.get(prefix + self.modality_map.get(name, name)) for r in rows]
             for b, v in enumerate(col):  # one step per trial and signal
                 if v is not None:
                     out[b, :, k] = v

@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .binning import n_bins_for
+from .binning import frame_period, n_bins_for
 from .meta import FORMAT_VERSION, META_FILE, DatasetMeta, SessionMeta
 from .records import SPLITS, assign_splits, session_table
 from .schema import DataError, Session
@@ -83,6 +83,7 @@ def build_dataset(
     seed: int = 42,
     progress: bool = False,
     split_mode: str = "random",
+    calcium_binning: str = "frames",
 ):
     """Trial-aligned ``DatasetDict`` (train/validation/test by trial) and its meta.
 
@@ -94,6 +95,9 @@ def build_dataset(
         split: train/validation/test fractions of each session's trials.
         seed: shuffling seed of the per-session split (the same for every session).
         split_mode: ``"random"`` (shuffled trials) or ``"contiguous"`` (time order; see ``assign_splits``).
+        calcium_binning: 2-photon only: ``"frames"`` (each bin the mean of its frames; ``bin_size`` must be at
+            least every session's frame period, so sessions of different frame rates share a grid by averaging
+            to the slowest) or ``"interpolate"`` (explicit opt-in; see :func:`nfm.data.records.session_table`).
 
     Returns: ``(datasets.DatasetDict, DatasetMeta)``; see the module docstring.
     """
@@ -116,7 +120,8 @@ def build_dataset(
     for s in tqdm(sessions, desc="sessions", disable=not progress):
         s.validate()
         labels = assign_splits(s.n_trials, split, seed, mode=split_mode)
-        tables.append(session_table(s, align_event=align_event, window=window, bin_size=bin_size, split=labels))
+        tables.append(session_table(s, align_event=align_event, window=window, bin_size=bin_size, split=labels,
+                                    calcium_binning=calcium_binning))
         for name, unit in s.behavior_units.items():
             if behavior_units.setdefault(name, unit) != unit:
                 raise DataError(s.source, f"behavior.{name}", f"unit {unit!r} differs from {behavior_units[name]!r} in other sessions")
@@ -128,7 +133,8 @@ def build_dataset(
             split_counts={name: int((labels == i).sum()) for i, name in enumerate(SPLITS)},
             units=s.unit_table(),
             source=s.source,
-            extra=_jsonable(s.extra),
+            extra=_jsonable({**s.extra, **({"frame_period_s": frame_period(s.frame_times)}
+                                           if s.modality == "calcium" else {})}),
         )
     columns: dict[str, pa.DataType] = {}
     for t in tables:
@@ -160,6 +166,9 @@ def build_dataset(
         regions=regions,
         sessions=meta_sessions,
     )
+    if meta.modality == "calcium":
+        meta.frame_period = max(float(m.extra["frame_period_s"]) for m in meta_sessions.values())
+        meta.calcium_binning = calcium_binning
     return dd, meta
 
 
@@ -262,7 +271,25 @@ def summarize(dd, meta: DatasetMeta) -> dict:
         "trials": {s: dd[s].num_rows for s in dd},
         "spikes_in_windows": n_spikes,
         "units_per_region": dict(sorted(region_units.items())),
+        "modality": meta.modality,
+        "bin_size": meta.bin_size,
+        "n_bins": meta.n_bins,
+        "clock": _clock(meta),
     }
+
+
+def _clock(meta: DatasetMeta) -> str:
+    """One line on how 2-photon frames became bins ("" for spike data)."""
+    if meta.modality != "calcium":
+        return ""
+    if meta.calcium_binning is None or meta.frame_period is None:
+        return "2-photon activity interpolated at bin centres (dataset written before frame clocks were recorded)"
+    fp = float(meta.frame_period)
+    if meta.calcium_binning == "interpolate":
+        return (f"2-photon activity interpolated at {meta.bin_size:g} s bin centres between frames of "
+                f"{fp:.4g} s ({1 / fp:.4g} Hz; explicit --calcium_interpolate: temporal masks leak)")
+    return (f"2-photon activity at its own clock: {meta.bin_size:.4g} s bins = {meta.bin_size / fp:.3g} x the "
+            f"slowest frame period {fp:.4g} s ({1 / fp:.4g} Hz), frames averaged per bin")
 
 
 def render_card(dd, meta: DatasetMeta) -> str:
@@ -277,7 +304,7 @@ def render_card(dd, meta: DatasetMeta) -> str:
         "",
         f"- sessions: {s['sessions']}, subjects: {s['subjects']}, units: {s['units']}",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in s["trials"].items()),
-        f"- spikes inside trial windows: {s['spikes_in_windows']}" if meta.modality == "spikes" else "- 2-photon activity interpolated at bin centres",
+        f"- spikes inside trial windows: {s['spikes_in_windows']}" if meta.modality == "spikes" else f"- {_clock(meta)}",
         f"- alignment: `{meta.align_event}`, window {meta.window[0]} s to {meta.window[1]} s, bin size {meta.bin_size} s ({meta.n_bins} bins)",
         f"- split: {list(meta.split_fractions)} of each session's trials ({meta.split_mode}), seed {meta.seed}",
         "- behaviour: " + (", ".join(f"{n} ({meta.behavior_units.get(n, '?')})" for n in meta.behavior_names) or "none"),

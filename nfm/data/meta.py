@@ -67,6 +67,10 @@ class DatasetMeta:
     columns (behaviour, stimulus, 2-photon activity); ``n_bins`` = window length / bin_size.
     ``regions``: every unit region of the dataset (sorted); a model's region vocabulary is ``["unknown"] +
     regions`` (see :meth:`region_vocab`).
+    2-photon: ``frame_period`` [s] the slowest imaging frame period of the sessions (each session's own is in
+    ``sessions[sid].extra["frame_period_s"]``); ``calcium_binning``: ``"frames"`` (each bin the mean of the
+    frames inside it, bins >= frame period) or ``"interpolate"`` (linear interpolation between frames, an
+    explicit opt-in); both None for spike data and for datasets written before they were recorded.
     """
 
     modality: str
@@ -87,6 +91,8 @@ class DatasetMeta:
     trial_label_classes: dict[str, list[float]] = field(default_factory=dict)
     regions: list[str] = field(default_factory=list)
     source: str = ""
+    frame_period: float | None = None
+    calcium_binning: str | None = None
     path: str = field(default="<memory>", compare=False, repr=False)
 
     def __post_init__(self):
@@ -129,6 +135,10 @@ class DatasetMeta:
             for col, values in s.units.items():
                 if len(values) != int(s.n_units):
                     raise self._bad(f"sessions.{sid}.units.{col}", f"{len(values)} entries for n_units={s.n_units}")
+        if self.calcium_binning is not None and self.calcium_binning not in ("frames", "interpolate"):
+            raise self._bad("calcium_binning", f"{self.calcium_binning!r} is not 'frames' or 'interpolate'")
+        if self.frame_period is not None and not float(self.frame_period) > 0:
+            raise self._bad("frame_period", f"{self.frame_period!r} must be > 0 seconds")
         for name in self.trial_label_names:
             if name not in self.trial_columns:
                 raise self._bad("trial_label_names", f"{name!r} is not a trial column ({self.trial_columns})")
@@ -166,19 +176,25 @@ class DatasetMeta:
 
         Spike data can be read at any bin size that divides the window (events are stored, not counts); per-bin
         behaviour and stimulus are averaged over groups of stored bins, so a different bin size must be a whole
-        multiple of the stored one when the dataset has them.  2-photon activity is stored per bin and cannot
-        be re-binned.  Raises ``ValueError`` naming the bin sizes.
+        multiple of the stored one when the dataset has them.  2-photon activity is stored per bin (at least one
+        imaging frame each, :attr:`frame_period`): it can be read at a whole multiple of the stored bins
+        (averaged), never finer.  Raises ``ValueError`` naming the bin sizes (and the frame rate).
         """
         size = self.bin_size if bin_size is None else float(bin_size)
         if abs(size - self.bin_size) > 1e-12:
-            if self.modality != "spikes":
+            ratio = size / self.bin_size
+            whole = ratio >= 1 - 1e-9 and abs(ratio - round(ratio)) <= 1e-6
+            if self.modality != "spikes" and not whole:
+                from .records import frame_rate_error
+
+                if size < self.bin_size and self.frame_period and size < self.frame_period * (1 - 1e-3):
+                    raise ValueError(f"{self.path}: " + frame_rate_error(size, float(self.frame_period)))
                 raise ValueError(f"bin_size {size} s: {self.modality} activity of {self.path} is stored at "
-                                 f"{self.bin_size} s bins and cannot be re-binned")
-            if self.behavior_names or self.stimulus_names:
-                ratio = size / self.bin_size
-                if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
-                    raise ValueError(f"bin_size {size} s must be a whole multiple of the dataset's {self.bin_size} s "
-                                     f"bins to re-bin its per-bin behaviour and stimulus ({self.path})")
+                                 f"{self.bin_size} s bins and can only be read at whole multiples of them "
+                                 "(averaged); re-run recipes/prepare_data.py for another grid")
+            if self.modality == "spikes" and (self.behavior_names or self.stimulus_names) and not whole:
+                raise ValueError(f"bin_size {size} s must be a whole multiple of the dataset's {self.bin_size} s "
+                                 f"bins to re-bin its per-bin behaviour and stimulus ({self.path})")
         return self.window, size, n_bins_for(self.window, size)
 
     # --------------------------------------------------------------- subsets
@@ -198,6 +214,9 @@ class DatasetMeta:
         d["sessions"] = {sid: asdict(s) for sid, s in self.sessions.items()}
         if not d["trial_label_classes"]:
             d.pop("trial_label_classes")
+        for key in ("frame_period", "calcium_binning"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
     @classmethod

@@ -18,18 +18,38 @@ from .hf import build_dataset, save_dataset, summarize
 SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "binned", "synthetic")
 WORLDS = ("ibl_like", "hub_network", "calcium", "drift")
 
-# (align_event, window (s), bin_size (s)) per source
+# (align_event, window (s), bin_size (s)) per source; a bin size of None for 2-photon sources means "the
+# imaging frame period" (see calcium_bin_size); "binned" takes the file's own
 DEFAULTS = {
     "ibl": ("stimOn_times", (-0.5, 1.5), 0.02),
-    "ibl-mesoscope": ("stimOn_times", (-0.5, 1.5), 0.1),
-    "suite2p": ("start_time", (0.0, 2.0), 0.1),
+    "ibl-mesoscope": ("stimOn_times", (-0.5, 1.5), None),
+    "suite2p": ("start_time", (0.0, 2.0), None),
     "nwb": ("start_time", (0.0, 2.0), 0.02),
     "binned": ("start_time", (0.0, 2.0), None),  # bin size: the file's own
     "synthetic:ibl_like": ("stimOn_times", (-0.5, 1.5), 0.02),
     "synthetic:hub_network": ("start_time", (0.0, 2.0), 0.01),
-    "synthetic:calcium": ("stimOn_times", (-0.5, 1.5), 0.1),
+    "synthetic:calcium": ("stimOn_times", (-0.5, 1.5), None),
     "synthetic:drift": ("start_time", (0.0, 2.0), 0.02),
 }
+
+
+def calcium_bin_size(sessions, window: tuple[float, float], frames_per_bin: int = 1) -> float:
+    """Default bin size [s] of 2-photon sessions: ``frames_per_bin`` x the slowest session's frame period (so
+    sessions of different frame rates share the grid by averaging frames, never by interpolating), stretched
+    to the nearest length that cuts ``window`` into whole bins (``n = floor(window / (k * period))`` bins; the
+    bin is then at most ``1 / n`` longer than k frames, so no bin is ever empty).  Raises ``ValueError`` when
+    the window is shorter than one bin."""
+    from .binning import frame_period
+
+    k = int(frames_per_bin)
+    if k < 1:
+        raise ValueError(f"frames_per_bin {frames_per_bin!r} must be a whole number >= 1")
+    period = max(frame_period(s.frame_times) for s in sessions)
+    length = float(window[1]) - float(window[0])
+    n = int(length / (k * period) + 1e-6)
+    if n < 1:
+        raise ValueError(f"window {list(window)} s is shorter than {k} frame(s) of {period:.4g} s")
+    return length / n
 
 
 def load_source_sessions(
@@ -112,11 +132,19 @@ def prepare(
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 42,
     split_mode: str | None = None,
+    frames_per_bin: int = 1,
+    calcium_interpolate: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     source_options: dict[str, Any] | None = None,
 ) -> dict:
     """Load, align, bin and save; return the summary dict (sessions, subjects, units, trials, spikes).
+
+    2-photon data are binned at their own clock: the default ``bin_size`` is ``frames_per_bin`` x the slowest
+    session's imaging frame period (:func:`calcium_bin_size`), each bin the mean of its frames; a ``bin_size``
+    finer than a session's frame period raises (naming the frame rate) unless ``calcium_interpolate=True``
+    asks for linear interpolation between frames (then temporally masked bins leak; see
+    :mod:`nfm.data.records`).
 
     ``split_mode`` defaults to ``"random"`` for trial-structured data and to
     ``"contiguous"`` when every session's trials are back-to-back windows cut
@@ -127,12 +155,19 @@ def prepare(
     d_align, d_window, d_bin = DEFAULTS.get(key, DEFAULTS["nwb"])
     sessions = load_source_sessions(source, eids=eids, inputs=inputs, one_cache_dir=one_cache_dir,
                                     world=world, seed=seed, source_options=source_options)
+    window = tuple(window or d_window)
+    calcium = bool(sessions) and all(s.modality == "calcium" for s in sessions)
+    if not bin_size and calcium:
+        bin_size = calcium_bin_size(sessions, window, frames_per_bin)
+    elif not bin_size and d_bin is None and source != "binned":
+        bin_size = DEFAULTS["nwb"][2]
     bin_size = bin_size or d_bin or sessions[0].extra["source_bin_size"]
     if split_mode is None:  # windows cut from a continuous recording: keep time order
         split_mode = "contiguous" if all(_is_back_to_back(s.trials) for s in sessions) else "random"
-    dd, meta = build_dataset(sessions, align_event=align_event or d_align, window=tuple(window or d_window),
+    dd, meta = build_dataset(sessions, align_event=align_event or d_align, window=window,
                              bin_size=bin_size, split=split, seed=split_seed, progress=progress,
-                             split_mode=split_mode)
+                             split_mode=split_mode,
+                             calcium_binning="interpolate" if calcium_interpolate else "frames")
     meta.source = key
     save_dataset(dd, meta, output_dir, overwrite=overwrite)
     return summarize(dd, meta)
@@ -146,6 +181,8 @@ def format_summary(summary: dict, output_dir: str | Path) -> str:
         f"nfm dataset written to {output_dir}",
         f"  sessions {summary['sessions']}  subjects {summary['subjects']}  units {summary['units']}",
         f"  trials   train {t.get('train', 0)}  validation {t.get('validation', 0)}  test {t.get('test', 0)}",
-        f"  spikes   {summary['spikes_in_windows']} inside trial windows",
+        (f"  spikes   {summary['spikes_in_windows']} inside trial windows" if not summary.get("clock")
+         else f"  clock    {summary['clock']}"),
+        f"  bins     {summary.get('n_bins')} of {summary.get('bin_size', 0):.4g} s",
         f"  regions  {regions}",
     ])

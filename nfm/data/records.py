@@ -2,8 +2,12 @@
 
 Rows keep spikes sparse (event times relative to the align event, and unit
 indices) so that any bin size can be derived later; per-bin behaviour and
-stimulus features are interpolated at bin centres; 2-photon activity is
-interpolated at bin centres (choose a bin size near the frame period).
+stimulus features are interpolated at bin centres; 2-photon activity is read
+at its own clock: each bin is the mean of the imaging frames inside it (the
+bin size must be at least the frame period), or, only when asked for
+(``calcium_binning="interpolate"``), linearly interpolated at bin centres --
+then neighbouring bins share frames and a temporally masked bin is nearly the
+line between its neighbours (see :mod:`nfm.data.prepare`).
 Everything is built column-wise with ``pyarrow`` list arrays from offsets:
 no Python loop per trial, unit or spike.
 """
@@ -12,10 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .binning import align_events, bin_centres, interpolate_at, n_bins_for
+from .binning import align_events, average_frames, bin_centres, frame_period, interpolate_at, n_bins_for
 from .schema import Session
 
 SPLITS = ("train", "validation", "test")
+#: how 2-photon frames become bins: averaged per bin at their own clock, or interpolated (explicit opt-in)
+CALCIUM_BINNING = ("frames", "interpolate")
+#: relative tolerance of "bin_size >= frame period" (frame clocks jitter)
+FRAME_TOLERANCE = 1e-3
 
 
 def consecutive_windows(t_start: float, t_end: float, length: float = 2.0) -> dict[str, np.ndarray]:
@@ -56,6 +64,15 @@ def assign_splits(n_trials: int, fractions=(0.7, 0.1, 0.2), seed: int = 42, mode
     return labels
 
 
+def frame_rate_error(bin_size: float, period: float) -> str:
+    """The message of a bin finer than the imaging frame period (one place, so every path says the same)."""
+    return (f"bin_size {bin_size:g} s is finer than the imaging frame period {period:.4g} s ({1 / period:.4g} Hz "
+            f"frames): 2-photon activity is binned at its own clock, a whole number of frames per bin (default: "
+            f"the frame period, or frames_per_bin=k frames); to interpolate between frames anyway pass "
+            f"--calcium_interpolate (calcium_binning='interpolate'): temporally masked bins then leak their "
+            f"neighbours' frames")
+
+
 def _list_array(offsets: np.ndarray, values: np.ndarray, type_: pa.DataType) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=type_))
 
@@ -73,8 +90,14 @@ def session_table(
     window: tuple[float, float],
     bin_size: float,
     split: np.ndarray,
+    calcium_binning: str = "frames",
 ) -> pa.Table:
-    """Arrow table of one session's trials (see ``nfm.data.hf`` for the columns)."""
+    """Arrow table of one session's trials (see ``nfm.data.hf`` for the columns).
+
+    ``calcium_binning`` (2-photon only): ``"frames"`` averages the frames inside each bin (``bin_size`` must be
+    >= the session's frame period, else ``DataError`` naming the frame rate); ``"interpolate"`` interpolates
+    linearly at bin centres (any bin size; neighbouring bins then share frames).
+    """
     if align_event not in session.trials:
         raise session.error(f"trials.{align_event}",
                             f"align event column not found; trials columns are {sorted(session.trials)}")
@@ -100,14 +123,29 @@ def session_table(
         cols["spike_times"] = _list_array(offsets, rel.astype(np.float32), pa.float32())
         cols["spike_units"] = _list_array(offsets, units.astype(np.int32), pa.int32())
     else:
-        centres = bin_centres(align, window, bin_size)  # (n, T)
         ft = np.asarray(session.frame_times)
-        outside = (centres[:, 0] < ft[0]) | (centres[:, -1] > ft[-1])
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise session.error(f"trials.{align_event}",
-                                f"trial {i} window ({align[i] + window[0]:.3f}, {align[i] + window[1]:.3f}) s lies outside the frames ({ft[0]:.3f}, {ft[-1]:.3f}) s")
-        act = interpolate_at(ft, session.activity, centres)  # (n, T, N)
+        if calcium_binning not in CALCIUM_BINNING:
+            raise ValueError(f"calcium_binning {calcium_binning!r} is not one of {CALCIUM_BINNING}")
+        if calcium_binning == "frames":
+            period = frame_period(ft)
+            if bin_size < period * (1 - FRAME_TOLERANCE):
+                raise session.error("frame_times", frame_rate_error(bin_size, period))
+            lo, hi = align + window[0], align + window[1]
+            outside = (lo < ft[0] - 1e-9) | (hi > ft[-1] + period + 1e-9)
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise session.error(f"trials.{align_event}",
+                                    f"trial {i} window ({lo[i]:.3f}, {hi[i]:.3f}) s lies outside the frames "
+                                    f"({ft[0]:.3f}, {ft[-1] + period:.3f}) s")
+            act, _ = average_frames(ft, session.activity, align, window, bin_size)  # (n, T, N)
+        else:
+            centres = bin_centres(align, window, bin_size)  # (n, T)
+            outside = (centres[:, 0] < ft[0]) | (centres[:, -1] > ft[-1])
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise session.error(f"trials.{align_event}",
+                                    f"trial {i} window ({align[i] + window[0]:.3f}, {align[i] + window[1]:.3f}) s lies outside the frames ({ft[0]:.3f}, {ft[-1]:.3f}) s")
+            act = interpolate_at(ft, session.activity, centres)  # (n, T, N)
         N = act.shape[-1]
         inner = _list_array(np.arange(n * T + 1, dtype=np.int64) * N, act.reshape(-1), pa.float32())
         cols["activity"] = pa.ListArray.from_arrays(pa.array((np.arange(n + 1) * T).astype(np.int32)), inner)

@@ -28,17 +28,25 @@ from nfm.models.masking import MaskSample, forward_prediction_mask, held_out_uni
 from .context import EvalContext, SessionData, _stable_seed, mean_or_nan, require
 from .predictor import NotApplicable, Predictor
 
-def mask_plan(mask: dict, sd: SessionData, n_bins: int, bin_size: float) -> list[MaskSample]:
+def forward_bins(forward_s: float, bin_size: float, frame_clock: bool = False) -> int:
+    """Bins of a forward-prediction window of ``forward_s`` [s]: exact for spike bins (else ``ValueError``); on a
+    2-photon frame clock (``frame_clock``) the nearest whole number of bins (>= 1): frames cannot be split."""
+    k = forward_s / bin_size
+    if abs(k - round(k)) > 1e-6:
+        if not frame_clock:
+            raise ValueError(f"mask.forward_s={forward_s} s is not a whole number of {bin_size} s bins")
+        return max(1, int(round(k)))
+    return int(round(k))
+
+
+def mask_plan(mask: dict, sd: SessionData, n_bins: int, bin_size: float, frame_clock: bool = False) -> list[MaskSample]:
     """The evaluation masks of a session as (1, T, N) templates (see the module docstring); every scored unit is
-    a target once."""
+    a target once.  ``frame_clock``: 2-photon bins (forward windows rounded to whole bins, :func:`forward_bins`)."""
     T, N = n_bins, sd.n_units
     mode = mask["mode"]
     units = torch.ones(1, N, dtype=torch.bool)
     if mode == "forward":
-        k = mask["forward_s"] / bin_size
-        if abs(k - round(k)) > 1e-6:
-            raise ValueError(f"mask.forward_s={mask['forward_s']} s is not a whole number of {bin_size} s bins")
-        k = int(round(k))
+        k = forward_bins(mask["forward_s"], bin_size, frame_clock)
         if not 0 < k < T:
             raise NotApplicable(f"forward_s={mask['forward_s']} s leaves no past in a {T * bin_size:g} s trial")
         return [forward_prediction_mask(units, T, k)]
@@ -140,7 +148,12 @@ def _scatter(values: np.ndarray, where: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- task: masking
 def _masking_predictions(ctx: EvalContext, task: Task, predictor: Predictor, sid: str):
     sd = ctx.session(sid)
-    plan = mask_plan(task.spec["mask"], sd, ctx.n_bins, ctx.bin_size)
+    frame_clock = ctx.modality == "calcium"
+    plan = mask_plan(task.spec["mask"], sd, ctx.n_bins, ctx.bin_size, frame_clock)
+    if frame_clock and task.spec["mask"]["mode"] == "forward":
+        k = forward_bins(task.spec["mask"]["forward_s"], ctx.bin_size, True)
+        ctx.note(task.name, f"forward window: {k} bin(s) of {ctx.bin_size:.4g} s = {k * ctx.bin_size:.4g} s (whole "
+                            f"imaging frames nearest to forward_s={task.spec['mask']['forward_s']} s)")
     rates, var, target = ctx.masked_predictions(predictor, sd, plan, _plan_key(task.spec["mask"]))
     return sd, plan, rates, var, target
 

@@ -52,6 +52,11 @@ class Predictor:
     #: bins per generated window (generation starts on a window boundary)
     generation_window_bins: int = 1
 
+    def bind(self, meta, session_ids: Sequence[str]) -> "Predictor":
+        """The predictor as it reads ``session_ids`` of the dataset ``meta`` (a model that has seen several
+        datasets reads each at its own time grid and modality); default: itself."""
+        return self
+
     def predict(self, batch: dict, mask: MaskSample) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictions for every entry of the batch given the input with ``mask.hidden`` entries hidden.
 
@@ -129,6 +134,25 @@ class NfmPredictor(Predictor):
         self.modality = cfg.modality
         self.device = next(model.parameters()).device
         self.generation_window_bins = int(cfg.window_bins) if getattr(model, "decoder", None) is not None else 1
+
+    def bind(self, meta, session_ids: Sequence[str]) -> "NfmPredictor":
+        """A copy reading ``session_ids`` at their time grid, modality and likelihood in the config
+        (``config.grid_of`` / ``modality_of``); sessions of one evaluation must share them."""
+        import copy
+
+        known = [s for s in session_ids if s in self.session_n_units]
+        if not known:
+            return self
+        cfg = self.config
+        keys = {(cfg.grid_of(s), cfg.modality_of(s)) for s in known}
+        if len(keys) > 1:
+            raise ModelDatasetMismatch(f"{self.name} reads the evaluated sessions on {len(keys)} different time "
+                                       "grids / modalities; evaluate them separately")
+        (window, size, _), modality = keys.pop()
+        out = copy.copy(self)
+        out.bin_size, out.window, out.modality = size, [window[0], window[1]], modality
+        out.likelihood = cfg.likelihood_of(modality)
+        return out
 
     # ---- capabilities
     def can(self, what: str) -> str | None:

@@ -130,8 +130,10 @@ def evaluate(
     if base is not None:
         base.name = "baseline_model"
     chosen = select_sessions(meta, dd, split, predictor, sessions)
+    predictor = predictor.bind(meta, chosen)  # a mixed-modality model reads each dataset at its own grid
     check_compatibility(predictor, meta, chosen)
     if base is not None:
+        base = base.bind(meta, chosen)
         check_compatibility(base, meta, chosen)
     task_list = load_tasks(tasks, task_dir, task_overrides)
     out_path = Path(output) if output is not None else None

@@ -33,7 +33,7 @@ def generation_losses(model, dd, meta, split: str, session_ids: Sequence[str], b
     from nfm.training import rows, subset_split
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base, "decoder", None) is None:
+    if getattr(base, "decoder", None) is None or meta.modality != "spikes":  # generation: spike sessions only
         return None
     ds = subset_split(dd[split], session_ids)
     if max_trials:

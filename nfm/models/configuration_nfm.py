@@ -41,6 +41,9 @@ MTM_MODES = ("neuron", "causal", "intra_region", "inter_region")
 PROMPTS = ("none",) + MASK_MODES + ("generate",)
 OBJECTIVES = ("mtm", "generation")
 LIKELIHOODS = ("poisson", "gaussian")
+MODALITIES = ("spikes", "calcium")
+#: likelihood of each modality (the primary modality's can be overridden with ``likelihood``)
+DEFAULT_LIKELIHOOD = {"spikes": "poisson", "calcium": "gaussian"}
 INPUT_TRANSFORMS = ("none", "log1p")
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -63,7 +66,26 @@ class NfmConfig(PreTrainedConfig):
         bin_size (float): bin width [s] (default 0.02).
         n_bins (int): bins per trial T (default 100 = 2 s).
         window (list[float]): trial window around the align event [s] (default [-0.5, 1.5]).
-        modality (str): ``"spikes"`` (Poisson likelihood) or ``"calcium"`` (Gaussian likelihood).
+        modality (str): the *primary* modality, ``"spikes"`` (Poisson likelihood) or ``"calcium"`` (Gaussian
+            likelihood): the one of the primary time grid (``window``, ``bin_size``, ``n_bins``) and of
+            ``likelihood``.
+        modalities (list[str]): every modality the model has seen (default ``[modality]``).
+        session_modality (dict[str, str]): session id -> ``"spikes"`` / ``"calcium"``; a session not listed has
+            the primary ``modality``.  The likelihood and read-out follow the session: Poisson log-rates for
+            spike sessions, Gaussian means with a learned per-ROI log-variance (scale) for calcium sessions;
+            the backbone, region embeddings and heads are shared.
+        session_grid (dict[str, list[float]]): session id -> ``[window_start, window_stop, bin_size]`` [s] of a
+            session whose time grid differs from the primary one (another dataset: a 2-photon frame clock, another
+            trial window); sessions not listed use the primary grid.  One batch holds one grid.
+        session_frame_bins (dict[str, int]): bins per imaging frame of 2-photon sessions whose frames were
+            interpolated to a finer grid (``--calcium_interpolate``): temporal and causal masks then cover
+            whole blocks of this many bins (whole frames); default 1.
+        rope_time_unit (float | None): None: RoPE positions are bin indices (nfm <= 0.1 checkpoints).  A number
+            [s]: continuous-time positions, bin b of a grid with bin size d sits at
+            ``2 + ((b + 1/2) d - unit / 2) / unit`` (so grids of any bin size share one time base in seconds and
+            a grid with ``d == unit`` gets exactly the index positions), and every bin token carries its
+            duration: ``+ log(d / unit) * bin_duration`` (a learned vector).  ``from_dataset_meta`` sets it to
+            the finest bin size.
         behavior_names / stimulus_names / trial_label_names (list[str]): channel order of the batch's
             ``behavior`` (B, T, K), ``stimulus`` (B, T, D) and ``trial_labels`` (B, L).
         trial_label_classes (dict[str, list[float]]): for :class:`NfmForBehaviorDecoding`, the class values of
@@ -74,10 +96,12 @@ class NfmConfig(PreTrainedConfig):
         intermediate_size (int, 512), hidden_dropout (float, 0.1), attention_dropout (float, 0.0),
         layer_norm_eps (float, 1e-5), rope_theta (float, 10000), initializer_range (float, 0.02),
         input_transform (str, ``"log1p"``: sign(x) log(1 + |x|) applied to counts before the read-in;
-        ``"none"`` feeds raw values), level_skip (bool, False: add ``level_gain`` (learned, starts at 0) x the
-        unit's mean standardised input over its visible bins of the window to its read-out, so slow per-unit
-        rate changes seen in the unit's own visible activity reach its prediction; a unit with no visible bin,
-        e.g. a held-out neuron, gets nothing), max_log_rate (float, 20: log-rates are clamped to +-max_log_rate in the
+        ``"none"`` feeds raw values; the transform of the primary modality), calcium_input_transform (str,
+        ``"none"``: the transform of 2-photon sessions of a model whose primary modality is spikes), level_skip
+        (bool, False: add ``level_gain`` (learned, starts at 0) x the unit's mean standardised input over its
+        visible bins of the window to its read-out, so slow per-unit rate changes seen in the unit's own visible
+        activity reach its prediction; a unit with no visible bin, e.g. a held-out neuron, gets nothing),
+        max_log_rate (float, 20: log-rates are clamped to +-max_log_rate in the
         likelihood so bf16 cannot overflow).
 
     Masking (MtM):
@@ -105,6 +129,13 @@ class NfmConfig(PreTrainedConfig):
         gen_windows_per_step (int, 10; 0 = all): teacher-forced training on this many randomly drawn windows per
             trial and step instead of all K (the decoder's cost is linear in the number of spike tokens),
         contrastive_dim (int, 64), contrastive_temperature (float, 0.1).
+        modality_missing_indicators (bool): stimulus channels get a missing-value indicator like behaviour (a
+            variable absent from a dataset, NaN in the batch, is not fed as an observed 0); False in checkpoints
+            written before it existed.  Tokens of bins where every stimulus/behaviour channel is missing are masked
+            out of the decoder's memory either way.
+        modality_dropout (float, 0.0): in training, the probability that a trial's stimulus (and, independently,
+            its behaviour) is dropped (set missing) before the decoder reads it, so the model does not come to
+            depend on variables a new dataset may lack.
         The decoder cost grows with the window length (self-attention within a window, cross-attention to the
         past-event tokens): 0.04 s windows (2 bins of 20 ms, 4 dt classes) keep CPU pretraining fast.
 
@@ -123,6 +154,10 @@ class NfmConfig(PreTrainedConfig):
     n_bins: int = 100
     window: list[float] = field(default_factory=lambda: [-0.5, 1.5])
     modality: str = "spikes"
+    modalities: list[str] = field(default_factory=list)
+    session_modality: dict[str, str] = field(default_factory=dict)
+    session_grid: dict[str, list[float]] = field(default_factory=dict)
+    session_frame_bins: dict[str, int] = field(default_factory=dict)
     behavior_names: list[str] = field(default_factory=list)
     stimulus_names: list[str] = field(default_factory=list)
     trial_label_names: list[str] = field(default_factory=list)
@@ -136,8 +171,10 @@ class NfmConfig(PreTrainedConfig):
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
+    rope_time_unit: float | None = None
     initializer_range: float = 0.02
     input_transform: str = "log1p"
+    calcium_input_transform: str = "none"
     max_log_rate: float = 20.0
     level_skip: bool = False
     # ---- masking
@@ -162,6 +199,8 @@ class NfmConfig(PreTrainedConfig):
     gen_max_events: int = 256
     contrastive_dim: int = 64
     contrastive_temperature: float = 0.1
+    modality_missing_indicators: bool = False
+    modality_dropout: float = 0.0
     # ---- objectives
     objectives: list[str] = field(default_factory=lambda: ["mtm", "generation"])
     mtm_weight: float = 1.0
@@ -173,7 +212,9 @@ class NfmConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.likelihood is None:
-            self.likelihood = "gaussian" if self.modality == "calcium" else "poisson"
+            self.likelihood = DEFAULT_LIKELIHOOD.get(self.modality, "poisson")
+        if not self.modalities:
+            self.modalities = [self.modality]
         super().__post_init__(**kwargs)
         self.check()
 
@@ -185,8 +226,31 @@ class NfmConfig(PreTrainedConfig):
 
         if self.hidden_size % self.num_attention_heads or (self.hidden_size // self.num_attention_heads) % 2:
             bad("hidden_size", f"must split into {self.num_attention_heads} heads of even size (RoPE)")
-        if self.modality not in ("spikes", "calcium"):
+        if self.modality not in MODALITIES:
             bad("modality", "must be 'spikes' or 'calcium'")
+        for m in self.modalities:
+            if m not in MODALITIES:
+                bad("modalities", f"unknown modality {m!r}; known: {MODALITIES}")
+        if self.modality not in self.modalities:
+            bad("modalities", f"must contain the primary modality {self.modality!r}")
+        for sid, m in self.session_modality.items():
+            if m not in self.modalities:
+                bad("session_modality", f"session {sid!r} has modality {m!r}, not in modalities={self.modalities}")
+        for sid, g in self.session_grid.items():
+            if not isinstance(g, (list, tuple)) or len(g) != 3 or not g[1] > g[0] or not g[2] > 0:
+                bad("session_grid", f"session {sid!r}: {g!r} must be [window_start, window_stop, bin_size] seconds")
+            span = (g[1] - g[0]) / g[2]
+            if abs(span - round(span)) > 1e-6 * max(1.0, span):
+                bad("session_grid", f"session {sid!r}: window {list(g[:2])} s is not a whole number of {g[2]} s bins")
+        for sid, k in self.session_frame_bins.items():
+            if int(k) < 1:
+                bad("session_frame_bins", f"session {sid!r}: {k!r} must be >= 1")
+        if self.rope_time_unit is not None and not self.rope_time_unit > 0:
+            bad("rope_time_unit", "must be None (bin-index positions) or > 0 seconds")
+        if self.calcium_input_transform not in INPUT_TRANSFORMS:
+            bad("calcium_input_transform", f"must be one of {INPUT_TRANSFORMS}")
+        if not 0 <= self.modality_dropout < 1:
+            bad("modality_dropout", "must be in [0, 1)")
         if self.likelihood not in LIKELIHOODS:
             bad("likelihood", f"must be one of {LIKELIHOODS}")
         if self.input_transform not in INPUT_TRANSFORMS:
@@ -216,7 +280,8 @@ class NfmConfig(PreTrainedConfig):
             bad("n_bins", f"must equal the window {list(self.window)} s / bin_size {self.bin_size} s = {span:g}")
         if "generation" in self.objectives:
             if self.modality != "spikes":
-                bad("objectives", "the 'generation' objective needs spike events (modality 'spikes')")
+                bad("objectives", "the 'generation' objective needs spike events: the primary modality must be "
+                                  "'spikes' (it applies to the spike sessions only)")
             self._multiple("gen_window", self.gen_window, self.bin_size, "bin_size")
             self._multiple("gen_past", self.gen_past, self.bin_size, "bin_size")
             if self.gen_past_events:
@@ -249,6 +314,52 @@ class NfmConfig(PreTrainedConfig):
     @property
     def session_ids(self) -> list[str]:
         return list(self.session_n_units)
+
+    # ---- per-session modality and time grid
+    def modality_of(self, session_id: str) -> str:
+        """Modality of a session (``session_modality``, else the primary ``modality``)."""
+        return self.session_modality.get(str(session_id), self.modality)
+
+    def likelihood_of(self, modality: str) -> str:
+        """Likelihood of a modality: ``likelihood`` for the primary one, the modality's default otherwise."""
+        return self.likelihood if modality == self.modality else DEFAULT_LIKELIHOOD[modality]
+
+    def input_transform_of(self, modality: str) -> str:
+        """Read-in transform of a modality (``input_transform`` for the primary one)."""
+        return self.input_transform if modality == self.modality else (
+            self.calcium_input_transform if modality == "calcium" else "log1p")
+
+    def grid_of(self, session_id: str) -> tuple[tuple[float, float], float, int]:
+        """``(window [s], bin_size [s], n_bins)`` of a session (``session_grid``, else the primary grid)."""
+        g = self.session_grid.get(str(session_id))
+        if g is None:
+            return (float(self.window[0]), float(self.window[1])), float(self.bin_size), int(self.n_bins)
+        return (float(g[0]), float(g[1])), float(g[2]), int(round((g[1] - g[0]) / g[2]))
+
+    def frame_bins_of(self, session_id: str) -> int:
+        """Bins per imaging frame of a session (temporal masks cover whole blocks of them); 1 by default."""
+        return int(self.session_frame_bins.get(str(session_id), 1))
+
+    def set_session_info(self, session_id: str, modality: str | None = None, grid=None,
+                         frame_bins: int | None = None) -> None:
+        """Record a session's modality, time grid ``(window, bin_size)`` and bins per frame (only what differs
+        from the primary defaults is stored), adding the modality to ``modalities``; checks the result."""
+        sid = str(session_id)
+        if modality is not None:
+            if modality not in MODALITIES:
+                raise ValueError(f"modality {modality!r} of session {sid!r} is not one of {MODALITIES}")
+            self.session_modality = {**self.session_modality, sid: modality}
+            if modality not in self.modalities:
+                self.modalities = list(self.modalities) + [modality]
+        if grid is not None:
+            (w0, w1), size = (float(grid[0][0]), float(grid[0][1])), float(grid[1])
+            same = (abs(size - self.bin_size) <= 1e-12 and abs(w0 - self.window[0]) <= 1e-9
+                    and abs(w1 - self.window[1]) <= 1e-9)
+            grids = {k: v for k, v in self.session_grid.items() if k != sid}
+            self.session_grid = grids if same else {**grids, sid: [w0, w1, size]}
+        if frame_bins is not None and int(frame_bins) > 1:
+            self.session_frame_bins = {**self.session_frame_bins, sid: int(frame_bins)}
+        self.check()
 
     @property
     def window_bins(self) -> int:
@@ -292,7 +403,9 @@ class NfmConfig(PreTrainedConfig):
         modality, behaviour / stimulus / trial-label names (and ``trial_label_classes``), the region vocabulary
         (``meta.region_vocab()``) and each session's unit count.  ``preset`` picks a size from :data:`PRESETS`;
         ``overrides`` replace any field (but not the time grid: pass ``bin_size``).  Calcium datasets default to
-        the Gaussian likelihood and the MtM objective only.
+        the Gaussian likelihood and the MtM objective only; 2-photon frames interpolated to finer bins get
+        temporal masks over whole frames (``session_frame_bins``).  Positions are continuous time
+        (``rope_time_unit`` = the bin size: the same positions as bin indices on this grid).
         """
         from nfm.data.meta import DatasetMeta
 
@@ -317,6 +430,12 @@ class NfmConfig(PreTrainedConfig):
             trial_label_names=list(meta.trial_label_names),
             trial_label_classes={k: list(v) for k, v in meta.trial_label_classes.items()},
         )
+        kwargs.update(session_modality={sid: meta.modality for sid in meta.sessions}, modalities=[meta.modality],
+                      rope_time_unit=size, modality_missing_indicators=True,
+                      modality_dropout=0.2 if (meta.behavior_names or meta.stimulus_names) else 0.0)
+        frames = cls._frame_bins(meta, size)
+        if frames > 1:
+            kwargs["session_frame_bins"] = {sid: frames for sid in meta.sessions}
         if meta.modality == "calcium":
             kwargs.update(objectives=["mtm"], input_transform="none")
         kwargs.update(PRESETS[preset])
@@ -324,6 +443,72 @@ class NfmConfig(PreTrainedConfig):
         if meta.modality == "spikes" and "gen_window" not in overrides:
             kwargs.update(cls._fit_windows(size, n_bins, overrides))
         return cls(**kwargs)
+
+    @staticmethod
+    def _frame_bins(meta: "DatasetMeta", bin_size: float) -> int:
+        """Bins per imaging frame of interpolated 2-photon data (ceil(frame period / bin size)); 1 otherwise."""
+        if meta.modality != "calcium" or meta.calcium_binning != "interpolate" or not meta.frame_period:
+            return 1
+        return max(1, int(math.ceil(float(meta.frame_period) / bin_size - 1e-6)))
+
+    @classmethod
+    def from_dataset_metas(cls, metas: "list[DatasetMeta]", preset: str = "default", *,
+                           bin_size: float | None = None, **overrides) -> "NfmConfig":
+        """One config for several datasets (mixed pretraining), of either modality and their own time grids.
+
+        The *primary* dataset is the first spike dataset (else the first one): its grid (at ``bin_size``, which
+        also re-bins every other spike dataset) is ``window`` / ``bin_size`` / ``n_bins`` and its modality is
+        ``modality``.  Every other dataset's sessions keep their own grid (``session_grid``: 2-photon data at
+        their frame clock, other windows) and modality (``session_modality``); positions are continuous time in
+        units of the finest bin size (``rope_time_unit``), so bins of any duration share one time base in
+        seconds.  Regions, behaviour / stimulus / trial-label names are the union (primary first); session ids
+        must be unique across datasets.  The generation objective (default when a spike dataset is present)
+        applies to spike sessions only; MtM to all.
+        """
+        from nfm.data.meta import DatasetMeta
+
+        metas = list(metas)
+        if not metas or not all(isinstance(m, DatasetMeta) for m in metas):
+            raise TypeError("from_dataset_metas needs a non-empty list of DatasetMeta")
+        if len(metas) == 1:
+            return cls.from_dataset_meta(metas[0], preset, bin_size=bin_size, **overrides)
+        seen: dict[str, str] = {}
+        for m in metas:
+            for sid in m.sessions:
+                if sid in seen:
+                    raise ValueError(f"session id {sid!r} is in both {seen[sid]} and {m.path}; session ids must be "
+                                     "unique across the datasets of one model")
+                seen[sid] = m.path
+        primary = next((m for m in metas if m.modality == "spikes"), metas[0])
+        spike_bin = bin_size if bin_size is not None else primary.bin_size
+        grids = {id(m): m.grid(spike_bin if m.modality == "spikes" else None) for m in metas}
+        unit = min(g[1] for g in grids.values())
+        union = lambda attr: list(dict.fromkeys(x for m in [primary] + metas for x in getattr(m, attr)))  # noqa: E731
+        config = cls.from_dataset_meta(primary, preset, bin_size=spike_bin, **overrides)
+        vocab = list(config.region_vocab)
+        vocab += [r for m in metas for r in m.region_vocab() if r not in vocab]
+        classes = {}
+        for m in metas:
+            for k, v in m.trial_label_classes.items():
+                classes[k] = sorted(set(classes.get(k, [])) | {float(x) for x in v})
+        config.region_vocab = vocab
+        config.behavior_names = union("behavior_names")
+        config.stimulus_names = union("stimulus_names")
+        config.trial_label_names = union("trial_label_names")
+        config.trial_label_classes = classes
+        if "rope_time_unit" not in overrides:
+            config.rope_time_unit = unit
+        if "modality_dropout" not in overrides and (config.behavior_names or config.stimulus_names):
+            config.modality_dropout = 0.2
+        for m in metas:
+            if m is primary:
+                continue
+            window, size, _ = grids[id(m)]
+            for sid, s in m.sessions.items():
+                config.session_n_units = {**config.session_n_units, sid: int(s.n_units)}
+                config.set_session_info(sid, modality=m.modality, grid=(window, size),
+                                        frame_bins=cls._frame_bins(m, size))
+        return config.check()
 
     @classmethod
     def _fit_windows(cls, bin_size: float, n_bins: int, overrides: dict) -> dict:

@@ -105,20 +105,32 @@ def neuron_mask(unit_mask: torch.Tensor, n_bins: int, ratio: float = 0.3, genera
 
 
 def temporal_mask(unit_mask: torch.Tensor, n_bins: int, ratio: float = 0.3, generator=None,
-                  mode: str = "temporal") -> MaskSample:
-    """Mask whole bins: k = max(1, round(ratio * T)) bins per trial, all real units."""
+                  mode: str = "temporal", block: int = 1) -> MaskSample:
+    """Mask whole bins: k = max(1, round(ratio * T)) bins per trial, all real units.
+
+    ``block`` > 1 (2-photon frames interpolated to ``block`` bins per frame): whole blocks of ``block``
+    consecutive bins (the last may be shorter) are masked instead, k = max(1, round(ratio * ceil(T / block)))
+    of them, so a masked stretch covers whole frames.
+    """
     _check(unit_mask, n_bins)
     B = unit_mask.shape[0]
-    valid = torch.ones(B, n_bins, dtype=torch.bool, device=unit_mask.device)
-    k = torch.full((B,), n_bins, device=unit_mask.device)
+    block = int(block)
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    n_blocks = -(-n_bins // block)
+    valid = torch.ones(B, n_blocks, dtype=torch.bool, device=unit_mask.device)
+    k = torch.full((B,), n_blocks, device=unit_mask.device)
     bins = _choose_k(valid, _count(ratio, k), generator)
+    if block > 1:
+        bins = bins.repeat_interleave(block, dim=1)[:, :n_bins]
     m = bins.unsqueeze(2) & unit_mask.unsqueeze(1)
     return MaskSample(m, m.clone(), mode, causal=mode in CAUSAL_MODES)
 
 
-def causal_mask(unit_mask: torch.Tensor, n_bins: int, ratio: float = 0.6, generator=None) -> MaskSample:
-    """MtM causal mode: whole bins (ratio 0.6) masked and a causal attention mask (``causal=True``)."""
-    return temporal_mask(unit_mask, n_bins, ratio, generator, mode="causal")
+def causal_mask(unit_mask: torch.Tensor, n_bins: int, ratio: float = 0.6, generator=None,
+                block: int = 1) -> MaskSample:
+    """MtM causal mode: whole bins (ratio 0.6; whole ``block``-bin frames) masked and a causal attention mask."""
+    return temporal_mask(unit_mask, n_bins, ratio, generator, mode="causal", block=block)
 
 
 def random_token_mask(unit_mask: torch.Tensor, n_bins: int, ratio: float = 0.3, generator=None) -> MaskSample:
@@ -203,17 +215,18 @@ def held_out_units_mask(unit_mask: torch.Tensor, held_out: torch.Tensor, n_bins:
 
 
 def sample_mask(mode: str, unit_mask: torch.Tensor, unit_region: torch.Tensor | None, n_bins: int,
-                config=None, generator=None) -> MaskSample:
-    """Sample a mask of ``mode`` with the ratios of ``config`` (an :class:`NfmConfig`; MtM defaults if None)."""
+                config=None, generator=None, block: int = 1) -> MaskSample:
+    """Sample a mask of ``mode`` with the ratios of ``config`` (an :class:`NfmConfig`; MtM defaults if None);
+    ``block``: bins per imaging frame (temporal and causal masks cover whole frames)."""
     ratio = (lambda name, default: getattr(config, f"mask_ratio_{name}", default) if config is not None else default)
     if unit_region is None:
         unit_region = torch.zeros_like(unit_mask, dtype=torch.long)
     if mode == "neuron":
         return neuron_mask(unit_mask, n_bins, ratio("neuron", 0.3), generator)
     if mode == "temporal":
-        return temporal_mask(unit_mask, n_bins, ratio("temporal", 0.3), generator)
+        return temporal_mask(unit_mask, n_bins, ratio("temporal", 0.3), generator, block=block)
     if mode == "causal":
-        return causal_mask(unit_mask, n_bins, ratio("causal", 0.6), generator)
+        return causal_mask(unit_mask, n_bins, ratio("causal", 0.6), generator, block=block)
     if mode == "random_token":
         return random_token_mask(unit_mask, n_bins, ratio("random_token", 0.3), generator)
     if mode == "inter_region":

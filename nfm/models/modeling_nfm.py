@@ -145,13 +145,31 @@ class NfmMaskedModelingOutput(ModelOutput):
 
 
 # --------------------------------------------------------------------------- building blocks
-def rope_cos_sin(n_pos: int, head_dim: int, theta: float, device, start: int = 0):
-    """RoPE tables for positions ``start .. start + n_pos - 1`` -> cos, sin of shape (n_pos, head_dim), float32."""
+def rope_cos_sin(n_pos: int, head_dim: int, theta: float, device, start: int = 0,
+                 positions: torch.Tensor | None = None):
+    """RoPE tables for positions ``start .. start + n_pos - 1`` (or the float ``positions`` (n_pos,)) -> cos, sin
+    of shape (n_pos, head_dim), float32."""
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    pos = torch.arange(start, start + n_pos, device=device, dtype=torch.float32)
+    pos = (torch.arange(start, start + n_pos, device=device, dtype=torch.float32) if positions is None
+           else positions.to(device=device, dtype=torch.float32))
     freqs = torch.outer(pos, inv)
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()
+
+
+def time_positions(n_bins: int, bin_size: float, unit: float | None, device=None) -> torch.Tensor | None:
+    """Continuous-time RoPE positions of [session, prompt, bin_1 .. bin_T] -> (2 + T,) float32, or None for
+    bin-index positions (``unit`` None).
+
+    Bin b (bin size ``bin_size`` [s]) sits at ``2 + ((b + 1/2) bin_size - unit / 2) / unit``: its centre in
+    seconds from the window start, in units of ``unit`` [s], shifted so that ``bin_size == unit`` gives exactly
+    the index positions ``2 + b`` (computed in float64).  The two prefix tokens stay at 0 and 1.
+    """
+    if unit is None:
+        return None
+    b = torch.arange(n_bins, dtype=torch.float64)
+    bins = N_PREFIX + ((b + 0.5) * float(bin_size) - 0.5 * float(unit)) / float(unit)
+    return torch.cat([torch.arange(N_PREFIX, dtype=torch.float64), bins]).to(device=device, dtype=torch.float32)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -307,7 +325,8 @@ class SessionTables:
 
     unit_embed (B, N, H) incl. region embeddings; readout (B, N, H) incl. region read-out; readout_bias (B, N);
     id_bias (B, N); token (B, H); log_var (B, N) or None; unit_mask (B, N); unit_region (B, N);
-    input_mean / input_scale (B, N) read-in standardisation (padding: 0 / 0).
+    input_mean / input_scale (B, N) read-in standardisation (padding: 0 / 0); modality: the batch's modality
+    and grid: its ``(window [s], bin_size [s], n_bins)`` (every session of a batch has the same ones).
     """
 
     unit_embed: torch.Tensor
@@ -320,6 +339,8 @@ class SessionTables:
     unit_region: torch.Tensor
     input_mean: torch.Tensor | None = None
     input_scale: torch.Tensor | None = None
+    modality: str = "spikes"
+    grid: tuple | None = None
 
 
 # --------------------------------------------------------------------------- base class
@@ -348,6 +369,8 @@ class NfmPreTrainedModel(PreTrainedModel):
             init.ones_(module.input_scale)
         else:
             super()._init_weights(module)
+            if isinstance(module, NfmModel) and module.bin_duration is not None:
+                init.zeros_(module.bin_duration)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -384,7 +407,8 @@ class NfmPreTrainedModel(PreTrainedModel):
 
         Poisson: ``readout_bias = log(mean)`` (the prediction starts at each unit's mean rate, the NLB null
         model, instead of 1 spike per bin) and ``id_bias = log(mean / sum(mean))`` (the event decoder's unit
-        logits start at each unit's share of the spikes).  Gaussian: ``readout_bias = mean``.
+        logits start at each unit's share of the spikes).  Gaussian: ``readout_bias = mean``.  The likelihood is the
+        session's (``config.likelihood_of(config.modality_of(session_id))``).
         Why: the per-session parameters are updated only on that session's batches (1 step in S with S
         sessions) and Adam moves a parameter by about ``learning_rate`` per update, so a bias at 0 needs
         ~``|log mean| / lr`` of its own updates (thousands of steps) to reach a log-rate of about -2 to -4.
@@ -402,7 +426,7 @@ class NfmPreTrainedModel(PreTrainedModel):
 
         mean = vector(mean_activity, "mean_activity")
         dtype = module.readout_bias.dtype
-        if self.config.likelihood == "poisson":
+        if self.config.likelihood_of(self.config.modality_of(session_id)) == "poisson":
             if bool((mean < 0).any()):
                 raise ValueError(f"mean_activity of session {session_id!r} (spike counts) has negative values")
             log_mean = mean.clamp_min(min_count).log()
@@ -452,9 +476,10 @@ class NfmModel(NfmPreTrainedModel):
     def __init__(self, config: NfmConfig):
         super().__init__(config)
         H, R = config.hidden_size, len(config.region_vocab)
-        learn_var = config.likelihood == "gaussian" and config.gaussian_learn_variance
-        self.sessions = nn.ModuleDict({session_key(s): NfmSessionParameters(n, H, learn_var)
+        self.sessions = nn.ModuleDict({session_key(s): NfmSessionParameters(n, H, self._learns_variance(s))
                                        for s, n in config.session_n_units.items()})
+        # continuous-time positions: every bin token carries its duration, log(bin_size / unit) * bin_duration
+        self.bin_duration = nn.Parameter(torch.zeros(H)) if config.rope_time_unit is not None else None
         self.region_embed = nn.Embedding(R, H)
         self.region_readout = nn.Embedding(R, H)
         self.region_mask_embed = nn.Embedding(R, H)
@@ -470,6 +495,11 @@ class NfmModel(NfmPreTrainedModel):
         self.post_init()
 
     # ---------------------------------------------------------------- sessions
+    def _learns_variance(self, session_id: str) -> bool:
+        """A session gets a learned per-unit log-variance when its likelihood is Gaussian (2-photon)."""
+        cfg = self.config
+        return cfg.likelihood_of(cfg.modality_of(session_id)) == "gaussian" and cfg.gaussian_learn_variance
+
     def session_module(self, session_id: str) -> NfmSessionParameters:
         key = session_key(session_id)
         if key not in self.sessions:
@@ -478,7 +508,8 @@ class NfmModel(NfmPreTrainedModel):
                              f"add it with model.add_session({session_id!r}, n_units)")
         return self.sessions[key]
 
-    def add_session(self, session_id: str, n_units: int, regions=None) -> torch.Tensor:
+    def add_session(self, session_id: str, n_units: int, regions=None, *, modality: str | None = None,
+                    grid=None, frame_bins: int | None = None) -> torch.Tensor:
         """Create the small parameters of a new session; nothing else changes (old outputs stay identical).
 
         Args:
@@ -487,6 +518,9 @@ class NfmModel(NfmPreTrainedModel):
             regions: optional list of ``n_units`` region acronyms.  Acronyms not in ``config.region_vocab`` are
                 appended to it and get new rows in the shared region tables, initialised as copies of the
                 ``"unknown"`` row (old rows and outputs unchanged).
+            modality: ``"spikes"`` / ``"calcium"`` (default: the primary ``config.modality``); its likelihood
+                and read-out follow it.  grid: ``((window_start, window_stop), bin_size)`` [s] of its batches
+                (default: the primary grid).  frame_bins: bins per imaging frame of interpolated 2-photon data.
         Returns:
             (n_units,) long region indices of the new units (zeros when ``regions`` is None), to put in
             ``unit_region`` of the new session's batches.
@@ -507,8 +541,9 @@ class NfmModel(NfmPreTrainedModel):
                 self._grow_regions(new)
             vocab = {r: i for i, r in enumerate(self.config.region_vocab)}
             idx = torch.tensor([vocab[r] for r in regions], dtype=torch.long)
-        learn_var = self.config.likelihood == "gaussian" and self.config.gaussian_learn_variance
-        module = NfmSessionParameters(int(n_units), self.config.hidden_size, learn_var)
+        if modality is not None or grid is not None or frame_bins is not None:
+            self.config.set_session_info(session_id, modality=modality, grid=grid, frame_bins=frame_bins)
+        module = NfmSessionParameters(int(n_units), self.config.hidden_size, self._learns_variance(session_id))
         self._init_weights(module)
         self.sessions[session_key(session_id)] = module.to(device=ref.device, dtype=ref.dtype)
         self.config.session_n_units = {**self.config.session_n_units, session_id: int(n_units)}
@@ -535,6 +570,11 @@ class NfmModel(NfmPreTrainedModel):
         uniq = list(dict.fromkeys(session_ids))
         inv = torch.tensor([uniq.index(s) for s in session_ids], device=device)
         mods = [self.session_module(s) for s in uniq]
+        modality = self.config.modality_of(uniq[0])
+        other = next((s for s in uniq if self.config.modality_of(s) != modality), None)
+        if other is not None:
+            raise ValueError(f"a batch holds sessions of one modality: {uniq[0]!r} is {modality} but {other!r} is "
+                             f"{self.config.modality_of(other)} (batch sessions of one dataset at a time)")
         for s, m in zip(uniq, mods):
             if m.n_units > N:
                 raise ValueError(f"session {s!r} has {m.n_units} units but the batch has only N={N} unit columns")
@@ -571,32 +611,52 @@ class NfmModel(NfmPreTrainedModel):
         token = torch.stack([m.token for m in mods])[inv]
         log_var = stack("log_var") if mods[0].log_var is not None else None
         return SessionTables(unit_embed, readout, stack("readout_bias"), stack("id_bias"), token, log_var,
-                             unit_mask, unit_region, stack("input_mean"), stack("input_scale"))
+                             unit_mask, unit_region, stack("input_mean"), stack("input_scale"), modality,
+                             self.batch_grid(uniq))
 
     # ---------------------------------------------------------------- checks
-    def check_grid(self, spikes: torch.Tensor, bin_size: float | None = None) -> None:
-        """Refuse a batch on another time grid than the config's (T != ``n_bins`` or another ``bin_size``)."""
+    def batch_grid(self, session_ids) -> tuple[tuple[float, float], float, int]:
+        """``(window, bin_size, n_bins)`` of a batch's sessions (:meth:`NfmConfig.grid_of`); every session of a
+        batch must share it.  ``session_ids`` None: the primary grid."""
         cfg = self.config
+        if session_ids is None:
+            return (float(cfg.window[0]), float(cfg.window[1])), float(cfg.bin_size), int(cfg.n_bins)
+        uniq = list(dict.fromkeys([session_ids] if isinstance(session_ids, str) else [str(x) for x in session_ids]))
+        grid = cfg.grid_of(uniq[0])
+        other = next((s for s in uniq[1:] if cfg.grid_of(s) != grid), None)
+        if other is not None:
+            raise ValueError(f"a batch holds sessions of one time grid: {uniq[0]!r} has {grid} but {other!r} has "
+                             f"{cfg.grid_of(other)} (window [s], bin_size [s], n_bins)")
+        return grid
+
+    def check_grid(self, spikes: torch.Tensor, bin_size: float | None = None, session_ids=None,
+                   grid: tuple | None = None) -> None:
+        """Refuse a batch on another time grid than its sessions' (T != ``n_bins`` or another ``bin_size``; the
+        primary grid of the config unless ``session_ids`` (or ``grid``, a :class:`SessionTables` grid) name
+        sessions with their own ``session_grid``)."""
         if spikes.dim() != 3:
             raise ValueError(f"spikes must be (B, T, N), got shape {tuple(spikes.shape)}")
-        if bin_size is not None and abs(float(bin_size) - float(cfg.bin_size)) > 1e-9:
-            raise ValueError(f"the batch is binned at {float(bin_size)} s but the model at config.bin_size="
-                             f"{cfg.bin_size} s; build the collator from the model: "
+        window, size, n_bins = grid if grid is not None else self.batch_grid(session_ids)
+        if bin_size is not None and abs(float(bin_size) - size) > 1e-9:
+            raise ValueError(f"the batch is binned at {float(bin_size)} s but the model reads these sessions at "
+                             f"{size} s bins (config.bin_size / session_grid); build the collator from the model: "
                              "NfmCollator.for_config(meta, model.config)")
-        if spikes.shape[1] != int(cfg.n_bins):
-            raise ValueError(f"the batch has T={spikes.shape[1]} bins but the model was built for config.n_bins="
-                             f"{cfg.n_bins} ({cfg.bin_size} s bins over {list(cfg.window)} s); build the collator "
-                             "from the model: NfmCollator.for_config(meta, model.config)")
+        if spikes.shape[1] != n_bins:
+            raise ValueError(f"the batch has T={spikes.shape[1]} bins but the model was built for n_bins="
+                             f"{n_bins} ({size} s bins over {list(window)} s) for these sessions; build the "
+                             "collator from the model: NfmCollator.for_config(meta, model.config)")
 
     # ---------------------------------------------------------------- forward
-    def transform_input(self, spikes: torch.Tensor) -> torch.Tensor:
-        if self.config.input_transform == "log1p":
+    def transform_input(self, spikes: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """The read-in transform of ``modality`` (default: the primary one): log1p for counts, none for 2-photon
+        activity unless the config says otherwise (:meth:`NfmConfig.input_transform_of`)."""
+        if self.config.input_transform_of(modality or self.config.modality) == "log1p":
             return torch.sign(spikes) * torch.log1p(spikes.abs())
         return spikes
 
     def standardized_input(self, spikes: torch.Tensor, tables: SessionTables) -> torch.Tensor:
         """(B, T, N) read-in values: ``(transform(x) - input_mean) * input_scale`` (0 = the unit's mean)."""
-        x = self.transform_input(spikes.float())
+        x = self.transform_input(spikes.float(), tables.modality)
         if tables.input_mean is not None:
             x = (x - tables.input_mean.float().unsqueeze(1)) * tables.input_scale.float().unsqueeze(1)
         return x
@@ -618,7 +678,8 @@ class NfmModel(NfmPreTrainedModel):
                 return_dict: bool | None = None) -> NfmModelOutput:
         """Bin states of a batch (see the class docstring for the arguments; ``tables``: precomputed
         :meth:`session_tables`)."""
-        self.check_grid(spikes, bin_size)
+        if spikes.dim() != 3:
+            raise ValueError(f"spikes must be (B, T, N), got shape {tuple(spikes.shape)}")
         B, T, N = spikes.shape
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
@@ -629,6 +690,7 @@ class NfmModel(NfmPreTrainedModel):
             causal = prompt in CAUSAL_MODES or prompt == "generate"
         if tables is None:
             tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region, device=spikes.device)
+        self.check_grid(spikes, bin_size, grid=tables.grid)
         if valid_mask is not None:  # missing entries: hidden, their stored 0 is not a value
             invalid = ~valid_mask.bool().to(spikes.device) & tables.unit_mask.unsqueeze(1)
             hidden_mask = invalid if hidden_mask is None else hidden_mask | invalid
@@ -642,12 +704,16 @@ class NfmModel(NfmPreTrainedModel):
             mask_rows = self.region_mask_embed(tables.unit_region) * tables.unit_mask.unsqueeze(-1)
             z = z + torch.einsum("btn,bnh->bth", hidden_mask.to(z.dtype), mask_rows.to(z.dtype))
         bins = self.readin_fc2(F.gelu(self.readin_fc1(self.readin_norm(z))))
+        grid_size = tables.grid[1] if tables.grid is not None else float(self.config.bin_size)
+        if self.bin_duration is not None:  # the token carries its duration (0 on the unit grid)
+            bins = bins + math.log(grid_size / self.config.rope_time_unit) * self.bin_duration.to(bins.dtype)
         prompt_id = PROMPTS.index(prompt if self.config.use_prompt_token else "none")  # prompt ablation: no task
         prompt_row = self.prompt_embed.weight[prompt_id].expand(B, -1)
         h = torch.cat([tables.token.unsqueeze(1).to(bins.dtype), prompt_row.unsqueeze(1).to(bins.dtype), bins], dim=1)
         h = self.dropout(h)
         cos, sin = rope_cos_sin(N_PREFIX + T, self.config.hidden_size // self.config.num_attention_heads,
-                                self.config.rope_theta, h.device)
+                                self.config.rope_theta, h.device,
+                                positions=time_positions(T, grid_size, self.config.rope_time_unit))
         all_h, all_a = [], []
         for layer in self.layers:
             if output_hidden_states:
@@ -671,8 +737,8 @@ class NfmModel(NfmPreTrainedModel):
 
     def log_variance(self, tables: SessionTables) -> torch.Tensor | None:
         """(B, N) float32 Gaussian per-unit log-variances (learned, clamped to :data:`LOG_VAR_RANGE`, or
-        ``log(config.gaussian_fixed_variance)``); None for the Poisson likelihood."""
-        if self.config.likelihood == "poisson":
+        ``log(config.gaussian_fixed_variance)``); None when the batch's sessions have the Poisson likelihood."""
+        if self.config.likelihood_of(tables.modality) == "poisson":
             return None
         if tables.log_var is not None:
             return tables.log_var.float().clamp(*LOG_VAR_RANGE)
@@ -694,11 +760,13 @@ class NfmModel(NfmPreTrainedModel):
             valid_mask: (B, T, N) bool, False = missing (2-photon bad frames): always hidden, never a target.
         Returns :class:`NfmMaskedPrediction` (log-rates or means, per-unit log-variances, the final masks).
         """
-        self.check_grid(spikes, bin_size)
+        if spikes.dim() != 3:
+            raise ValueError(f"spikes must be (B, T, N), got shape {tuple(spikes.shape)}")
         B, T, N = spikes.shape
         if tables is None:
             tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region,
                                          device=spikes.device)
+        self.check_grid(spikes, bin_size, grid=tables.grid)
         sample = mask.expand(tables.unit_mask)
         target, hidden = sample.target, sample.hidden
         if valid_mask is not None:  # missing entries: their stored 0 is not a value
@@ -751,7 +819,8 @@ def masked_modeling(backbone: NfmModel, spikes, *, unit_mask=None, unit_region=N
             pick = torch.randint(len(modes), (1,), generator=generator,
                                  device=generator.device if generator is not None else None)
             mask_mode = modes[int(pick)]
-        mask = sample_mask(mask_mode, tables.unit_mask, tables.unit_region, T, config, generator)
+        mask = sample_mask(mask_mode, tables.unit_mask, tables.unit_region, T, config, generator,
+                           block=config.frame_bins_of(session_ids[0]))
     elif not isinstance(mask, MaskSample):
         raise TypeError(f"mask must be a nfm.models.masking.MaskSample, got {type(mask).__name__}")
     pred = backbone.predict_masked(spikes, mask=mask, prompt=prompt, valid_mask=valid_mask, bin_size=bin_size,

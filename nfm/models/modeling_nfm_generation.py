@@ -175,7 +175,8 @@ class NfmEventDecoder(nn.Module):
         self.memory_offset = nn.Embedding(self.past_bins + self.window_bins, H)
         self.past_event_time = (nn.Embedding(self.past_windows * self.n_dt, H) if self.past_windows else None)
         self.memory_norm = nn.LayerNorm(H, eps=eps)
-        in_dim = config.stimulus_dim + 2 * config.behavior_dim
+        # stimulus values (+ missing indicators unless a checkpoint predates them) and behaviour values + indicators
+        in_dim = config.stimulus_dim * (2 if config.modality_missing_indicators else 1) + 2 * config.behavior_dim
         if in_dim:
             self.modality_fc1 = nn.Linear(in_dim, H)
             self.modality_fc2 = nn.Linear(H, H)
@@ -189,37 +190,70 @@ class NfmEventDecoder(nn.Module):
         self.id_query = nn.Linear(H, H)
 
     # ---- inputs
-    def modality_tokens(self, stimulus, behavior, B: int, T: int, device) -> torch.Tensor | None:
-        """Stimulus (B, T, D) and behaviour (B, T, K; NaN = missing) -> (B, T, H) tokens, or None if D = K = 0."""
-        if not self.has_modality:
-            return None
+    def modality_inputs(self, stimulus, behavior, B: int, T: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stimulus (B, T, D) and behaviour (B, T, K) as (values (B, T, D + K) float32 with NaN = missing,
+        present (B, T) bool: at least one channel observed in the bin).  None or a (B, T, 0) tensor for a
+        variable group the config has means "absent" (all NaN): a dataset without the base's modalities.  In
+        training (``self.training``), ``config.modality_dropout`` drops a trial's stimulus and, independently,
+        its behaviour (set missing)."""
         cfg = self.config
         parts = []
-        if cfg.stimulus_dim:
-            stim = torch.zeros(B, T, cfg.stimulus_dim, device=device) if stimulus is None else stimulus.float()
-            if stim.shape != (B, T, cfg.stimulus_dim):
-                raise ValueError(f"stimulus shape {tuple(stim.shape)} != (B, T, D) = {(B, T, cfg.stimulus_dim)} "
-                                 f"(config.stimulus_names={cfg.stimulus_names})")
-            parts.append(torch.nan_to_num(stim, nan=0.0))
+        for name, x, dim, names in (("stimulus", stimulus, cfg.stimulus_dim, cfg.stimulus_names),
+                                    ("behavior", behavior, cfg.behavior_dim, cfg.behavior_names)):
+            if not dim:
+                continue
+            if x is None or (x.dim() == 3 and x.shape[:2] == (B, T) and x.shape[2] == 0):
+                x = torch.full((B, T, dim), float("nan"), device=device)
+            x = x.float()
+            if x.shape != (B, T, dim):
+                raise ValueError(f"{name} shape {tuple(x.shape)} != (B, T, {'D' if name == 'stimulus' else 'K'}) = "
+                                 f"{(B, T, dim)} (config.{name}_names={names}); build the collator from the model "
+                                 "(NfmCollator.for_config) so variables are in the model's order, NaN where absent")
+            if self.training and cfg.modality_dropout > 0:
+                drop = torch.rand(B, device=x.device) < cfg.modality_dropout
+                x = x.masked_fill(drop.view(B, 1, 1), float("nan"))
+            parts.append(x)
+        values = torch.cat(parts, -1)
+        return values, ~torch.isnan(values).all(-1)
+
+    def modality_tokens(self, stimulus, behavior, B: int, T: int, device) -> torch.Tensor | None:
+        """Stimulus (B, T, D) and behaviour (B, T, K; NaN = missing) -> (B, T, H) tokens, or None if D = K = 0.
+        Missing channels are fed as 0 with a missing indicator (stimulus indicators only with
+        ``config.modality_missing_indicators``; older checkpoints read a missing stimulus as 0); bins with no
+        observed channel are masked out of the memory (:meth:`modality_present`)."""
+        if not self.has_modality:
+            return None
+        return self._modality_tokens(*self.modality_inputs(stimulus, behavior, B, T, device))[0]
+
+    def _modality_tokens(self, values: torch.Tensor, present: torch.Tensor):
+        cfg = self.config
+        D = cfg.stimulus_dim
+        stim, beh = values[..., :D], values[..., D:]
+        parts = [torch.nan_to_num(stim, nan=0.0)] if D else []
+        if D and cfg.modality_missing_indicators:
+            parts.append(torch.isnan(stim).float())
         if cfg.behavior_dim:
-            beh = (torch.full((B, T, cfg.behavior_dim), float("nan"), device=device) if behavior is None
-                   else behavior.float())
-            if beh.shape != (B, T, cfg.behavior_dim):
-                raise ValueError(f"behavior shape {tuple(beh.shape)} != (B, T, K) = {(B, T, cfg.behavior_dim)} "
-                                 f"(config.behavior_names={cfg.behavior_names})")
-            missing = torch.isnan(beh)
-            parts += [torch.nan_to_num(beh, nan=0.0), missing.float()]
+            parts += [torch.nan_to_num(beh, nan=0.0), torch.isnan(beh).float()]
         x = torch.cat(parts, -1).to(self.modality_fc1.weight.dtype)
-        return self.modality_norm(self.modality_fc2(F.gelu(self.modality_fc1(x))))
+        return self.modality_norm(self.modality_fc2(F.gelu(self.modality_fc1(x)))), present
+
+    def modality_memory(self, stimulus, behavior, B: int, T: int, device):
+        """``(tokens (B, T, H), present (B, T) bool)`` or ``(None, None)`` without stimulus/behaviour channels:
+        the tokens the decoder attends to and which of them are observed (the others are masked)."""
+        if not self.has_modality:
+            return None, None
+        return self._modality_tokens(*self.modality_inputs(stimulus, behavior, B, T, device))
 
     def unit_tokens(self, tables: SessionTables) -> torch.Tensor:
         """(B, N, H) decoder token embedding of every unit of each trial's session."""
         return self.unit_proj(tables.unit_embed)
 
-    def build_memory(self, last_hidden, mod_tokens, tokens: EventTokens, unit_tok, windows: torch.Tensor):
+    def build_memory(self, last_hidden, mod_tokens, tokens: EventTokens, unit_tok, windows: torch.Tensor,
+                     mod_present: torch.Tensor | None = None):
         """Cross-attention memory of the windows ``windows`` (Kw,) -> (memory (B, Kw, M, H), mask, units).
 
-        ``units`` (B, Kw, M) is the unit of each past-event slot (-1 for other slots).
+        ``units`` (B, Kw, M) is the unit of each past-event slot (-1 for other slots).  ``mod_present`` (B, T)
+        bool: modality tokens of bins without any observed stimulus/behaviour channel are masked out.
         """
         B = last_hidden.shape[0]
         dev = last_hidden.device
@@ -239,7 +273,8 @@ class NfmEventDecoder(nn.Module):
         if mod_tokens is not None:
             idx = start - P + torch.arange(P + w, device=dev)
             parts.append(mod_tokens[:, idx.clamp_min(0)] + typ[self.MEM_MODALITY] + self.memory_offset.weight)
-            masks.append((idx >= 0).unsqueeze(0).expand(B, -1, -1))
+            ok = (idx >= 0).unsqueeze(0).expand(B, -1, -1)
+            masks.append(ok if mod_present is None else ok & mod_present[:, idx.clamp_min(0)])
             units.append(torch.full((B, Kw, P + w), NO_UNIT, dtype=torch.long, device=dev))
         if self.past_windows:
             S = tokens.units.shape[2]
@@ -306,17 +341,29 @@ class NfmEventDecoder(nn.Module):
             tables.unit_mask.view(B, 1, 1, N)
         return logits.masked_fill(~allowed, float("-inf"))
 
-    def contrastive_loss(self, bin_states, mod_tokens):
-        """Symmetric InfoNCE between per-window pooled backbone states and pooled modality tokens (B*K pairs)."""
+    def contrastive_loss(self, bin_states, mod_tokens, mod_present=None):
+        """Symmetric InfoNCE between per-window pooled backbone states and pooled modality tokens (B*K pairs;
+        with ``mod_present`` (B, T), tokens of unobserved bins are left out of the pooling and windows without
+        any observed bin out of the pairs; None when fewer than 2 pairs remain)."""
         B, T, H = bin_states.shape
         w = self.window_bins
         K = T // w
         neural = bin_states[:, :K * w].reshape(B, K, w, H).mean(2).reshape(B * K, H)
-        modal = mod_tokens[:, :K * w].reshape(B, K, w, H).mean(2).reshape(B * K, H)
+        if mod_present is None:
+            modal = mod_tokens[:, :K * w].reshape(B, K, w, H).mean(2).reshape(B * K, H)
+        else:
+            p = mod_present[:, :K * w].reshape(B, K, w, 1).to(mod_tokens.dtype)
+            n = p.sum(2)
+            modal = ((mod_tokens[:, :K * w].reshape(B, K, w, H) * p).sum(2) / n.clamp_min(1)).reshape(B * K, H)
+            keep = (n > 0).reshape(B * K)
+            if int(keep.sum()) < 2:
+                return None
+            if not bool(keep.all()):
+                neural, modal = neural[keep], modal[keep]
         zn = F.normalize(self.contrast_neural(neural).float(), dim=-1)
         zm = F.normalize(self.contrast_modality(modal.to(neural.dtype)).float(), dim=-1)
         logits = zn @ zm.T / self.config.contrastive_temperature
-        labels = torch.arange(B * K, device=logits.device)
+        labels = torch.arange(zn.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
@@ -339,14 +386,30 @@ def _check_events(event_times, event_units, event_mask, tables: SessionTables):
     return event_mask
 
 
+def _check_generation_grid(backbone: NfmModel, spikes, bin_size, session_ids) -> None:
+    """Generation reads spike sessions whose bins are the config's ``bin_size`` (its windows are whole bins of
+    it); a 2-photon session or another bin size raises, naming the session."""
+    cfg = backbone.config
+    sids = _as_session_list(session_ids, spikes.shape[0])
+    modality = cfg.modality_of(sids[0])
+    if modality != "spikes":
+        raise ValueError(f"session {sids[0]!r} is {modality}: the generation objective applies to spike sessions "
+                         "only")
+    backbone.check_grid(spikes, bin_size, sids)
+    size = backbone.batch_grid(sids)[1]
+    if abs(size - float(cfg.bin_size)) > 1e-12:
+        raise ValueError(f"session {sids[0]!r} is binned at {size} s but generation windows are whole bins of "
+                         f"config.bin_size={cfg.bin_size} s")
+
+
 def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, unit_mask=None, unit_region=None,
                      session_ids=None, event_times=None, event_units=None, event_mask=None, stimulus=None,
                      behavior=None, bin_size=None, output_attentions=False) -> NfmSpikeGenerationOutput:
     """The generation objective on one batch (teacher forcing): backbone with the ``generate`` prompt, event
     tokens, decoder, dt / unit-id cross-entropies and contrastive alignment (see the module docstring)."""
     config = backbone.config
-    backbone.check_grid(spikes, bin_size)
     B, T, N = spikes.shape
+    _check_generation_grid(backbone, spikes, bin_size, session_ids)
     w = config.window_bins
     if T % w:
         raise ValueError(f"trial length T={T} bins is not a multiple of the generation window "
@@ -358,14 +421,15 @@ def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, un
     out = backbone(spikes, prompt="generate", tables=tables, output_attentions=output_attentions)
     tokens = tokenize_events(event_times, event_units, event_mask, window_s=config.gen_window, n_windows=K,
                              dt_resolution=config.dt_resolution)
-    mod = decoder.modality_tokens(stimulus, behavior, B, T, spikes.device)
+    mod, mod_present = decoder.modality_memory(stimulus, behavior, B, T, spikes.device)
     unit_tok = decoder.unit_tokens(tables)
     windows = torch.arange(K, device=spikes.device)
     n_step = config.gen_windows_per_step
     if decoder.training and 0 < n_step < K:  # train on a random subset of windows (same for the whole batch)
         windows = torch.randperm(K, device=spikes.device)[:n_step].sort().values
     Kw = windows.shape[0]
-    memory, mem_mask, mem_units = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, windows)
+    memory, mem_mask, mem_units = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, windows,
+                                                       mod_present)
     units_w, dts_w, mask_w = tokens.units[:, windows], tokens.dts[:, windows], tokens.mask[:, windows]
     S = int(mask_w.sum(-1).max())  # longest sequence among the chosen windows (SOS ... EOS)
     in_u, in_dt = units_w[..., :S - 1], dts_w[..., :S - 1]
@@ -388,7 +452,7 @@ def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, un
         id_loss = id_logits.sum() * 0.0
     contrastive = None
     if mod is not None and config.contrastive_weight > 0:
-        contrastive = decoder.contrastive_loss(out.bin_states, mod)
+        contrastive = decoder.contrastive_loss(out.bin_states, mod, mod_present)
     gamma, mu = config.contrastive_weight, config.id_loss_weight
     loss = mu * id_loss + (1 - gamma - mu) * dt_loss
     if contrastive is not None:
@@ -459,8 +523,8 @@ class NfmSpikeSampling:
         """
         cfg = self.config
         backbone, decoder = self.nfm, self.decoder
-        backbone.check_grid(spikes, bin_size)
         B, T, N = spikes.shape
+        _check_generation_grid(backbone, spikes, bin_size, session_ids)
         w = cfg.window_bins
         if T % w:
             raise ValueError(f"trial length T={T} bins is not a multiple of the window ({w} bins)")
@@ -484,7 +548,7 @@ class NfmSpikeSampling:
         past_t, past_u, past_m = event_times, event_units.long(), past_mask
         spikes = spikes.clone().float()
         spikes[:, start_window * w:] = 0.0
-        mod = decoder.modality_tokens(stimulus, behavior, B, T, dev)
+        mod, mod_present = decoder.modality_memory(stimulus, behavior, B, T, dev)
         unit_tok = decoder.unit_tokens(tables)
         n_dt = decoder.n_dt
         EOS, SOS, PAD = special_ids(n_dt)
@@ -494,7 +558,8 @@ class NfmSpikeSampling:
             tokens = tokenize_events(past_t, past_u, past_m, window_s=cfg.gen_window, n_windows=K,
                                      dt_resolution=cfg.dt_resolution)
             win = torch.tensor([k], device=dev)
-            memory, mem_mask, _ = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, win)
+            memory, mem_mask, _ = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, win,
+                                                       mod_present)
             memory, mem_mask = memory[:, 0], mem_mask[:, 0]
             units, dts = self._decode_window(decoder, memory, mem_mask, unit_tok, tables, max_events, min_events,
                                              do_sample, temperature, top_k, top_p, use_cache, generator)
@@ -622,7 +687,8 @@ class NfmForPretraining(NfmSpikeSampling, NfmPreTrainedModel):
 
     Forward (keyword-only after ``spikes``): the batch keys of :class:`NfmForMaskedModeling` and
     :class:`NfmForSpikeGeneration`, plus ``objectives`` (a subset of ``config.objectives`` for this call, e.g.
-    ``["mtm"]`` to score masked predictions without the generation pass; default: all of them).
+    ``["mtm"]`` to score masked predictions without the generation pass; default: all of them).  In a model
+    that has seen both modalities, generation runs on spike batches only (2-photon batches get MtM alone).
     """
 
     def __init__(self, config: NfmConfig):
@@ -655,7 +721,10 @@ class NfmForPretraining(NfmSpikeSampling, NfmPreTrainedModel):
             loss = loss + cfg.mtm_weight * m.loss
             out.mtm_loss, out.log_rates, out.means, out.mask, out.mask_mode_id = (
                 m.loss, m.log_rates, m.means, m.mask, m.mask_mode_id)
-        if "generation" in objectives:
+        spike_batch = session_ids is None or cfg.modality_of(_as_session_list(session_ids, spikes.shape[0])[0]) == "spikes"
+        if "generation" in objectives and not spike_batch and len(objectives) == 1:
+            raise ValueError("objectives=['generation'] on a 2-photon batch: generation applies to spike sessions only")
+        if "generation" in objectives and spike_batch:  # MtM on every session, generation on spike sessions
             g = self.generation_outputs(spikes, unit_mask=unit_mask, unit_region=unit_region,
                                         session_ids=session_ids, event_times=event_times, event_units=event_units,
                                         event_mask=event_mask, stimulus=stimulus, behavior=behavior,

@@ -18,9 +18,16 @@ RANK_INFO_ENV = "NFM_RANK_INFO_DIR"
 class DataArguments:
     """Which data to train on."""
 
-    dataset: str | None = field(default=None, metadata={
-        "help": "nfm dataset folder (recipes/prepare_data.py). Default: build the synthetic world into "
-                "<output_dir>/dataset (reused when it exists)."})
+    dataset: list[str] | None = field(default=None, metadata={
+        "help": "nfm dataset folder(s) (recipes/prepare_data.py). Several (--dataset A B ...; YAML 'datasets:') "
+                "train one model on all of them: spikes and 2-photon, each at its own time grid (mixed "
+                "pretraining). Default: build the synthetic world into <output_dir>/dataset (reused when it "
+                "exists)."})
+    datasets: list[str] | None = field(default=None, metadata={
+        "help": "YAML spelling of several datasets (added after --dataset)"})
+    dataset_weights: list[float] | None = field(default=None, metadata={
+        "help": "several datasets: share of the training batches drawn from each (positive numbers, one per "
+                "dataset, normalised). Default: natural shares (every training trial once per epoch)"})
     synthetic_animals: int = field(default=5, metadata={"help": "synthetic default: number of animals"})
     synthetic_sessions_per_animal: int = field(default=2, metadata={"help": "synthetic default: sessions per animal"})
     synthetic_trials: int = field(default=120, metadata={"help": "synthetic default: trials per session"})
@@ -48,6 +55,16 @@ class DataArguments:
     def __post_init__(self):
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train_fraction {self.train_fraction!r} must be in (0, 1]")
+        paths = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset or [])
+        paths += [self.datasets] if isinstance(self.datasets, str) else list(self.datasets or [])
+        dup = sorted({p for p in paths if paths.count(p) > 1})
+        if dup:
+            raise ValueError(f"--dataset {dup[0]} is given twice")
+        #: every dataset folder, in order; ``dataset`` stays the one path (a str) when there is one
+        self.dataset_paths = paths
+        self.dataset = paths[0] if len(paths) == 1 else (paths or None)
+        if self.dataset_weights is not None and len(self.dataset_weights) != len(paths):
+            raise ValueError(f"--dataset_weights has {len(self.dataset_weights)} values for {len(paths)} datasets")
 
 
 @dataclass

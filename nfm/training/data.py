@@ -45,6 +45,28 @@ def prepare_training_data(data_args: DataArguments, training_args):
     return dd, meta, path
 
 
+def prepare_training_datasets(data_args: DataArguments, training_args) -> list[tuple]:
+    """Every ``--dataset`` (mixed pretraining), or the synthetic default: ``[(DatasetDict, DatasetMeta, path)]``.
+
+    Several datasets may differ in modality and time grid; their session ids must be unique (checked here, with
+    the dataset folders named)."""
+    from nfm.data.hf import load_dataset
+
+    paths = list(getattr(data_args, "dataset_paths", None) or [])
+    if len(paths) <= 1:
+        return [prepare_training_data(data_args, training_args)]
+    out, owner = [], {}
+    for p in paths:  # one step per dataset
+        dd, meta = load_dataset(p)
+        for sid in meta.sessions:
+            if sid in owner:
+                raise ValueError(f"session {sid!r} is in both --dataset {owner[sid]} and {p}: session ids must be "
+                                 "unique across the datasets of one model")
+            owner[sid] = p
+        out.append((dd, meta, Path(p)))
+    return out
+
+
 def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
     """Session ids to train on, in the dataset's order (include list, then exclusions).
 
@@ -80,6 +102,36 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
     if not chosen:
         raise ValueError("no session left to train on after --sessions / --exclude_* selection")
     return chosen
+
+
+def select_sessions_multi(metas: list[DatasetMeta], data_args: DataArguments) -> list[list[str]]:
+    """:func:`select_sessions` over several datasets: ``--sessions`` / ``--exclude_*`` lists apply to the union
+    (an included id must be in one of them; subjects excluded must exist in one of them)."""
+    import copy
+
+    include = list(data_args.sessions or [])
+    if data_args.sessions_file:
+        include += read_id_file(data_args.sessions_file)
+    every = [s for m in metas for s in m.sessions]
+    missing = [s for s in include if s not in every]
+    if missing:
+        raise ValueError(f"session {missing[0]!r} is in none of the datasets (they have {every[:10]}"
+                         f"{' ...' if len(every) > 10 else ''})")
+    subjects = set(data_args.exclude_subjects or [])
+    known = {sub for m in metas for sub in m.subjects}
+    if subjects - known:
+        raise ValueError(f"--exclude_subjects {sorted(subjects - known)} not in the datasets (subjects: "
+                         f"{sorted(known)})")
+    out = []
+    for m in metas:  # one step per dataset
+        args = copy.copy(data_args)
+        args.sessions = [s for s in include if s in m.sessions] if include else None
+        args.sessions_file = None
+        args.exclude_subjects = sorted(subjects & set(m.subjects)) or None
+        if include and not args.sessions:
+            raise ValueError(f"--sessions selects no session of {m.path}; drop that dataset or name its sessions")
+        out.append(select_sessions(m, args))
+    return out
 
 
 def subset_split(ds, session_ids: Iterable[str], fraction: float = 1.0, seed: int = 0):
@@ -145,10 +197,15 @@ def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | 
             x = np.bincount(flat, minlength=len(rows) * T * N).reshape(len(rows), T, N).astype(np.float32)
             valid = np.ones_like(x, dtype=bool)
         else:
-            x = np.full((len(rows), T, N), np.nan, dtype=np.float32)
+            group = max(1, int(round(size / meta.bin_size)))  # coarser grid: averages of stored bins
+            x = np.full((len(rows), T * group, N), np.nan, dtype=np.float32)
             for i, act in enumerate(dataset.select(rows)["activity"]):  # one step per trial
                 a = np.asarray(act, dtype=np.float32)
                 x[i, :, : a.shape[1]] = a
+            if group > 1:
+                g = x.reshape(len(rows), T, group, N)
+                n = np.isfinite(g).sum(2)
+                x = np.divide(np.nansum(g, 2), n, out=np.full((len(rows), T, N), np.nan, np.float32), where=n > 0)
             valid = np.isfinite(x)
             x = np.where(valid, x, 0.0).astype(np.float32)
         n_valid = valid.sum((0, 1))
@@ -164,13 +221,22 @@ def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | 
 def init_sessions_from_data(model, dataset, meta: DatasetMeta, session_ids: Iterable[str] | None = None,
                             standardize_input: bool = True) -> list[str]:
     """Data-dependent read-in/read-out init of the model's sessions from their units' statistics in ``dataset``
-    (:func:`session_statistics` on the model's time grid ``config.bin_size``, then
+    (:func:`session_statistics` on the sessions' time grid in the model, ``config.grid_of``, and the read-in
+    transform of their modality, then
     :meth:`~nfm.models.modeling_nfm.NfmPreTrainedModel.init_session_statistics`); returns the sessions set.
     ``standardize_input=False`` sets only the read-out biases."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    known = base.config.session_n_units
+    cfg = base.config
+    known = cfg.session_n_units
     wanted = [s for s in (session_ids if session_ids is not None else known) if s in known and s in meta.sessions]
-    stats = session_statistics(dataset, meta, wanted, base.config.bin_size, transform=base.base_model.transform_input)
+    if not wanted:
+        return []
+    sizes = {cfg.grid_of(s)[1] for s in wanted}
+    if len(sizes) > 1:
+        raise ValueError(f"the sessions of {meta.path} have several bin sizes in the model ({sorted(sizes)})")
+    modality = cfg.modality_of(wanted[0])
+    stats = session_statistics(dataset, meta, wanted, sizes.pop(),
+                               transform=lambda t: base.base_model.transform_input(t, modality))
     for sid, st in stats.items():  # one step per session
         if standardize_input:
             base.init_session_statistics(sid, st["mean"], st["input_mean"], st["input_std"])

@@ -32,8 +32,9 @@ class NfmTrainer(Trainer):
     Extra args: ``rank_info_dir`` (see module docstring).
     """
 
-    def __init__(self, *args, rank_info_dir: str | None = None, **kwargs):
+    def __init__(self, *args, rank_info_dir: str | None = None, dataset_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.dataset_weights = dataset_weights  # mixing weights of a MultiDataset (None: natural shares)
         self._train_sampler: SessionBatchSampler | None = None
         self._staging_root: str | None = None
         self._components: dict[str, list[float]] = {}
@@ -57,10 +58,12 @@ class NfmTrainer(Trainer):
             # collator pads units across sessions
             return super().get_train_dataloader()
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        self._train_sampler = SessionBatchSampler(
-            list(ds["session_id"]), batch_size=self._train_batch_size,
-            num_replicas=self.args.world_size, rank=self.args.process_index,
-            shuffle=True, seed=seed, drop_last=self.args.dataloader_drop_last)
+        kw = dict(batch_size=self._train_batch_size, num_replicas=self.args.world_size, rank=self.args.process_index,
+                  shuffle=True, seed=seed, drop_last=self.args.dataloader_drop_last)
+        if hasattr(ds, "make_batch_sampler"):  # several datasets (nfm.data.multi): sampler with mixing weights
+            self._train_sampler = ds.make_batch_sampler(weights=self.dataset_weights, **kw)
+        else:
+            self._train_sampler = SessionBatchSampler(list(ds["session_id"]), **kw)
         params = dict(batch_sampler=self._train_sampler, collate_fn=self.data_collator,
                       num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
         if self.args.dataloader_num_workers > 0:
@@ -257,9 +260,13 @@ def build_trainer(
     collator: NfmCollator | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     rank_info_dir: str | None = None,
+    dataset_weights: Sequence[float] | None = None,
 ) -> NfmTrainer:
     """An :class:`NfmTrainer` with the model's collator (``NfmCollator.for_config``: the model's time grid and
     region vocabulary), the per-session sampler and loss files.
+
+    Several datasets: ``train_dataset`` a :class:`nfm.data.multi.MultiDataset`, ``collator`` a
+    :class:`nfm.data.multi.MultiCollator`, ``dataset_weights`` the share of batches drawn from each.
 
     ``remove_unused_columns`` is forced to False (the collator needs the raw
     spike lists), and TensorBoard logs go to ``<output_dir>/tensorboard``
@@ -270,7 +277,7 @@ def build_trainer(
     trainer = NfmTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, callbacks=[LossFileCallback(training_args.output_dir), *callbacks],
-        rank_info_dir=rank_info_dir)
+        rank_info_dir=rank_info_dir, dataset_weights=dataset_weights)
     if not os.environ.get("TENSORBOARD_LOGGING_DIR"):
         from transformers.integrations import TensorBoardCallback
 
@@ -297,9 +304,11 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 
 # --------------------------------------------------------------------------- model
-def build_model(meta: DatasetMeta, model_args: ModelArguments, model_class=None, bin_size: float | None = None):
-    """A fresh model (random init) from the dataset meta on the time grid ``meta.grid(bin_size)``, or
-    ``--init_from`` a pretrained one (its own grid; a ``bin_size`` that differs from it raises)."""
+def build_model(meta: DatasetMeta | Sequence[DatasetMeta], model_args: ModelArguments, model_class=None,
+                bin_size: float | None = None):
+    """A fresh model (random init) from the dataset meta on the time grid ``meta.grid(bin_size)`` (a list of
+    metas: one model over several datasets, :meth:`NfmConfig.from_dataset_metas`), or ``--init_from`` a
+    pretrained one (its own grid; a ``bin_size`` that differs from it raises)."""
     from nfm.models import NfmConfig, NfmForPretraining
 
     cls = model_class or NfmForPretraining
@@ -309,8 +318,12 @@ def build_model(meta: DatasetMeta, model_args: ModelArguments, model_class=None,
             raise ValueError(f"--bin_size {bin_size} s differs from the bin size {model.config.bin_size} s of "
                              f"--init_from {model_args.init_from}")
         return model
-    config = NfmConfig.from_dataset_meta(meta, preset=model_args.preset, bin_size=bin_size,
-                                         **model_args.config_overrides())
+    if isinstance(meta, (list, tuple)):
+        config = NfmConfig.from_dataset_metas(list(meta), preset=model_args.preset, bin_size=bin_size,
+                                              **model_args.config_overrides())
+    else:
+        config = NfmConfig.from_dataset_meta(meta, preset=model_args.preset, bin_size=bin_size,
+                                             **model_args.config_overrides())
     return cls(config)
 
 
