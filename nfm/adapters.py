@@ -51,16 +51,27 @@ def _nfm_model(model):
     return model
 
 
-def new_sessions_spec(meta, session_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``{session_id: {"n_units", "regions", "subject_id"}}`` of ``session_ids`` from a dataset's
-    :class:`~nfm.data.meta.DatasetMeta`."""
+def new_sessions_spec(meta, session_ids: Iterable[str], config=None) -> dict[str, dict[str, Any]]:
+    """``{session_id: {"n_units", "regions", "subject_id", "modality", "window", "bin_size"}}`` of
+    ``session_ids`` from a dataset's :class:`~nfm.data.meta.DatasetMeta`.
+
+    The time grid the model will read them at: with the base's ``config``, spike sessions are re-binned at its
+    ``bin_size`` when the dataset allows it (:meth:`DatasetMeta.grid`), in their own trial window; 2-photon
+    sessions keep their frame clock.  Without ``config``: the dataset's own grid."""
     out = {}
     for sid in session_ids:
         if sid not in meta.sessions:
             known = meta.session_ids
             raise ValueError(f"session {sid!r} is not in the dataset (it has {known[:8]}{' ...' if len(known) > 8 else ''})")
         m = meta.sessions[sid]
-        out[sid] = {"n_units": int(m.n_units), "regions": m.regions, "subject_id": m.subject_id}
+        window, size, _ = meta.grid(None)
+        if config is not None and meta.modality == "spikes":
+            try:
+                window, size, _ = meta.grid(float(config.bin_size))
+            except ValueError:
+                pass  # per-bin behaviour not on a multiple of the base's bins: the dataset's own grid
+        out[sid] = {"n_units": int(m.n_units), "regions": m.regions, "subject_id": m.subject_id,
+                    "modality": meta.modality, "window": [float(window[0]), float(window[1])], "bin_size": size}
     return out
 
 
@@ -69,8 +80,9 @@ def add_animal(model, sessions: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
     Args:
         model: an nfm model (or a ``PeftModel`` around one).
-        sessions: ``{session_id: {"n_units": int, "regions": [acronym per unit] (optional)}}``, e.g.
-            from :func:`new_sessions_spec`. A session the model already has is checked (same unit count)
+        sessions: ``{session_id: {"n_units": int, "regions": [acronym per unit] (optional), "modality",
+            "window", "bin_size" (optional: the session's modality and time grid)}}``, e.g. from
+            :func:`new_sessions_spec`. A session the model already has is checked (same unit count)
             and kept as is.
     Returns:
         module names (``"nfm.sessions.<key>"``) of the sessions' parameter modules, for ``modules_to_save``.
@@ -81,7 +93,8 @@ def add_animal(model, sessions: Mapping[str, Mapping[str, Any]]) -> list[str]:
         n = int(spec["n_units"])
         have = base.config.session_n_units.get(sid)
         if have is None:
-            base.add_session(sid, n, spec.get("regions"))
+            grid = (spec["window"], spec["bin_size"]) if "window" in spec and "bin_size" in spec else None
+            base.add_session(sid, n, spec.get("regions"), modality=spec.get("modality"), grid=grid)
         elif int(have) != n:
             raise ValueError(f"session {sid!r} is already in the model with {have} units, not {n}")
         names.append(session_module_name(base, sid))

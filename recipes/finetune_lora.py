@@ -47,6 +47,7 @@ from nfm.training import (
     DataArguments,
     RunArguments,
     build_trainer,
+    describe_modalities,
     init_sessions_from_data,
     parse_args,
     resolve_resume,
@@ -100,14 +101,16 @@ def finetune(argv=None) -> dict:
     from nfm.data.hf import load_dataset
     from nfm.training import select_sessions
 
+    if len(data_args.dataset_paths) > 1:
+        raise ValueError("--dataset: fine-tuning adapts to one dataset at a time")
     set_seed(training_args.seed)
     dd, meta = load_dataset(data_args.dataset)
     sessions = select_sessions(meta, data_args)
-    spec = new_sessions_spec(meta, sessions)
     new_meta = meta.subset(sessions)
     train_ds = subset_split(dd["train"], sessions, data_args.train_fraction, data_args.train_fraction_seed)
 
     model = load_base(ft.model)
+    spec = new_sessions_spec(meta, sessions, config=model.config)  # modality and time grid of the new sessions
     if ft.mode == "scratch":
         model = scratch_like(model, seed=ft.scratch_seed)
     new = [s for s in sessions if s not in model.config.session_n_units]
@@ -127,8 +130,10 @@ def finetune(argv=None) -> dict:
     if is_main:
         print(f"nfm {ft.mode} fine-tuning of {ft.model} on {', '.join(sessions)} "
               f"({len(train_ds)} training trials)\n{format_trainable(summary)}", flush=True)
+        print(describe_modalities(model.config, new_meta, data_args.modality_map), flush=True)
 
-    trainer = build_trainer(model, training_args, train_ds, new_meta, rank_info_dir=run_args.rank_info_dir)
+    trainer = build_trainer(model, training_args, train_ds, new_meta, rank_info_dir=run_args.rank_info_dir,
+                            modality_map=data_args.modality_map)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     out = Path(training_args.output_dir)

@@ -381,9 +381,10 @@ class NfmPreTrainedModel(PreTrainedModel):
         kwargs["use_safetensors"] = True
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
-    def add_session(self, session_id: str, n_units: int, regions=None) -> torch.Tensor:
-        """Add a new session (animal/recording): see :meth:`NfmModel.add_session`."""
-        return self.base_model.add_session(session_id, n_units, regions)
+    def add_session(self, session_id: str, n_units: int, regions=None, **kwargs) -> torch.Tensor:
+        """Add a new session (animal/recording; ``modality``, ``grid``, ``frame_bins`` keywords): see
+        :meth:`NfmModel.add_session`."""
+        return self.base_model.add_session(session_id, n_units, regions, **kwargs)
 
     def predict_masked(self, spikes: torch.Tensor, **kwargs) -> NfmMaskedPrediction:
         """Masked prediction of the backbone: see :meth:`NfmModel.predict_masked`."""
@@ -689,7 +690,8 @@ class NfmModel(NfmPreTrainedModel):
         if causal is None:
             causal = prompt in CAUSAL_MODES or prompt == "generate"
         if tables is None:
-            tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region, device=spikes.device)
+            tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region, n_units=N,
+                                         device=spikes.device)
         self.check_grid(spikes, bin_size, grid=tables.grid)
         if valid_mask is not None:  # missing entries: hidden, their stored 0 is not a value
             invalid = ~valid_mask.bool().to(spikes.device) & tables.unit_mask.unsqueeze(1)
@@ -764,7 +766,7 @@ class NfmModel(NfmPreTrainedModel):
             raise ValueError(f"spikes must be (B, T, N), got shape {tuple(spikes.shape)}")
         B, T, N = spikes.shape
         if tables is None:
-            tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region,
+            tables = self.session_tables(_as_session_list(session_ids, B), unit_mask, unit_region, n_units=N,
                                          device=spikes.device)
         self.check_grid(spikes, bin_size, grid=tables.grid)
         sample = mask.expand(tables.unit_mask)

@@ -61,6 +61,7 @@ from .arguments import (
 )
 from .data import (
     build_synthetic_dataset,
+    describe_modalities,
     init_sessions_from_data,
     prepare_training_data,
     prepare_training_datasets,
@@ -84,7 +85,7 @@ from .trainer import (
 
 __all__ = [
     "RANK_INFO_ENV", "TRAINING_DEFAULTS", "DataArguments", "ModelArguments", "RunArguments", "load_yaml_config",
-    "parse_args", "read_id_file", "build_synthetic_dataset", "init_sessions_from_data", "prepare_training_data",
+    "parse_args", "read_id_file", "build_synthetic_dataset", "describe_modalities", "init_sessions_from_data", "prepare_training_data",
     "prepare_training_datasets", "select_sessions_multi",
     "rows", "select_sessions", "session_statistics", "subset_split", "PARTIAL_DIR", "LossFileCallback",
     "NfmTrainer", "build_model", "build_trainer", "count_parameters", "parameter_digest", "resolve_resume",

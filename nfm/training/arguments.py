@@ -47,6 +47,10 @@ class DataArguments:
     train_fraction: float = field(default=1.0, metadata={
         "help": "share of each session's training trials used (few-shot runs); at least one trial per session"})
     train_fraction_seed: int = field(default=0, metadata={"help": "seed of the --train_fraction subset"})
+    modality_map: list[str] | None = field(default=None, metadata={
+        "help": "fine-tuning on a dataset that names the base model's stimulus/behaviour variables differently: "
+                "BASE_NAME=DATASET_NAME pairs, e.g. --modality_map signed_contrast=contrast wheel_speed=wheel. "
+                "Variables the dataset lacks are fed as missing (masked), never as observed zeros"})
     bin_size: float | None = field(default=None, metadata={
         "help": "bin size [s] of the model: spike data are re-binned at it (it must divide the window); it goes "
                 "into the model config, which the collator and the evaluation read. Default: the dataset's (or, "
@@ -63,6 +67,7 @@ class DataArguments:
         #: every dataset folder, in order; ``dataset`` stays the one path (a str) when there is one
         self.dataset_paths = paths
         self.dataset = paths[0] if len(paths) == 1 else (paths or None)
+        self.modality_map = parse_modality_map(self.modality_map)
         if self.dataset_weights is not None and len(self.dataset_weights) != len(paths):
             raise ValueError(f"--dataset_weights has {len(self.dataset_weights)} values for {len(paths)} datasets")
 
@@ -139,6 +144,23 @@ TRAINING_DEFAULTS: dict[str, Any] = dict(
     seed=42,
     max_grad_norm=1.0,
 )
+
+
+def parse_modality_map(value) -> dict[str, str]:
+    """``--modality_map`` ``["BASE=DATASET", ...]`` (or a YAML mapping) -> ``{base name: dataset name}``."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for item in ([value] if isinstance(value, str) else value):
+        base, sep, name = str(item).partition("=")
+        if not sep or not base.strip() or not name.strip():
+            raise ValueError(f"--modality_map {item!r}: expected BASE_NAME=DATASET_NAME")
+        if base.strip() in out:
+            raise ValueError(f"--modality_map names {base.strip()!r} twice")
+        out[base.strip()] = name.strip()
+    return out
 
 
 def read_id_file(path: str | os.PathLike) -> list[str]:

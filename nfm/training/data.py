@@ -245,6 +245,25 @@ def init_sessions_from_data(model, dataset, meta: DatasetMeta, session_ids: Iter
     return list(stats)
 
 
+def describe_modalities(config, meta: DatasetMeta, modality_map: dict[str, str] | None = None) -> str:
+    """One line: which of the base model's stimulus / behaviour variables the dataset has (through
+    ``modality_map``: base name -> dataset name), which it lacks (fed as missing: masked, not zeros) and which of
+    its own the base does not use; plus the modality and time grid of its sessions."""
+    mm = dict(modality_map or {})
+    have_all = set(meta.stimulus_names) | set(meta.behavior_names)
+    parts = []
+    for kind, names in (("stimulus", config.stimulus_names), ("behaviour", config.behavior_names)):
+        has = [n if mm.get(n, n) == n else f"{n}<-{mm[n]}" for n in names if mm.get(n, n) in have_all]
+        lacks = [n for n in names if mm.get(n, n) not in have_all]
+        parts.append(f"{kind}: has {has or 'none'}, lacks {lacks or 'none'}")
+    used = {mm.get(n, n) for n in list(config.stimulus_names) + list(config.behavior_names)}
+    extra = sorted(have_all - used)
+    line = (f"base modalities vs dataset {Path(str(meta.path)).parent.name or meta.path} ({meta.modality}): "
+            + "; ".join(parts) + (f"; not used by the base: {extra}" if extra else "")
+            + " (lacking variables are masked, not fed as zeros)")
+    return line
+
+
 def rows(dataset, idx: list[int]) -> list[dict]:
     """Rows ``idx`` of a datasets.Dataset as a list of dicts (one columnar read)."""
     cols = dataset[list(idx)]

@@ -261,19 +261,21 @@ def build_trainer(
     callbacks: Sequence[TrainerCallback] = (),
     rank_info_dir: str | None = None,
     dataset_weights: Sequence[float] | None = None,
+    modality_map: dict[str, str] | None = None,
 ) -> NfmTrainer:
     """An :class:`NfmTrainer` with the model's collator (``NfmCollator.for_config``: the model's time grid and
     region vocabulary), the per-session sampler and loss files.
 
     Several datasets: ``train_dataset`` a :class:`nfm.data.multi.MultiDataset`, ``collator`` a
     :class:`nfm.data.multi.MultiCollator`, ``dataset_weights`` the share of batches drawn from each.
+    ``modality_map``: the model's variable names -> the dataset's (``--modality_map``).
 
     ``remove_unused_columns`` is forced to False (the collator needs the raw
     spike lists), and TensorBoard logs go to ``<output_dir>/tensorboard``
     unless ``TENSORBOARD_LOGGING_DIR`` is set.
     """
     training_args.remove_unused_columns = False
-    collator = collator or NfmCollator.for_config(meta, model.config)
+    collator = collator or NfmCollator.for_config(meta, model.config, modality_map=modality_map)
     trainer = NfmTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, callbacks=[LossFileCallback(training_args.output_dir), *callbacks],
