@@ -127,6 +127,7 @@ def test_mixed_model_runs_each_modality_with_its_own_likelihood_and_refuses_mixe
 
 
 # ------------------------------------------------------------------ missing stimulus / behaviour (issue 10)
+@torch.no_grad()
 def test_missing_modalities_are_masked_not_zero_filled():
     meta = make_meta()
     torch.manual_seed(0)
@@ -134,7 +135,6 @@ def test_missing_modalities_are_masked_not_zero_filled():
     assert model.config.modality_missing_indicators
     batch = make_batch(meta, ["sA", "sB"], seed=2)
     B, T = 2, 20
-    torch.set_grad_enabled(False)
     ref = model.generation_outputs(**{**batch, "stimulus": None, "behavior": None})
     for stim, beh in ((torch.zeros(B, T, 0), torch.zeros(B, T, 0)),
                       (torch.full((B, T, 1), float("nan")), torch.full((B, T, 1), float("nan")))):
@@ -162,7 +162,6 @@ def test_missing_modalities_are_masked_not_zero_filled():
     mod_slots = mem_mask[0, 1, 2 + P: 2 + P + P + w]  # window 1: bins 2 - P .. 3 (the first two are < 0)
     idx = 1 * w - P + torch.arange(P + w)
     assert torch.equal(mod_slots, (idx >= 3) & (idx >= 0))
-    torch.set_grad_enabled(True)
 
 
 def test_modality_dropout_only_in_training():
