@@ -30,7 +30,7 @@ def test_shipped_tasks_load_with_their_kinds():
     assert co.spec["mask"] == {"mode": "neuron", "held_out_folds": 4, "seed": 0}
     assert co.metrics["spikes"] == ["bps", "bps_neuron_mean", "bps_session_mean"]
     assert "r2" in co.metrics["calcium"] and "gaussian_nll" in co.metrics["calcium"]
-    assert co.baselines == ["null", "smoothing", "baseline_model"]
+    assert co.baselines == ["null", "smoothing", "ridge", "psth", "baseline_model"]
     fp = tasks["forward_prediction"]
     assert fp.spec["mask"]["forward_s"] == pytest.approx(0.2)
     assert tasks["choice"].spec["decoder"]["Cs"][0] == pytest.approx(1e-4)

@@ -33,6 +33,9 @@ __all__ = [
     "smooth_spikes",
     "SmoothingBaseline",
     "smoothing_co_bps",
+    "SameFrameRidge",
+    "ConditionPSTH",
+    "RIDGE_ALPHAS",
 ]
 
 
@@ -309,3 +312,89 @@ def smoothing_co_bps(
     out = np.asarray(test_heldout, dtype=np.float64)
     score = co_bps(rates, out, np.arange(out.shape[-1]))
     return {"co_bps": score, "rates": rates, "model": model}
+
+
+# --------------------------------------------------------------------------- 2-photon baselines
+#: ridge penalties searched by :class:`SameFrameRidge` (CV on the training trials only)
+RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
+
+
+def _fill_invalid(x: np.ndarray, valid: np.ndarray | None, fill: np.ndarray) -> np.ndarray:
+    return x if valid is None else np.where(valid, x, fill)
+
+
+class SameFrameRidge:
+    """2-photon co-smoothing analogue: each held-out ROI's activity in a bin predicted by ridge regression from
+    the held-in ROIs in the *same* bin (frame), fitted on the training trials.
+
+    The penalty is chosen by ``n_splits``-fold CV over training *trials* (pooled squared error), then refitted
+    on all of them; missing entries (bad frames) are filled with the ROI's training mean before fitting and
+    never scored.  The predictive variance of each target ROI is its training residual variance.
+    Arrays: ``x`` (R, T, F) held-in activity, ``y`` (R, T, K) held-out activity.
+    """
+
+    def __init__(self, alphas=RIDGE_ALPHAS, n_splits: int = 4, seed: int = 0):
+        self.alphas, self.n_splits, self.seed = tuple(alphas), int(n_splits), int(seed)
+
+    def fit(self, x, y, x_valid=None, y_valid=None) -> "SameFrameRidge":
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        self.x_mean = _masked_mean(x, x_valid)
+        self.y_mean = _masked_mean(y, y_valid)
+        x = _fill_invalid(x, x_valid, self.x_mean)
+        y = _fill_invalid(y, y_valid, self.y_mean)
+        R = x.shape[0]
+        folds = np.random.default_rng(self.seed).permutation(R) % min(self.n_splits, max(R, 2))
+        err = np.zeros(len(self.alphas))
+        for f in np.unique(folds):  # one fit of every penalty per fold
+            tr, te = folds != f, folds == f
+            if tr.sum() == 0 or te.sum() == 0:
+                continue
+            coef, icpt = ridge_fit(x[tr].reshape(-1, x.shape[2]), y[tr].reshape(-1, y.shape[2]), self.alphas)
+            xt, yt = x[te].reshape(-1, x.shape[2]), y[te].reshape(-1, y.shape[2])
+            pred = np.einsum("nf,afk->ank", xt, coef) + icpt[:, None, :]
+            err += ((pred - yt[None]) ** 2).sum(axis=(1, 2))
+        self.alpha = float(self.alphas[int(np.argmin(err))])
+        coef, icpt = ridge_fit(x.reshape(-1, x.shape[2]), y.reshape(-1, y.shape[2]), [self.alpha])
+        self.coef, self.intercept = coef[0], icpt[0]
+        resid = y - self.predict(x)
+        self.var = _masked_mean(resid ** 2, y_valid)
+        return self
+
+    def predict(self, x, x_valid=None) -> np.ndarray:
+        x = _fill_invalid(np.asarray(x, np.float64), x_valid, self.x_mean)
+        return np.einsum("rtf,fk->rtk", x, self.coef) + self.intercept
+
+
+class ConditionPSTH:
+    """PSTH-by-condition predictor: a trial's activity predicted by the mean over the training trials of its
+    condition (per bin and ROI); trials of a condition unseen in training (or without a label) get the training
+    mean over all trials.  Predictive variance per ROI: the training residual variance around the PSTHs.
+    ``fit(act (R, T, N), labels (R,) float, valid (R, T, N) | None)``; ``predict(labels (R',)) -> (R', T, N)``.
+    """
+
+    def fit(self, act, labels, valid=None) -> "ConditionPSTH":
+        act = np.asarray(act, np.float64)
+        labels = np.asarray(labels, np.float64)
+        ok = np.ones_like(act, bool) if valid is None else np.asarray(valid, bool)
+        self.grand = _masked_mean(act, ok, axis=0)  # (T, N)
+        self.means: dict[float, np.ndarray] = {}
+        for c in np.unique(labels[np.isfinite(labels)]):  # one step per condition
+            rows = labels == c
+            self.means[float(c)] = np.where(ok[rows].any(0), _masked_mean(act[rows], ok[rows], axis=0), self.grand)
+        resid = act - self.predict(labels)
+        self.var = _masked_mean(resid ** 2, ok)
+        return self
+
+    def predict(self, labels) -> np.ndarray:
+        labels = np.asarray(labels, np.float64)
+        return np.stack([self.means.get(float(c), self.grand) if np.isfinite(c) else self.grand for c in labels])
+
+
+def _masked_mean(x: np.ndarray, valid: np.ndarray | None, axis=None) -> np.ndarray:
+    """Mean over every axis but the last (``axis=None``) or over ``axis``, of the ``valid`` entries (0 if none)."""
+    axes = tuple(range(x.ndim - 1)) if axis is None else axis
+    if valid is None:
+        return x.mean(axis=axes)
+    s = np.where(valid, x, 0.0).sum(axis=axes)
+    n = valid.sum(axis=axes)
+    return np.divide(s, n, out=np.zeros_like(s, dtype=np.float64), where=n > 0)

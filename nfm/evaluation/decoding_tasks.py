@@ -19,19 +19,24 @@ from nfm.models.masking import MaskSample
 from .context import SPLITS, EvalContext, SessionData, mean_or_nan, require, to_device
 from .predictor import NotApplicable, Predictor
 
-def _resolve_target(target: dict, meta: DatasetMeta) -> tuple[str, list[str]]:
-    """(``label`` | ``behavior``, names) or NotApplicable naming what the dataset has."""
+def _resolve_target(target: dict, meta: DatasetMeta, column_map: dict | None = None) -> tuple[str, list[str]]:
+    """(``label`` | ``behavior``, the dataset's names) or NotApplicable naming what the dataset has.
+    ``column_map``: the task's name -> the dataset's name (rigs name trial columns differently)."""
+    cmap = column_map or {}
     if "trial_label" in target:
-        name = target["trial_label"]
+        name = cmap.get(target["trial_label"], target["trial_label"])
         have = list(meta.trial_columns)
         if name not in have:
-            raise NotApplicable(f"the dataset has no trial column {name!r} (trial columns: {have})")
+            raise NotApplicable(f"the dataset has no trial column {name!r} (trial columns: {have}; map another "
+                                f"name with the task option column_map.{target['trial_label']}=<column>)")
         return "label", [name]
     have = list(meta.behavior_names)
     if "behavior" in target:
-        if target["behavior"] not in have:
-            raise NotApplicable(f"the dataset has no behaviour {target['behavior']!r} (behaviours: {have})")
-        return "behavior", [target["behavior"]]
+        name = cmap.get(target["behavior"], target["behavior"])
+        if name not in have:
+            raise NotApplicable(f"the dataset has no behaviour {name!r} (behaviours: {have}; map another name with "
+                                f"the task option column_map.{target['behavior']}=<name>)")
+        return "behavior", [name]
     names = [b for b in have if b.startswith(target["behavior_prefix"])]
     if not names:
         raise NotApplicable(f"the dataset has no behaviour starting with {target['behavior_prefix']!r} "
@@ -44,7 +49,9 @@ def _features(ctx: EvalContext, predictor: Predictor, sd: SessionData, source: s
     ck = (predictor.name if source != "spikes" else "-", "features", source, sd.session_id, sd.splits, sigma_ms)
     if ck in ctx._pred:
         return ctx._pred[ck]
-    if source == "spikes":
+    if source == "spikes" and ctx.modality == "calcium":  # dF/F (or deconvolved) directly, bad frames as 0
+        x = sd.counts if sd.valid is None else np.where(sd.valid, sd.counts, 0.0)
+    elif source == "spikes":
         from scipy.ndimage import gaussian_filter1d
 
         x = gaussian_filter1d(sd.counts, bl.sigma_ms_to_bins(sigma_ms, ctx.bin_size), axis=1, mode="reflect")
@@ -82,7 +89,7 @@ def _class_check(y: np.ndarray, n_splits: int) -> None:
 
 def run_decoding(ctx: EvalContext, task: Task) -> dict:
     require(ctx, task)
-    kind, names = _resolve_target(task.spec["target"], ctx.meta)
+    kind, names = _resolve_target(task.spec["target"], ctx.meta, task.spec.get("column_map"))
     dec = task.spec["decoder"]
     classification = kind == "label"
     wanted = task.metrics_for("classification" if classification else "regression")
@@ -93,8 +100,8 @@ def run_decoding(ctx: EvalContext, task: Task) -> dict:
         if reason:
             ctx.note(task.name, f"features {s!r}: {reason}")
             sources.remove((s, ctx.predictor))
-    if "spikes" in task.baselines:
-        sources.append(("spikes", None))
+    if "spikes" in task.baselines:  # observed activity: smoothed spike counts, or 2-photon activity as recorded
+        sources.append(("spikes" if ctx.modality == "spikes" else "activity", None))
     if "baseline_model" in task.baselines and ctx.baseline is not None:
         for s in task.spec["features"]:
             if ctx.baseline.can("mtm" if s == "rates" else "latents") is None:
@@ -128,7 +135,7 @@ def run_decoding(ctx: EvalContext, task: Task) -> dict:
             per_session[sid] = {"not_applicable": str(err)}
             continue
         for source, pred in sources:
-            base_source = source.split("/")[-1]
+            base_source = "spikes" if source == "activity" else source.split("/")[-1]
             x = _features(ctx, pred, sd, base_source, task.spec["smoothing_sigma_ms"])
             if classification:
                 kw = {"n_splits": dec["n_splits"], "seed": dec["seed"]}
@@ -199,7 +206,7 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
     labels, behaviors = [], []
     for t in task.spec["targets"]:
         try:
-            kind, names = _resolve_target(t, ctx.meta)
+            kind, names = _resolve_target(t, ctx.meta, task.spec.get("column_map"))
         except NotApplicable as err:
             ctx.note(task.name, f"target {t}: {err}")
             continue

@@ -189,6 +189,63 @@ def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], 
     return out
 
 
+def _ridge_baseline(ctx: EvalContext, task: Task, sd: SessionData, plan: list[MaskSample]):
+    """2-photon co-smoothing analogue per mask pass: held-out ROIs from the held-in ROIs in the same frame
+    (:class:`~nfm.evaluation.baselines.SameFrameRidge`, fitted with CV on the train split only)."""
+    if task.spec["mask"]["mode"] == "forward":
+        raise NotApplicable("the ridge baseline predicts held-out ROIs from the others in the same frame; a forward "
+                            "mask hides every ROI")
+    ck = ("ridge", sd.session_id, sd.splits, json.dumps([p.target[0].any(0).tolist() for p in plan]))
+    if ck in ctx._pred:
+        return ctx._pred[ck]
+    train = ctx.session(sd.session_id, "train", cap=False)
+    tv = train.valid if train.valid is not None else np.ones(train.counts.shape, bool)
+    ev = sd.valid if sd.valid is not None else np.ones(sd.counts.shape, bool)
+    pred = np.full(sd.counts.shape, np.nan)
+    var = np.full(sd.counts.shape, np.nan)
+    for p in plan:  # one fit per mask pass (fold / region)
+        tgt = np.flatnonzero(p.target[0].any(0).numpy())
+        hin = np.flatnonzero(~p.hidden[0].any(0).numpy())
+        if hin.size == 0:  # nothing to regress on: the training mean
+            m = bl.ConditionPSTH().fit(train.counts[..., tgt], np.zeros(train.n_trials), tv[..., tgt])
+            pred[..., tgt] = m.predict(np.zeros(sd.n_trials)).mean(1, keepdims=True)
+            var[..., tgt] = m.var
+            continue
+        model = bl.SameFrameRidge(seed=int(task.spec["mask"].get("seed", 0))).fit(
+            train.counts[..., hin], train.counts[..., tgt], tv[..., hin], tv[..., tgt])
+        pred[..., tgt] = model.predict(sd.counts[..., hin], ev[..., hin])
+        var[..., tgt] = model.var
+    ctx._pred[ck] = (pred, var)
+    return ctx._pred[ck]
+
+
+def _joint_codes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Condition codes (float, NaN = no label) of two label arrays (R, k) on one shared coding."""
+    both = np.concatenate([a, b])
+    ok = np.isfinite(both).all(1)
+    codes = np.full(len(both), np.nan)
+    if ok.any():
+        codes[ok] = np.unique(both[ok], axis=0, return_inverse=True)[1].ravel()
+    return codes[: len(a)], codes[len(a):]
+
+
+def _psth_baseline(ctx: EvalContext, task: Task, sd: SessionData):
+    """2-photon PSTH-by-condition baseline: each trial predicted by the training-trial mean of its condition
+    (:class:`~nfm.evaluation.baselines.ConditionPSTH`; ``conditions`` of the task, through ``column_map``)."""
+    ck = ("psth", sd.session_id, sd.splits, json.dumps(task.spec["conditions"]), json.dumps(task.spec["column_map"]))
+    if ck in ctx._pred:
+        return ctx._pred[ck]
+    train = ctx.session(sd.session_id, "train", cap=False)
+    lab_ev, cols = _condition_labels(task, sd)
+    lab_tr, _ = _condition_labels(task, train)
+    c_tr, c_ev = _joint_codes(lab_tr, lab_ev)
+    model = bl.ConditionPSTH().fit(train.counts, c_tr, train.valid)
+    out = (model.predict(c_ev), np.broadcast_to(model.var, sd.counts.shape))
+    ctx.note(task.name, f"psth baseline: training-trial mean per condition of {cols}")
+    ctx._pred[ck] = out
+    return out
+
+
 def _aggregate_spikes(parts: dict[str, dict], prefix: str = "") -> dict[str, float]:
     if not parts:
         return {}
@@ -212,7 +269,7 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
     wanted = task.metrics_for(ctx.modality)
     per_session: dict[str, dict] = {}
     parts: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "smoothing/": {}, "baseline_model/": {}}
-    cal: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "baseline_model/": {}}
+    cal: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "ridge/": {}, "psth/": {}, "baseline_model/": {}}
     per_neuron_fig: dict[str, list] = {}
     for sid in ctx.sessions:
         try:
@@ -236,6 +293,17 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
                         entry[f"smoothing/{k}"] = v
                 except NotApplicable as err:
                     ctx.note(task.name, f"smoothing baseline not run for {sid}: {err}")
+        for name, fn in (("ridge", lambda: _ridge_baseline(ctx, task, sd, plan)),
+                         ("psth", lambda: _psth_baseline(ctx, task, sd))):
+            if name not in task.baselines:
+                continue
+            if spikes:
+                ctx.note(task.name, f"{name} baseline: a 2-photon baseline (not run on spike counts)")
+                continue
+            try:
+                candidates.append((f"{name}/", *fn()))
+            except NotApplicable as err:
+                ctx.note(task.name, f"{name} baseline not run for {sid}: {err}")
         if "baseline_model" in task.baselines and ctx.baseline is not None:
             if ctx.baseline.can("mtm") is None:
                 _, _, r_b, v_b, _ = _masking_predictions(ctx, task, ctx.baseline, sid)
@@ -303,10 +371,12 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
 def _condition_labels(task: Task, sd: SessionData) -> tuple[np.ndarray, list[str]]:
     sets = task.spec["conditions"]
     options = [sets] if all(isinstance(c, str) for c in sets) else sets
+    cmap = task.spec.get("column_map") or {}
     for cols in options:
-        if all(c in sd.trial_columns for c in cols):
-            vals = np.stack([sd.trial_columns[c] for c in cols], axis=1)
-            return vals, list(cols)
+        names = [cmap.get(c, c) for c in cols]  # the dataset's names for the task's columns
+        if all(c in sd.trial_columns for c in names):
+            vals = np.stack([sd.trial_columns[c] for c in names], axis=1)
+            return vals, list(names)
     raise NotApplicable(f"the dataset has none of the condition columns {options} (trial columns: "
                         f"{sorted(sd.trial_columns)})")
 

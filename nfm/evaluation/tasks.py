@@ -12,7 +12,11 @@ Common fields
 or ``any``: a dataset of another modality makes the task *not applicable*),
 ``primary`` (the metric shown in the summary table), ``metrics`` (list of
 metric names, or ``{spikes: [...], calcium: [...]}``; each must be one the
-kind knows, see :data:`METRICS`), ``baselines`` (list, see :data:`BASELINES`).
+kind knows, see :data:`METRICS`), ``baselines`` (list, see :data:`BASELINES`),
+``column_map`` (``{name the task uses: the dataset's name}``: trial columns
+and behaviours named differently in another rig, e.g. ``{stimulus_direction:
+direction}``; on the command line ``recipes/evaluate.py --task_option
+stimulus_direction.column_map.stimulus_direction=direction``).
 
 Kinds and their own fields
 --------------------------
@@ -21,7 +25,12 @@ Kinds and their own fields
     held_out_folds: int >= 2 (neuron, intra_region), forward_s: float > 0
     (forward, seconds), seed: int}``; ``smoothing``: ``{sigma_ms, alpha,
     cv_folds, method: poisson | ridge}`` (NLB smoothing baseline; lists of widths [ms] and
-    penalties are chosen by CV over each session's training trials).
+    penalties are chosen by CV over each session's training trials).  2-photon
+    baselines: ``ridge`` (each held-out ROI from the held-in ROIs in the same
+    frame, fitted on the train split with CV over the penalty: the
+    co-smoothing analogue; unit masks only) and ``psth`` (the mean over the
+    training trials of the trial's condition, ``conditions`` as in ``psth``:
+    default ``[[stimulus_direction], [choice]]``).
 ``psth``
     the ``mask`` block of the masking task whose predictions are used;
     ``conditions``: list of trial columns (their joint values are the
@@ -96,7 +105,7 @@ METRICS: dict[str, dict[str, tuple[str, ...]]] = {
 
 #: Baselines each kind knows.
 BASELINES: dict[str, tuple[str, ...]] = {
-    "masking": ("null", "smoothing", "baseline_model"),
+    "masking": ("null", "smoothing", "ridge", "psth", "baseline_model"),
     "psth": ("null", "smoothing", "baseline_model"),
     "decoding": ("spikes", "baseline_model"),
     "finetune_decoding": (),
@@ -315,11 +324,20 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
     description = spec.setdefault("description", "")
     _typed(description, str, src, "description", "a string")
 
+    cmap = spec.setdefault("column_map", {})
+    if not isinstance(cmap, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                             for k, v in cmap.items()):
+        raise TaskError(src, "column_map", f"{cmap!r} must map the task's names to the dataset's names (strings)")
+
     variants: tuple[str, ...]
     if kind in ("masking", "psth"):
         _check_mask(spec, src)
         variants = ("spikes", "calcium") if modality == "any" else (modality,)
         if kind == "masking":
+            conds = spec.setdefault("conditions", [["stimulus_direction"], ["choice"]])
+            if not (isinstance(conds, list) and conds and all(isinstance(c, list) and c for c in conds)):
+                raise TaskError(src, "conditions", f"{conds!r} must be a list of lists of trial columns")
+            spec["conditions"] = [_str_list(c, src, f"conditions[{i}]") for i, c in enumerate(conds)]
             _check_smoothing(spec, src)
         else:
             if spec["mask"]["mode"] == "forward":
@@ -397,9 +415,10 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
     if not any(metrics.values()):
         raise TaskError(src, "metrics", "no metric to report")
     baselines = _str_list(spec.get("baselines", []), src, "baselines", BASELINES[kind])
-    if "smoothing" in baselines and spec.get("mask", {}).get("mode") == "forward":
-        raise TaskError(src, "baselines", "the smoothing baseline predicts held-out units; it has no forward "
-                                          "prediction (mask.mode 'forward')")
+    for b in ("smoothing", "ridge"):
+        if b in baselines and spec.get("mask", {}).get("mode") == "forward":
+            raise TaskError(src, "baselines", f"the {b} baseline predicts held-out units; it has no forward "
+                                              "prediction (mask.mode 'forward')")
     all_metrics = [m for ms in metrics.values() for m in ms]
     primary = spec.setdefault("primary", all_metrics[0])
     if primary not in all_metrics:
