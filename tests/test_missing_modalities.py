@@ -112,7 +112,7 @@ def test_modality_map_renames_a_base_variable(tmp_path):
     b = NfmCollator.for_config(meta, cfg, modality_map=mm)(rows)
     np.testing.assert_allclose(b["stimulus"][..., 0].numpy(), np.asarray([r["stimulus_contrast"] for r in rows]))
     assert np.isnan(b["behavior"][..., 1].numpy()).all()  # whisker energy: absent, NaN (masked)
-    with pytest.raises(ValueError, match="has no variable 'contrst'"):
+    with pytest.raises(ValueError, match="has no stimulus variable 'contrst'"):
         NfmCollator.for_config(meta, cfg, modality_map={"signed_contrast": "contrst"})
     with pytest.raises(ValueError, match="expected BASE_NAME=DATASET_NAME"):
         parse_modality_map(["signed_contrast"])

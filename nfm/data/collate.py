@@ -73,14 +73,15 @@ class NfmCollator:
         self.behavior_names = list(meta.behavior_names if behavior_names is None else behavior_names)
         self.stimulus_names = list(meta.stimulus_names if stimulus_names is None else stimulus_names)
         self.modality_map = dict(modality_map or {})
-        have = set(meta.behavior_names) | set(meta.stimulus_names)
         for name, col in self.modality_map.items():
             if name not in self.behavior_names + self.stimulus_names:
                 raise ValueError(f"modality_map {name}={col}: {name!r} is not a behaviour or stimulus variable of "
                                  f"the model ({self.behavior_names + self.stimulus_names})")
+            kind, have = (("behaviour", meta.behavior_names) if name in self.behavior_names
+                          else ("stimulus", meta.stimulus_names))
             if col not in have:
-                raise ValueError(f"modality_map {name}={col}: the dataset {meta.path} has no variable {col!r} "
-                                 f"(it has {sorted(have)})")
+                raise ValueError(f"modality_map {name}={col}: the dataset {meta.path} has no {kind} variable "
+                                 f"{col!r} (its {kind} variables: {sorted(have)})")
         self.trial_label_names = list(meta.trial_label_names)
 
     @classmethod

@@ -461,14 +461,16 @@ class NfmModel(NfmPreTrainedModel):
     """Backbone: [session token, prompt token, bin_1 .. bin_T] through a pre-LN RoPE transformer.
 
     Forward (keyword-only after ``spikes``):
-        spikes: (B, T, N) float counts per bin (or binned 2-photon activity); T must be ``config.n_bins``.
+        spikes: (B, T, N) float counts per bin (or binned 2-photon activity); T must be the ``n_bins`` of the
+            sessions' time grid (``config.grid_of``: the primary ``config.n_bins`` unless a session has its own
+            ``session_grid``).  Every session of a batch shares one modality and one grid.
         unit_mask: (B, N) bool real units (default: the first n_units of each trial's session).
         unit_region: (B, N) long index into ``config.region_vocab`` (default 0 = unknown).
         session_ids: list of B session id strings.
         hidden_mask: (B, T, N) bool entries hidden from the input (masked modelling).
         prompt: prompt token, one of :data:`PROMPTS` (default ``"none"``).
         causal: causal attention (default: True for the ``causal`` and ``generate`` prompts).
-        bin_size: [s] bin size of the batch (the collator's); a value other than ``config.bin_size`` raises.
+        bin_size: [s] bin size of the batch (the collator's); a value other than the sessions' raises.
         valid_mask: (B, T, N) bool, False = missing entry (2-photon bad frames): hidden from the input.
         The other keys of a collator batch (``event_*``, ``behavior``, ``stimulus``, ``trial_labels``,
         ``trial_id``) are accepted and ignored, so ``backbone(**batch)`` works.

@@ -421,4 +421,108 @@ def make_drift_world(
             extra={"world": "drift", "drift": {"shared_amplitude": shared_drift, "shared_period_s": period,
                                                "unit_amplitude": unit_drift}},
         ))
+
+
+# --------------------------------------------------------------------------- one latent world, two modalities
+TWO_MODALITY_REGIONS = ("VISp", "LP", "MOs")
+DIRECTIONS = np.array([0.0, 90.0, 180.0, 270.0])  # degrees
+
+
+def make_two_modality_world(
+    n_spike_animals: int = 5,
+    n_calcium_animals: int = 5,
+    n_trials: int = 150,
+    units_per_region: tuple[int, int] = (8, 14),
+    latent_dim: int = 4,
+    frame_rate: float = 10.0,
+    tau_decay: float = 0.4,
+    dff_noise: float = 0.05,
+    dt: float = 0.01,
+    seed: int = 0,
+) -> list[Session]:
+    """One latent population recorded with two methods in different animals (the mixed-modality study).
+
+    Every animal performs the same task (a grating of one of 4 directions for 1 s from ``stimOn_times``; a left
+    / right choice that follows the grating's horizontal component, ``choice = sign(cos(direction) + 0.8
+    noise)``, reported by a movement 0.25-0.5 s after onset; running speed [cm/s] a smoothed random process
+    plus a burst after the movement), and the same three regions (VISp, LP, MOs) carry latent dynamics of
+    one shared law (damped rotations, VISp -> LP -> MOs coupling; the grating drives VISp, running speed LP,
+    the choice MOs).  Each animal has its own units, read-out weights and baselines (log-linear rates [Hz]).
+
+    * spiking animals (``synth-spk-XX``): Poisson spike times, trials column ``stimulus_direction``;
+    * 2-photon animals (``synth-2p2-XX``): the same kind of spikes through a calcium kernel (``tau_decay`` s),
+      sampled at ``frame_rate`` Hz as dF/F (``0.1 x calcium + dff_noise`` noise); this rig names the trials
+      column ``direction`` (as some NWB files do), so evaluation maps it with the task option ``column_map``.
+
+    Both get behaviour ``running_speed`` and stimulus ``direction_cos`` / ``direction_sin`` (0 off stimulus).
+    Deterministic in ``seed``; the world's law does not depend on the animal counts.
+    """
+    rng_w = np.random.default_rng([seed, 4242])
+    d, R = latent_dim, len(TWO_MODALITY_REGIONS)
+    A = np.zeros((R * d, R * d))
+    for i in range(R):
+        A[i * d:(i + 1) * d, i * d:(i + 1) * d] = _rotation(rng_w, d, dt, freq_range=(0.7, 2.5), decay=0.8)
+    for src, dst in ((0, 1), (1, 2)):
+        A[dst * d:(dst + 1) * d, src * d:(src + 1) * d] = 0.5 * dt * rng_w.standard_normal((d, d))
+    B_stim = rng_w.standard_normal((d, 2))
+    B_run = rng_w.standard_normal(d)
+    B_choice = rng_w.standard_normal(d)
+    sessions = []
+    for a in range(n_spike_animals + n_calcium_animals):
+        calcium = a >= n_spike_animals
+        k = a - n_spike_animals if calcium else a
+        rng = np.random.default_rng([seed, a, 77])
+        gaps = 3.0 + rng.uniform(0.0, 0.5, n_trials)
+        stim_on = 1.5 + np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+        direction = rng.choice(DIRECTIONS, n_trials)
+        choice = np.where(np.cos(np.deg2rad(direction)) + 0.8 * rng.standard_normal(n_trials) > 0, 1.0, -1.0)
+        move = stim_on + rng.uniform(0.25, 0.5, n_trials)
+        n_steps = int(round((stim_on[-1] + 3.0) / dt))
+        duration = n_steps * dt
+        t = (np.arange(n_steps) + 0.5) * dt
+        on = np.c_[stim_on, stim_on + 1.0]
+        cos_d = _events_to_grid(on, np.cos(np.deg2rad(direction)), n_steps, dt, duration)
+        sin_d = _events_to_grid(on, np.sin(np.deg2rad(direction)), n_steps, dt, duration)
+        move_in = _events_to_grid(np.c_[move, move + 0.35], choice, n_steps, dt, duration)
+        burst = _events_to_grid(np.c_[move, move + 0.6], np.ones(n_trials), n_steps, dt, duration)
+        noise = lfilter([1 - np.exp(-dt / 1.0)], [1, -np.exp(-dt / 1.0)], rng.standard_normal(n_steps)) * 25
+        run = np.abs(noise) + 15.0 * burst  # cm/s
+        drive = np.zeros((n_steps, R * d))
+        drive[:, 0:d] = dt * 10.0 * (np.c_[cos_d, sin_d] @ B_stim.T)
+        drive[:, d:2 * d] = dt * 0.15 * run[:, None] * B_run[None, :]
+        drive[:, 2 * d:] = dt * 10.0 * move_in[:, None] * B_choice[None, :]
+        drive += 0.15 * np.sqrt(dt) * rng.standard_normal((n_steps, R * d))
+        Z = np.zeros((n_steps, R * d))
+        for s in range(1, n_steps):  # one step per time step (coupled regions)
+            Z[s] = A @ Z[s - 1] + drive[s]
+        n_per = rng.integers(units_per_region[0], units_per_region[1] + 1, R)
+        unit_region = np.repeat(np.array(TWO_MODALITY_REGIONS), n_per)
+        ridx = np.repeat(np.arange(R), n_per)
+        N = len(unit_region)
+        w = 1.2 * rng.standard_normal((N, d)) / np.sqrt(d)
+        Z_own = np.stack([Z[:, r * d:(r + 1) * d] for r in ridx], axis=1)  # (T, N, d)
+        log_rate = np.log(rng.uniform(2.0, 10.0, N))[None, :] + np.einsum("tnd,nd->tn", Z_own, w)
+        log_rate = np.minimum(log_rate, np.log(150.0))
+        subject = f"synth-{'2p2' if calcium else 'spk'}-{k:02d}"
+        trials = {"stimOn_times": stim_on, "stimOff_times": stim_on + 1.0, "firstMovement_times": move,
+                  "choice": choice, ("direction" if calcium else "stimulus_direction"): direction}
+        common = dict(session_id=f"{subject}-s0", subject_id=subject, trials=trials,
+                      behavior={"running_speed": (t, run)}, behavior_units={"running_speed": "cm/s"},
+                      stimulus={"direction_cos": (t, cos_d), "direction_sin": (t, sin_d)},
+                      source=f"synthetic:two_modality(animal={a}, seed={seed})")
+        units = {"unit_id": np.array([f"{subject}-{'roi' if calcium else 'u'}{i:03d}" for i in range(N)]),
+                 "region": unit_region.astype(str)}
+        if not calcium:
+            spike_times, spike_units = _poisson_spike_times(rng, log_rate, dt)
+            sessions.append(Session(units=units, modality="spikes", spike_times=spike_times,
+                                    spike_units=spike_units, recording_end=duration,
+                                    extra={"world": "two_modality"}, **common))
+            continue
+        spikes = rng.poisson(np.exp(log_rate) * dt).astype(np.float64)
+        conc = lfilter([1.0], [1.0, -np.exp(-dt / tau_decay)], spikes, axis=0)
+        frames = np.arange(0, n_steps, int(round(1.0 / (frame_rate * dt))))
+        dff = 0.1 * conc[frames] + dff_noise * rng.standard_normal((len(frames), N))
+        sessions.append(Session(units=units, modality="calcium", frame_times=t[frames],
+                                activity=dff.astype(np.float32), activity_kind="dff",
+                                extra={"world": "two_modality", "frame_rate": frame_rate}, **common))
     return sessions
