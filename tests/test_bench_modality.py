@@ -19,11 +19,11 @@ def test_bench_modality_quick(tmp_path):
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     md, seeds = tmp_path / "RESULTS.md", tmp_path / "seeds.csv"
-    md.write_text(f"# results\n\nother section\n\n{mod.BEGIN}\nold\n{mod.END}\n\ntail\n")
+    md.write_text(f"# results\n\nother section\n\n{mod.BEGIN}\nOLD-SECTION-TEXT\n{mod.END}\n\ntail\n")
     assert mod.main(["--quick", "--out_dir", str(tmp_path / "run"), "--write", "--results_md", str(md),
                      "--seed_csv", str(seeds)]) == 0
     text = md.read_text()
-    assert text.count(mod.BEGIN) == 1 and "old" not in text and text.endswith("tail\n")
+    assert text.count(mod.BEGIN) == 1 and "OLD-SECTION-TEXT" not in text and text.endswith("tail\n")
     for needle in ("Unseen spiking animal", "Unseen 2-photon animal", "both (mixed)", "none (scratch)",
                    "Verdict rule", "python benchmarks/bench_modality.py --quick"):
         assert needle in text
