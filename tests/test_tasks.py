@@ -18,7 +18,7 @@ SHIPPED = {
     "inter_region": "masking", "psth_r2": "psth", "choice": "decoding", "block": "decoding",
     "wheel_speed": "decoding", "whisker_motion_energy": "decoding", "running_speed": "decoding",
     "hand_velocity": "decoding", "stimulus_direction": "decoding", "behavior_finetuned": "finetune_decoding",
-    "generation_fidelity": "generation", "connectivity": "connectivity",
+    "generation_fidelity": "generation", "generation_simulation": "generation", "connectivity": "connectivity",
 }
 
 
