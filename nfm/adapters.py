@@ -21,7 +21,11 @@ is shared. Adaptation therefore is:
 
 Loading: ``base = AutoModelForPreTraining.from_pretrained(base_id)``, then
 :func:`load_adapter` (``add_animal`` from ``nfm_adapter.json``, then
-``PeftModel.from_pretrained(base, folder)``). Several animals' adapters live
+``PeftModel.from_pretrained(base, folder)``).  An adapter only makes sense on the
+base it was trained on: ``nfm_adapter.json`` records a fingerprint of that base
+(:func:`base_fingerprint`: SHA-256 of its configuration and of its shared
+weights), and :func:`load_adapter` refuses another base
+(:class:`AdapterBaseMismatch`, naming both) unless ``allow_base_mismatch=True``. Several animals' adapters live
 beside one base: :func:`load_adapter` on a ``PeftModel`` adds another named
 adapter, and ``model.set_adapter(name)`` switches between them without
 reloading the base. :func:`merge_adapter` folds LoRA into the weights and
@@ -30,12 +34,13 @@ loads.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-
-import torch
 
 ADAPTER_META_FILE = "nfm_adapter.json"
 #: Module-name suffixes LoRA is applied to: attention and MLP projections (backbone and event decoder).
@@ -143,10 +148,23 @@ def lora_model(
     """
     from peft import get_peft_model
 
+    if getattr(_nfm_model(model), "_nfm_base_fingerprint", None) is None:
+        remember_base_fingerprint(model)  # of the base as loaded, before the new sessions are added
     names = add_animal(model, sessions)
-    peft_model = get_peft_model(model, lora_config(names, r, alpha, dropout, targets), adapter_name=adapter_name)
+    with _quiet_peft():
+        peft_model = get_peft_model(model, lora_config(names, r, alpha, dropout, targets), adapter_name=adapter_name)
     install_session_guard(peft_model)
     return peft_model
+
+
+@contextmanager
+def _quiet_peft():
+    """peft 0.21 reads ``model.is_gradient_checkpointing`` when it wraps a model, an attribute transformers 5
+    deprecated (``FutureWarning`` on every LoRA run, nothing for a user to change).  Only that warning is
+    silenced, only while peft wraps."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def install_session_guard(peft_model) -> None:
@@ -186,8 +204,12 @@ def install_session_guard(peft_model) -> None:
 
 
 def trainable_summary(model) -> dict[str, Any]:
-    """``{"trainable", "total", "share"}``: trainable / all parameters (LoRA matrices and
-    ``modules_to_save`` copies included in ``total``, as ``peft``'s ``print_trainable_parameters``)."""
+    """``{"trainable", "total", "share", "groups"}``: trainable / all parameters (LoRA matrices and
+    ``modules_to_save`` copies included in ``total``, as ``peft``'s ``print_trainable_parameters``), and the
+    trainable ones split into ``groups``: ``lora`` (the low-rank matrices), ``per_session`` (the sessions'
+    read-in/read-out: unit embeddings, read-out rows and biases, session tokens; they grow with the animal's
+    unit count) and ``shared`` (backbone, event decoder and heads: trained only in ``full`` / ``scratch`` mode).
+    """
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
@@ -195,28 +217,126 @@ def trainable_summary(model) -> dict[str, Any]:
     else:
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": int(trainable), "total": int(total), "share": trainable / max(total, 1)}
+    groups = {"lora": 0, "per_session": 0, "shared": 0}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = "lora" if "lora_" in name else ("per_session" if ".sessions." in f".{name}" else "shared")
+        groups[key] += int(p.numel())
+    return {"trainable": int(trainable), "total": int(total), "share": trainable / max(total, 1), "groups": groups}
 
 
 def format_trainable(summary: Mapping[str, Any]) -> str:
-    return (f"trainable params: {summary['trainable']:,} || all params: {summary['total']:,} || "
+    """One line: trainable / total and the split by group (see :func:`trainable_summary`)."""
+    line = (f"trainable params: {summary['trainable']:,} || all params: {summary['total']:,} || "
             f"trainable%: {100.0 * summary['share']:.4f}")
+    groups = summary.get("groups")
+    if groups:
+        total = max(int(summary["total"]), 1)
+        line += " || " + ", ".join(f"{k.replace('_', '-')} {v:,} ({100.0 * v / total:.2f}%)" for k, v in groups.items())
+    return line
+
+
+# --------------------------------------------------------------------------- base fingerprint
+class AdapterBaseMismatch(ValueError):
+    """An adapter loaded onto a base model other than the one it was trained on."""
+
+
+#: config fields left out of the fingerprint: they change when sessions are added or the file is re-saved
+_FINGERPRINT_SKIP = ("session_n_units", "_name_or_path", "name_or_path", "transformers_version",
+                     "architectures", "dtype", "torch_dtype", "_attn_implementation_autoset", "auto_map")
+
+
+def base_fingerprint(model) -> str:
+    """SHA-256 (hex, 16 characters shown in messages) of a base model's configuration and shared weights.
+
+    Shared weights: every parameter and buffer except the per-session ones (``*.sessions.*``, with
+    ``config.session_n_units``); LoRA matrices and ``modules_to_save`` copies of a ``PeftModel`` are skipped and
+    wrapped layers read through.  Same weights and configuration, same fingerprint, wherever the base is loaded
+    from (folder, Hub id, a copy).  Take it from the base as loaded: adding an animal with new regions grows the
+    shared region tables (:func:`lora_model` and :func:`load_adapter` remember it before they add sessions).
+    """
+    import torch
+
+    base = _nfm_model(model)
+    cached = getattr(base, "_nfm_base_fingerprint", None)
+    if cached is not None:
+        return cached
+    cfg = {k: v for k, v in base.config.to_dict().items() if k not in _FINGERPRINT_SKIP}
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+    state = {}
+    for key, t in base.state_dict().items():
+        if "lora_" in key or ".modules_to_save." in key or ".sessions." in f".{key}":
+            continue
+        state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = t
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def remember_base_fingerprint(model) -> str:
+    """Compute :func:`base_fingerprint` of a pristine base and keep it on the model (so a later check is not
+    disturbed by merged weights); returns it."""
+    base = _nfm_model(model)
+    fp = base_fingerprint(base)
+    base._nfm_base_fingerprint = fp
+    return fp
+
+
+def check_base(model, adapter_dir: str | os.PathLike, meta: Mapping[str, Any] | None = None,
+               base_name: str | None = None, allow_base_mismatch: bool = False) -> str | None:
+    """Raise :class:`AdapterBaseMismatch` unless ``model`` is the base the adapter was trained on.
+
+    Returns None when they match, else (with ``allow_base_mismatch``, or for an adapter written before
+    fingerprints were recorded) a warning text, also issued as a ``UserWarning``."""
+    meta = meta if meta is not None else read_adapter_meta(adapter_dir)
+    want = meta.get("base_fingerprint")
+    name = base_name or getattr(_nfm_model(model), "name_or_path", None) or "the given base"
+    if not want:
+        text = (f"adapter {adapter_dir} records no base fingerprint (written by an older nfm); it cannot be "
+                f"checked against {name}")
+        warnings.warn(text, stacklevel=3)
+        return text
+    have = base_fingerprint(model)
+    if have == want:
+        return None
+    text = (f"adapter {adapter_dir} was trained on base {meta.get('base_model', '?')} (fingerprint {want[:16]}), "
+            f"not on {name} (fingerprint {have[:16]})")
+    if not allow_base_mismatch:
+        raise AdapterBaseMismatch(text + "; load it onto its own base, or pass --allow_base_mismatch "
+                                         "(allow_base_mismatch=True) to load it anyway")
+    warnings.warn(text + " (allowed by allow_base_mismatch)", stacklevel=3)
+    return text
 
 
 def save_adapter(peft_model, output_dir: str | os.PathLike, sessions: Mapping[str, Mapping[str, Any]],
-                 base_model: str, is_main_process: bool = True) -> Path:
-    """Standard PEFT folder + ``nfm_adapter.json``. Returns the folder."""
+                 base_model: str, is_main_process: bool = True, base_fingerprint: str | None = None) -> Path:
+    """Standard PEFT folder + ``nfm_adapter.json``. Returns the folder.
+
+    ``base_fingerprint``: of the base before adaptation (default: the one :func:`lora_model` remembered)."""
+    from .files import apply_umask
+
     out = Path(output_dir)
     peft_model.save_pretrained(str(out), is_main_process=is_main_process)
     if is_main_process:
-        write_adapter_meta(out, sessions, base_model, list(peft_model.peft_config))
+        apply_umask(out)  # safetensors writes adapter_model.safetensors 0600
+        fp = base_fingerprint or getattr(_nfm_model(peft_model), "_nfm_base_fingerprint", None)
+        write_adapter_meta(out, sessions, base_model, list(peft_model.peft_config), base_fingerprint=fp)
     return out
 
 
 def write_adapter_meta(output_dir: str | os.PathLike, sessions: Mapping[str, Mapping[str, Any]], base_model: str,
-                       adapter_names: Sequence[str] = ("default",)) -> None:
-    meta = {"base_model": str(base_model), "adapter_names": list(adapter_names),
-            "sessions": {sid: dict(spec) for sid, spec in sessions.items()}}
+                       adapter_names: Sequence[str] = ("default",), base_fingerprint: str | None = None,
+                       trainable: Mapping[str, Any] | None = None, dataset: str | None = None) -> None:
+    """Write ``nfm_adapter.json``: base model name and fingerprint, adapter names, the new sessions' specs
+    (unit counts, regions, subject), the dataset it was trained on (as given: evaluate.py's default) and
+    optionally the trainable-parameter split."""
+    meta = {"base_model": str(base_model), "base_fingerprint": base_fingerprint, "dataset": dataset,
+            "adapter_names": list(adapter_names), "sessions": {sid: dict(spec) for sid, spec in sessions.items()}}
+    if trainable is not None:
+        meta["trainable"] = dict(trainable)
     Path(output_dir, ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
 
 
@@ -235,16 +355,21 @@ def read_adapter_meta(adapter_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(f.read_text())
 
 
-def load_adapter(model, adapter_dir: str | os.PathLike, adapter_name: str = "default", is_trainable: bool = False):
+def load_adapter(model, adapter_dir: str | os.PathLike, adapter_name: str = "default", is_trainable: bool = False,
+                 allow_base_mismatch: bool = False, base_name: str | None = None):
     """Load an nfm adapter onto ``model`` (an nfm model, or a ``PeftModel`` that already holds adapters).
 
-    The new sessions named in ``nfm_adapter.json`` are added to the base first, then the adapter is
-    loaded with ``PeftModel.from_pretrained`` (or ``PeftModel.load_adapter`` for a further adapter) and made
-    active. Returns the ``PeftModel``.
+    The base is checked against the fingerprint the adapter recorded (:func:`check_base`; a different base
+    raises :class:`AdapterBaseMismatch` unless ``allow_base_mismatch``); then the new sessions named in
+    ``nfm_adapter.json`` are added to the base and the adapter is loaded with ``PeftModel.from_pretrained``
+    (or ``PeftModel.load_adapter`` for a further adapter) and made active. Returns the ``PeftModel``.
     """
     from peft import PeftModel
 
     meta = read_adapter_meta(adapter_dir)
+    if getattr(_nfm_model(model), "_nfm_base_fingerprint", None) is None and not isinstance(model, PeftModel):
+        remember_base_fingerprint(model)  # before sessions are added
+    check_base(model, adapter_dir, meta, base_name=base_name, allow_base_mismatch=allow_base_mismatch)
     add_animal(model, meta["sessions"])
     if isinstance(model, PeftModel):
         if adapter_name in model.peft_config:
@@ -253,15 +378,20 @@ def load_adapter(model, adapter_dir: str | os.PathLike, adapter_name: str = "def
         model.set_adapter(adapter_name)
         install_session_guard(model)
         return model
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name,
-                                           is_trainable=is_trainable)
+    with _quiet_peft():
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name,
+                                               is_trainable=is_trainable)
     install_session_guard(peft_model)
     return peft_model
 
 
 def merge_adapter(peft_model):
-    """Fold the active LoRA adapter into the weights; return the plain nfm model (new sessions included)."""
+    """Fold the active LoRA adapter into the weights; return the plain nfm model (new sessions included).
+
+    Its weights are no longer the base's, so the base fingerprint remembered by :func:`load_adapter` is dropped.
+    """
     merged = peft_model.merge_and_unload()
+    merged._nfm_base_fingerprint = None
     return merged
 
 
@@ -270,6 +400,8 @@ def scratch_like(model, seed: int | None = None):
     sessions (add the new animal with :func:`add_animal`). ``from_pretrained`` marks loaded weights as
     initialised, so re-running ``_init_weights`` on a loaded model would not re-initialise them."""
     import copy
+
+    import torch
 
     base = _nfm_model(model)
     config = copy.deepcopy(base.config)

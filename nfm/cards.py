@@ -193,8 +193,14 @@ def adapter_card(
     train_info: Mapping[str, Any] | None = None,
     command: str = "accelerate launch recipes/finetune_lora.py",
     usage: str = "",
+    trainable_groups: Mapping[str, int] | None = None,
+    base_fingerprint: str | None = None,
 ) -> str:
-    """Card of a LoRA adapter (or a full / scratch fine-tune) for a new animal."""
+    """Card of a LoRA adapter (or a full / scratch fine-tune) for a new animal.
+
+    ``trainable_groups``: the trainable parameters split as :func:`nfm.adapters.trainable_summary` reports them
+    (``lora``, ``per_session``, ``shared``); ``base_fingerprint``: the base's (:func:`nfm.adapters.base_fingerprint`).
+    """
     info = dict(train_info or {})
     metrics = _card_metrics(eval_summary)
     tags = ["lora", "peft"] if mode == "lora" else [f"{mode}-finetune"]
@@ -212,6 +218,8 @@ def adapter_card(
         mode=mode, base_model=base_model, adapter_sentence=sentence,
         sessions=_short(sessions), trainable=f"{trainable:,}", total=f"{total:,}",
         trainable_share=f"{100.0 * trainable / max(total, 1):.2f}%",
+        trainable_split=_trainable_split(trainable_groups, total),
+        base_fingerprint=f"`{base_fingerprint[:16]}`" if base_fingerprint else "not recorded",
         lora_settings=lora_settings,
         steps=info.get("steps", "?"), batch_size=info.get("batch_size", "?"),
         learning_rate=info.get("learning_rate", "?"), n_train_trials=info.get("n_train_trials", "?"),
@@ -229,6 +237,15 @@ def _card_metrics(summary) -> dict[str, float]:
     keep = ("_bps", "_r2", "_loss")
     return {k: v for k, v in flat_metrics(summary).items()
             if "per_session" not in k and "/" not in k and k.endswith(keep)}
+
+
+def _trainable_split(groups: Mapping[str, int] | None, total: int) -> str:
+    """``LoRA 9,792 (0.93%), per-session 107,616 (10.2%), shared 0 (0%)`` with what the share depends on."""
+    if not groups:
+        return "not recorded"
+    names = {"lora": "LoRA", "per_session": "per-session read-in/read-out", "shared": "shared backbone and heads"}
+    parts = [f"{names.get(k, k)} {int(v):,} ({100.0 * int(v) / max(total, 1):.2f}%)" for k, v in groups.items()]
+    return "; ".join(parts)
 
 
 def _short(ids: Sequence[str], n: int = 12) -> str:

@@ -1,17 +1,39 @@
 """Evaluate an nfm model on the tasks of ``tasks/*.yaml``; write JSON, Markdown and PNG figures.
 
-    python recipes/evaluate.py --model outputs/pretrain --tasks all --sessions known
+    python recipes/evaluate.py --list_tasks
+    python recipes/evaluate.py --model outputs/pretrain --tasks all --quick
     python recipes/evaluate.py --model outputs/pretrain --dataset outputs/pretrain/dataset \
-        --split test --tasks co_smoothing,forward_prediction,choice --output outputs/eval/results.json
+        --split test --tasks co_smoothing forward_prediction choice --output outputs/eval/results.json
+    python recipes/evaluate.py --model outputs/pretrain --adapter outputs/lora      # the adapter's sessions
     python recipes/evaluate.py --model org/nfm-base --adapter outputs/lora --dataset data/new_animal \
         --baseline_model outputs/temporal_only --task_option behavior_finetuned.train.max_steps=50
 
 ``--model`` is a folder written by ``save_pretrained`` or a Hugging Face Hub id; ``--dataset``
-defaults to ``<model>/dataset`` (where ``recipes/pretrain.py`` builds the synthetic default) and
-``--output`` to ``<model>/evaluation/results.json``.  Beside the JSON: ``results.md`` and ``figures/``.
-A session of the dataset that the model does not know (or with another unit count) is an error;
-``--sessions known`` evaluates only the sessions the model knows (e.g. the default pretraining holds
-one animal out for fine-tuning).  See ``nfm.evaluation.runner`` for every metric's definition.
+defaults to the adapter's dataset (``--adapter``) or ``<model>/dataset`` (where ``recipes/pretrain.py``
+builds the synthetic default); ``--output`` to ``<adapter or model>/evaluation/results.json``, or
+``outputs/evaluation/results.json`` for a Hub model.  Beside the JSON: ``results.md`` and ``figures/``,
+rewritten after every task (an interrupted run keeps what it finished; ``status`` in results.md).
+
+Sessions: a session of the dataset that the model does not know (or with another unit count) is an error;
+``--sessions known`` evaluates only the sessions the model knows (e.g. the default pretraining holds one
+animal out for fine-tuning), ``--sessions a b`` (or ``a,b``) the ones named.  Default: the adapter's sessions
+with ``--adapter``, ``known`` on the model's own dataset, else ``all``.
+
+Cost: an estimate per task is printed first (``--tasks all`` on the demo model takes of the order of an hour on
+2 CPU cores, most of it generation and the decoders' nested CV); ``--quick`` is a first look (2 folds, 2 CV
+splits, a thinned regularisation grid, 25 fine-tuning steps, 4 generated and at most 32 evaluated trials
+per session); progress bars run inside each task.
+
+Task options (``--task_option TASK.FIELD[.SUB]=VALUE``, repeatable, values in YAML) adapt a task to a
+dataset's own variable names, e.g. an NWB trials column ``direction`` as the grating-direction target and a
+PSTH conditioned on it:
+
+    python recipes/evaluate.py --model outputs/run1 --dataset data/nwb --tasks stimulus_direction psth_r2 \
+        --task_option stimulus_direction.target.trial_label=direction \
+        --task_option stimulus_direction.modality=any --task_option 'psth_r2.conditions=[direction]'
+
+(trial columns are named without their ``trial_`` prefix; ``tasks/README.md`` lists every field).  See
+``nfm.evaluation.runner`` for every metric's definition.  ``--debug`` shows tracebacks of input errors.
 """
 from __future__ import annotations
 
@@ -24,75 +46,147 @@ import yaml
 
 def parse_task_options(options: list[str]) -> dict[str, dict]:
     """``["task.key.sub=value", ...]`` -> ``{task: {key: {sub: value}}}`` (values parsed as YAML)."""
+    from nfm.cli import UsageError
+
     out: dict[str, dict] = {}
     for opt in options or []:
         if "=" not in opt or "." not in opt.split("=", 1)[0]:
-            raise SystemExit(f"--task_option {opt!r}: expected TASK.FIELD[.SUB]=VALUE")
+            raise UsageError("--task_option", f"{opt!r}: expected TASK.FIELD[.SUB]=VALUE")
         path, value = opt.split("=", 1)
         keys = path.split(".")
         d = out.setdefault(keys[0], {})
         for k in keys[1:-1]:
             d = d.setdefault(k, {})
-        d[keys[-1]] = yaml.safe_load(value)
+        try:
+            d[keys[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise UsageError("--task_option", f"{opt!r}: the value is not YAML ({err})") from None
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder or Hugging Face Hub id")
+def build_parser():
+    from nfm.cli import ArgumentParser
+
+    p = ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder or Hugging Face Hub id (required unless --list_tasks)")
     p.add_argument("--adapter", default=None, help="PEFT adapter folder (recipes/finetune_lora.py)")
-    p.add_argument("--dataset", default=None, help="nfm dataset folder (default: <model>/dataset)")
+    p.add_argument("--allow_base_mismatch", action="store_true",
+                   help="load --adapter even if --model is not the base it was trained on (fingerprints differ)")
+    p.add_argument("--dataset", default=None,
+                   help="nfm dataset folder (default: the adapter's dataset, else <model>/dataset)")
     p.add_argument("--split", default="test", help="evaluated split (default: test)")
-    p.add_argument("--tasks", default="all", help="'all' or comma-separated task names / YAML files")
-    p.add_argument("--output", default=None, help="results JSON path (default: <model>/evaluation/results.json)")
+    p.add_argument("--tasks", nargs="+", default=["all"],
+                   help="'all' or task names / YAML files, space- or comma-separated (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="a first look: fewer folds, CV splits, steps and trials (scores not comparable)")
+    p.add_argument("--output", default=None,
+                   help="results JSON path (default: <adapter or model>/evaluation/results.json; "
+                        "outputs/evaluation/results.json for a Hub model)")
     p.add_argument("--baseline_model", default=None,
                    help="second model run through the same tasks (e.g. temporal-masking-only)")
-    p.add_argument("--sessions", default=None,
+    p.add_argument("--sessions", nargs="+", default=None,
                    help="'all' (a session unknown to the model is an error), 'known' (only the sessions the model "
-                        "knows) or ids a,b. Default: 'all' with --dataset; 'known' when the dataset defaults to "
-                        "<model>/dataset (the pretraining's own dataset, whose held-out animals the model never saw)")
+                        "knows) or session ids, space- or comma-separated. Default: the adapter's sessions with "
+                        "--adapter; 'known' when the dataset defaults to <model>/dataset; else 'all'")
     p.add_argument("--batch_size", type=int, default=32, help="trials per model call")
     p.add_argument("--max_trials", type=int, default=None, help="cap of evaluated trials per session")
     p.add_argument("--task_dir", default=None, help="folder of task YAML files (default: tasks/)")
     p.add_argument("--task_option", action="append", default=[], metavar="TASK.FIELD=VALUE",
-                   help="override a task field, e.g. choice.decoder.n_splits=5 (repeatable)")
+                   help="override a task field, e.g. choice.decoder.n_splits=5 or "
+                        "stimulus_direction.target.trial_label=direction (repeatable)")
+    p.add_argument("--no_estimate", action="store_true", help="skip the cost estimate printed before starting")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--list_tasks", action="store_true", help="print the available tasks and exit")
+    p.add_argument("--list_tasks", action="store_true", help="print the available tasks and exit (no model needed)")
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
+def resolve_sessions(arg: list[str] | None, meta, default: str) -> str | list[str]:
+    """``--sessions`` -> ``"all"``, ``"known"`` or a list of ids of the dataset (unknown ids: one-line error)."""
+    from nfm.cli import UsageError, did_you_mean, split_ids
 
-    from nfm.evaluation.runner import evaluate, load_model
-    from nfm.evaluation.tasks import available_tasks
+    ids = split_ids(arg)
+    if not ids:
+        return default
+    if ids in (["all"], ["known"]):
+        return ids[0]
+    for sid in ids:
+        if sid not in meta.sessions:
+            raise UsageError("--sessions", f"session {sid!r} is not in the dataset {meta.path}; "
+                                           f"{did_you_mean(sid, meta.session_ids, 'sessions')}")
+    return ids
+
+
+def main(argv=None) -> int:
+    from nfm.cli import UsageError, check_dataset_arg, check_model_arg, split_ids
+
+    args = build_parser().parse_args(argv)
+    from nfm.evaluation.tasks import available_tasks, load_tasks
 
     if args.list_tasks:
         for name, t in available_tasks(args.task_dir).items():
             print(f"{name:24s} {t.kind:18s} {t.modality:8s} {t.description}")
         return 0
-    hf_logging.set_verbosity_error()
-    import torch
+    if not args.model:
+        raise UsageError("--model", "required: a model folder (e.g. outputs/pretrain) or a Hugging Face Hub id")
+    overrides = parse_task_options(args.task_option)
+    tasks = split_ids(args.tasks)
+    try:  # the task names and options, before anything heavy is loaded
+        load_tasks(tasks, args.task_dir, overrides, quick=args.quick)
+    except KeyError as err:
+        raise UsageError("--tasks" if "unknown task" in str(err.args[0]) else "--task_option", err.args[0]) from None
+    check_model_arg(args.model, "--model")
+    if args.baseline_model:
+        check_model_arg(args.baseline_model, "--baseline_model")
+    adapter_meta = None
+    if args.adapter:
+        from nfm.adapters import read_adapter_meta
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not Path(args.adapter).is_dir():
+            raise UsageError("--adapter", f"no adapter folder at {args.adapter}")
+        adapter_meta = read_adapter_meta(args.adapter)
     model_dir = Path(args.model)
-    dataset = args.dataset
-    sessions = args.sessions or "all"
+    dataset, default_sessions = args.dataset, "all"
     if dataset is None:
-        if not (model_dir / "dataset").is_dir():
-            raise SystemExit(f"--dataset is required ({model_dir / 'dataset'} does not exist)")
-        dataset = str(model_dir / "dataset")
-        sessions = args.sessions or "known"
-    output = args.output or (str(model_dir / "evaluation" / "results.json") if model_dir.is_dir()
-                             else "results.json")
-    model = load_model(args.model, adapter=args.adapter, device=device)
+        if adapter_meta and adapter_meta.get("dataset") and Path(adapter_meta["dataset"]).is_dir():
+            dataset = adapter_meta["dataset"]
+        elif (model_dir / "dataset").is_dir():
+            dataset, default_sessions = str(model_dir / "dataset"), "known"
+        else:
+            raise UsageError("--dataset", f"required ({model_dir / 'dataset'} does not exist)")
+    check_dataset_arg(dataset)
+    from nfm.data.meta import DatasetMeta
+
+    meta = DatasetMeta.load(dataset)
+    if adapter_meta is not None and args.sessions is None:
+        default_sessions = [s for s in adapter_meta["sessions"] if s in meta.sessions]
+        if not default_sessions:
+            raise UsageError("--sessions", f"none of the adapter's sessions ({', '.join(adapter_meta['sessions'])}) is "
+                                           f"in {dataset}; pass --dataset with the adapted animal's data")
+        print(f"--sessions not given: evaluating the adapter's sessions {' '.join(default_sessions)}")
+    sessions = resolve_sessions(args.sessions, meta, default_sessions)
+    if args.output:
+        output = args.output
+    elif args.adapter:
+        output = str(Path(args.adapter) / "evaluation" / "results.json")
+    elif model_dir.is_dir():
+        output = str(model_dir / "evaluation" / "results.json")
+    else:
+        output = str(Path("outputs") / "evaluation" / "results.json")
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from nfm.evaluation.runner import evaluate, load_model
+
+    hf_logging.set_verbosity_error()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, adapter=args.adapter, device=device, allow_base_mismatch=args.allow_base_mismatch)
     baseline = load_model(args.baseline_model, device=device) if args.baseline_model else None
-    results = evaluate(model, dataset, tasks=args.tasks, split=args.split, baseline_model=baseline, output=output,
+    results = evaluate(model, dataset, tasks=tasks, split=args.split, baseline_model=baseline, output=output,
                        sessions=sessions, batch_size=args.batch_size, max_trials=args.max_trials,
-                       task_dir=args.task_dir, task_overrides=parse_task_options(args.task_option),
-                       seed=args.seed, progress=True,
+                       task_dir=args.task_dir, task_overrides=overrides, seed=args.seed, progress=True,
+                       quick=args.quick, show_costs=not args.no_estimate,
                        info={"model": args.model, "adapter": args.adapter, "baseline_model": args.baseline_model})
     md = Path(output).with_suffix(".md").read_text()
     head, rest = md.split("## Summary", 1)
@@ -104,4 +198,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nfm.cli import run
+
+    sys.exit(run(main))

@@ -20,40 +20,11 @@ output folder also holds ``eval_summary.json`` (``--eval_split``, default
 """
 from __future__ import annotations
 
-import copy
-import json
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainingArguments, set_seed
-from transformers.utils import logging as hf_logging
-
-from nfm.adapters import (
-    LORA_TARGETS,
-    add_animal,
-    format_trainable,
-    lora_model,
-    merge_adapter,
-    new_sessions_spec,
-    scratch_like,
-    trainable_summary,
-    write_adapter_meta,
-)
-from nfm.cards import adapter_card, write_card
-from nfm.evaluation.summary import compact, end_of_training_summary
-from nfm.training import (
-    DataArguments,
-    RunArguments,
-    build_trainer,
-    describe_modalities,
-    init_sessions_from_data,
-    parse_args,
-    resolve_resume,
-    subset_split,
-    write_loss_files,
-)
+from nfm.adapters import LORA_TARGETS  # light: nfm.adapters imports torch and peft only when used
 
 
 @dataclass
@@ -79,38 +50,97 @@ FINETUNE_DEFAULTS = dict(output_dir="outputs/finetune", max_steps=200, learning_
 
 def load_base(model_id: str):
     import nfm.models as models
+    from nfm.evaluation.predictor import from_pretrained_checked
 
     models.register_auto_classes()
     from transformers import AutoModelForPreTraining
 
-    return AutoModelForPreTraining.from_pretrained(model_id)
+    return from_pretrained_checked(AutoModelForPreTraining, model_id)
+
+
+def _check_paths(ns) -> None:
+    """Fast checks before torch is imported: the base model and the dataset exist."""
+    from nfm.cli import UsageError, check_dataset_arg, check_model_arg
+
+    paths = [ns.dataset] if isinstance(ns.dataset, str) else list(ns.dataset or [])
+    paths += [ns.datasets] if isinstance(ns.datasets, str) else list(ns.datasets or [])
+    if not paths:
+        raise UsageError("--dataset", "required: the nfm dataset folder that holds the new animal's sessions (e.g. "
+                                      "the one the base was pretrained on, whose held-out animal it never saw)")
+    if len(paths) > 1:
+        raise UsageError("--dataset", f"fine-tuning adapts to one dataset at a time (got {len(paths)})")
+    check_dataset_arg(paths[0])
+    check_model_arg(ns.model, "--model")
+
+
+def choose_sessions(meta, data_args, known: dict, base_name: str, verbose: bool = True) -> list[str]:
+    """The sessions to adapt to: ``--sessions`` / ``--sessions_file`` if given, else every session of the dataset
+    the base does not know (printed)."""
+    from nfm.cli import UsageError
+    from nfm.training import select_sessions
+
+    if data_args.sessions or data_args.sessions_file:
+        return select_sessions(meta, data_args)
+    sessions = [s for s in meta.session_ids if s not in known]
+    if not sessions:
+        raise UsageError("--sessions", f"the base {base_name} knows every session of {data_args.dataset} "
+                                       f"({len(meta.session_ids)}); name the ones to fine-tune on with --sessions")
+    subjects = sorted({meta.sessions[s].subject_id for s in sessions})
+    if verbose:
+        print(f"--sessions not given: adapting to the {len(sessions)} session(s) of {data_args.dataset} that "
+              f"{base_name} does not know ({', '.join(subjects)}): {' '.join(sessions)}", flush=True)
+    return sessions
 
 
 def finetune(argv=None) -> dict:
     """Run the recipe; returns ``{"model", "trainer", "report", "output_dir", "sessions", "spec"}``."""
+    from nfm.training.arguments import TRAINING_ARGUMENTS, DataArguments, RunArguments, parse_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     ft, data_args, run_args, training_args = parse_args(
-        argv, dataclass_types=(FinetuneArguments, DataArguments, RunArguments, TrainingArguments),
-        defaults=FINETUNE_DEFAULTS)
+        argv, dataclass_types=(FinetuneArguments, DataArguments, RunArguments, TRAINING_ARGUMENTS),
+        defaults=FINETUNE_DEFAULTS, description=__doc__, prog="finetune_lora.py", check=_check_paths)
+    import copy
+    import json
+    import shlex
+
+    from transformers import set_seed
+    from transformers.utils import logging as hf_logging
+
+    from nfm.adapters import (
+        add_animal,
+        format_trainable,
+        lora_model,
+        merge_adapter,
+        new_sessions_spec,
+        remember_base_fingerprint,
+        scratch_like,
+        trainable_summary,
+        write_adapter_meta,
+    )
+    from nfm.cards import adapter_card, write_card
+    from nfm.data.hf import load_dataset
+    from nfm.evaluation.summary import compact, end_of_training_summary
+    from nfm.training import (
+        build_trainer,
+        describe_modalities,
+        init_sessions_from_data,
+        resolve_resume,
+        subset_split,
+        write_loss_files,
+    )
+
     hf_logging.set_verbosity_warning()
     is_main = training_args.process_index == 0
-    if not data_args.dataset:
-        raise ValueError("--dataset DIR is required (the folder the base was pretrained on, or any nfm dataset "
-                         "holding the new animal's sessions)")
-    if not data_args.sessions and not data_args.sessions_file:
-        raise ValueError("--sessions <ids of the new animal> (or --sessions_file) is required")
-    from nfm.data.hf import load_dataset
-    from nfm.training import select_sessions
-
-    if len(data_args.dataset_paths) > 1:
-        raise ValueError("--dataset: fine-tuning adapts to one dataset at a time")
     set_seed(training_args.seed)
     dd, meta = load_dataset(data_args.dataset)
-    sessions = select_sessions(meta, data_args)
+    model = load_base(ft.model)
+    base_fp = remember_base_fingerprint(model)  # recorded in nfm_adapter.json: the adapter fits this base only
+    sessions = choose_sessions(meta, data_args, dict(model.config.session_n_units), ft.model, verbose=is_main)
+    spec = new_sessions_spec(meta, sessions, config=model.config)  # modality and time grid of the new sessions
     new_meta = meta.subset(sessions)
     train_ds = subset_split(dd["train"], sessions, data_args.train_fraction, data_args.train_fraction_seed)
 
-    model = load_base(ft.model)
-    spec = new_sessions_spec(meta, sessions, config=model.config)  # modality and time grid of the new sessions
     if ft.mode == "scratch":
         model = scratch_like(model, seed=ft.scratch_seed)
     new = [s for s in sessions if s not in model.config.session_n_units]
@@ -143,7 +173,8 @@ def finetune(argv=None) -> dict:
     if not trainer.is_world_process_zero():
         return result_dict
     if ft.mode == "lora":
-        write_adapter_meta(out, spec, ft.model, list(model.peft_config))
+        write_adapter_meta(out, spec, ft.model, list(model.peft_config), base_fingerprint=base_fp, trainable=summary,
+                           dataset=data_args.dataset)
     write_loss_files(trainer.state.log_history, out)
     evaluation = {} if run_args.skip_eval else end_of_training_summary(
         model, dd, new_meta, sessions, split=run_args.eval_split, tasks=run_args.eval_tasks.split(","),
@@ -153,7 +184,7 @@ def finetune(argv=None) -> dict:
                         "runtime_s": result.metrics.get("train_runtime"), "n_train_trials": len(train_ds)}}
     (out / "eval_summary.json").write_text(json.dumps(report, indent=1))
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    command = "accelerate launch recipes/finetune_lora.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "accelerate launch recipes/finetune_lora.py " + shlex.join(argv)
     lora_settings = (f"r={ft.lora_r}, alpha={ft.lora_alpha}, dropout={ft.lora_dropout}, "
                      f"targets={', '.join(ft.lora_targets)}") if ft.mode == "lora" else "none"
     usage = (
@@ -171,7 +202,8 @@ def finetune(argv=None) -> dict:
         train_info=dict(steps=trainer.state.global_step, batch_size=training_args.per_device_train_batch_size,
                         learning_rate=training_args.learning_rate, n_train_trials=len(train_ds),
                         final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
-        command=command, usage=usage)
+        command=command, usage=usage, trainable_groups=summary["groups"],
+        base_fingerprint=base_fp if ft.mode == "lora" else None)
     write_card(out, card)
     if ft.mode == "lora" and ft.merge:
         merged = merge_adapter(copy.deepcopy(model))  # keep the returned PeftModel unmerged
@@ -192,4 +224,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nfm.cli import run
+
+    sys.exit(run(main))

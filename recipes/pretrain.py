@@ -19,37 +19,42 @@ is given, the synthetic ``dataset/`` it built.
 """
 from __future__ import annotations
 
-import json
-import shlex
 import sys
 from pathlib import Path
-
-from transformers import set_seed
-from transformers.utils import logging as hf_logging
-
-from nfm.cards import pretrained_model_card, write_card
-from nfm.data.collate import NfmCollator
-from nfm.data.multi import MultiCollator, MultiDataset
-from nfm.evaluation.summary import compact, end_of_training_summary
-from nfm.training import (
-    build_model,
-    build_trainer,
-    count_parameters,
-    init_sessions_from_data,
-    parse_args,
-    prepare_training_datasets,
-    resolve_resume,
-    select_sessions,
-    select_sessions_multi,
-    subset_split,
-    write_loss_files,
-)
 
 DEFAULT_CONFIG = "synthetic"  # recipes/configs/synthetic.yaml (shipped in nfm/resources/configs)
 
 
 def main(argv=None) -> int:
-    data_args, model_args, run_args, training_args = parse_args(argv, default_config=DEFAULT_CONFIG)
+    from nfm.training.arguments import parse_args  # light: --help and argument errors need no torch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    data_args, model_args, run_args, training_args = parse_args(argv, default_config=DEFAULT_CONFIG,
+                                                                description=__doc__, prog="pretrain.py",
+                                                                check=_check_paths)
+    import json
+    import shlex
+
+    from transformers import set_seed
+    from transformers.utils import logging as hf_logging
+
+    from nfm.cards import pretrained_model_card, write_card
+    from nfm.data.collate import NfmCollator
+    from nfm.data.multi import MultiCollator, MultiDataset
+    from nfm.evaluation.summary import compact, end_of_training_summary
+    from nfm.training import (
+        build_model,
+        build_trainer,
+        count_parameters,
+        init_sessions_from_data,
+        prepare_training_datasets,
+        resolve_resume,
+        select_sessions,
+        select_sessions_multi,
+        subset_split,
+        write_loss_files,
+    )
+
     hf_logging.set_verbosity_warning()
     is_main = training_args.process_index == 0
     set_seed(training_args.seed)
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
         train_info=dict(steps=trainer.state.global_step, batch_size=training_args.per_device_train_batch_size,
                         world_size=training_args.world_size, learning_rate=training_args.learning_rate,
                         final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
-        repo_id=str(out), command="accelerate launch recipes/pretrain.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+        repo_id=str(out), command="accelerate launch recipes/pretrain.py " + shlex.join(argv))
     write_card(out, card)
     print(f"model, card, logs and eval_summary.json written to {out}")
     for name, summ in (summary.get("datasets") or {"": summary}).items():
@@ -142,6 +147,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def _check_paths(ns) -> None:
+    """Fast checks before torch is imported: the dataset and the model to start from exist."""
+    from nfm.cli import check_dataset_arg, check_model_arg
+
+    for path in ([ns.dataset] if isinstance(ns.dataset, str) else list(ns.dataset or [])) + \
+            ([ns.datasets] if isinstance(ns.datasets, str) else list(ns.datasets or [])):
+        check_dataset_arg(path)
+    if ns.init_from:
+        check_model_arg(ns.init_from, "--init_from")
+
+
 def _dataset_name(data_args, path) -> str:
     if data_args.dataset_paths:
         return " + ".join(Path(p).name for p in data_args.dataset_paths)
@@ -150,4 +166,6 @@ def _dataset_name(data_args, path) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nfm.cli import run
+
+    sys.exit(run(main))

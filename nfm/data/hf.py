@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..files import apply_umask
 from .binning import frame_period, n_bins_for
 from .meta import FORMAT_VERSION, META_FILE, DatasetMeta, SessionMeta
 from .records import SPLITS, assign_splits, session_table
@@ -202,7 +203,8 @@ def save_dataset(dd, meta: DatasetMeta, output_dir: str | os.PathLike, overwrite
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _remove_stale_staging(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         dd.save_to_disk(str(tmp / "data"))
         for name in os.listdir(tmp / "data"):
@@ -210,6 +212,7 @@ def save_dataset(dd, meta: DatasetMeta, output_dir: str | os.PathLike, overwrite
         os.rmdir(tmp / "data")
         meta.save(tmp)
         (tmp / "README.md").write_text(render_card(dd, meta))
+        apply_umask(tmp)  # mkdtemp made the folder 0700: give it the process umask's mode, like the files in it
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -221,6 +224,24 @@ def save_dataset(dd, meta: DatasetMeta, output_dir: str | os.PathLike, overwrite
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders (``.<name>.tmp-<pid>-*``) that a killed :func:`save_dataset` left beside
+    ``out``; a folder of a process still running is left alone."""
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = p.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            alive = int(pid) != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def load_dataset(path: str | os.PathLike):

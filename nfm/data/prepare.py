@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .hf import build_dataset, save_dataset, summarize
 
 SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "binned", "synthetic")
 WORLDS = ("ibl_like", "hub_network", "calcium", "drift")
@@ -68,7 +67,14 @@ def load_source_sessions(
         raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
     if source in ("ibl", "ibl-mesoscope"):
         if not eids:
-            raise ValueError(f"--source {source} needs --eid or --eids FILE")
+            if one_cache_dir is None:
+                raise ValueError(f"--source {source} needs --eid / --eids FILE, or --one_cache_dir DIR (every "
+                                 "session of that local cache)")
+            from .sources.ibl import cache_eids
+
+            eids = cache_eids(one_cache_dir)
+            print(f"no --eid/--eids: taking every session of the ONE cache {one_cache_dir}: {len(eids)} "
+                  f"session(s)", flush=True)
         if source == "ibl":
             from .sources import ibl as mod
         else:
@@ -137,8 +143,13 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
     source_options: dict[str, Any] | None = None,
+    heldout_subjects: Sequence[str] | None = None,
 ) -> dict:
-    """Load, align, bin and save; return the summary dict (sessions, subjects, units, trials, spikes).
+    """Load, align, bin and save; return the summary dict (sessions, subjects, units, trials, spikes, held out).
+
+    ``heldout_subjects``: animals marked as kept out of pretraining (``extra["heldout"]`` of their sessions):
+    ``recipes/pretrain.py`` leaves them out and ``recipes/finetune_lora.py`` adapts to them by default.  An
+    unknown subject id is an error naming the dataset's subjects.
 
     2-photon data are binned at their own clock: the default ``bin_size`` is ``frames_per_bin`` x the slowest
     session's imaging frame period (:func:`calcium_bin_size`), each bin the mean of its frames; a ``bin_size``
@@ -151,6 +162,8 @@ def prepare(
     from a continuous recording, where shuffled neighbours would leak into the
     test set.
     """
+    from .hf import build_dataset, save_dataset, summarize
+
     key = f"synthetic:{world}" if source == "synthetic" else source
     d_align, d_window, d_bin = DEFAULTS.get(key, DEFAULTS["nwb"])
     sessions = load_source_sessions(source, eids=eids, inputs=inputs, one_cache_dir=one_cache_dir,
@@ -161,6 +174,7 @@ def prepare(
         bin_size = calcium_bin_size(sessions, window, frames_per_bin)
     elif not bin_size and d_bin is None and source != "binned":
         bin_size = DEFAULTS["nwb"][2]
+    mark_heldout(sessions, heldout_subjects)
     bin_size = bin_size or d_bin or sessions[0].extra["source_bin_size"]
     if split_mode is None:  # windows cut from a continuous recording: keep time order
         split_mode = "contiguous" if all(_is_back_to_back(s.trials) for s in sessions) else "random"
@@ -170,14 +184,42 @@ def prepare(
                              calcium_binning="interpolate" if calcium_interpolate else "frames")
     meta.source = key
     save_dataset(dd, meta, output_dir, overwrite=overwrite)
-    return summarize(dd, meta)
+    out = summarize(dd, meta)
+    held: dict[str, list[str]] = {}
+    for sid in heldout_sessions(meta):
+        held.setdefault(meta.sessions[sid].subject_id, []).append(sid)
+    out["heldout"] = held
+    return out
+
+
+HELDOUT_KEY = "heldout"
+
+
+def mark_heldout(sessions, subjects: Sequence[str] | None) -> None:
+    """Mark the sessions of ``subjects`` as held out of pretraining (``session.extra["heldout"] = True``)."""
+    subjects = list(subjects or [])
+    if not subjects:
+        return
+    have = list(dict.fromkeys(s.subject_id for s in sessions))
+    unknown = [s for s in subjects if s not in have]
+    if unknown:
+        raise ValueError(f"--heldout_subjects: subject {unknown[0]!r} is not in the data (subjects: {have})")
+    for s in sessions:
+        if s.subject_id in subjects:
+            s.extra = {**dict(s.extra or {}), HELDOUT_KEY: True}
+
+
+def heldout_sessions(meta) -> list[str]:
+    """Session ids the dataset marks as held out of pretraining (see :func:`mark_heldout`)."""
+    return [sid for sid, m in meta.sessions.items() if isinstance(m.extra, dict) and m.extra.get(HELDOUT_KEY)]
 
 
 def format_summary(summary: dict, output_dir: str | Path) -> str:
-    """The one-screen summary printed by ``recipes/prepare_data.py``."""
+    """The one-screen summary printed by ``recipes/prepare_data.py`` (held-out animals and their session ids
+    included: the ids a LoRA adaptation takes)."""
     t = summary["trials"]
     regions = ", ".join(f"{r} {n}" for r, n in summary["units_per_region"].items())
-    return "\n".join([
+    lines = [
         f"nfm dataset written to {output_dir}",
         f"  sessions {summary['sessions']}  subjects {summary['subjects']}  units {summary['units']}",
         f"  trials   train {t.get('train', 0)}  validation {t.get('validation', 0)}  test {t.get('test', 0)}",
@@ -185,4 +227,12 @@ def format_summary(summary: dict, output_dir: str | Path) -> str:
          else f"  clock    {summary['clock']}"),
         f"  bins     {summary.get('n_bins')} of {summary.get('bin_size', 0):.4g} s",
         f"  regions  {regions}",
-    ])
+    ]
+    held = summary.get("heldout") or {}
+    if held:
+        for subject, ids in held.items():
+            lines.append(f"  held out {subject}: {' '.join(ids)}  (recipes/pretrain.py leaves it out; "
+                         "recipes/finetune_lora.py adapts to it)")
+    else:
+        lines.append("  held out none (every animal is pretrained on; --heldout_subjects keeps animals out)")
+    return "\n".join(lines)

@@ -82,7 +82,7 @@ def run_connectivity(ctx: EvalContext, task: Task) -> dict:
     wanted = task.metrics_for("spikes")
     per_session: dict[str, dict] = {}
     first_fig = True
-    for sid in with_w:
+    for sid in ctx.track(with_w, task.name):
         W = np.asarray(ctx.meta.session(sid).extra["true_weights"], dtype=np.float64)
         sd = ctx.session(sid)
         if task.spec["max_trials"] and sd.n_trials > task.spec["max_trials"]:

@@ -195,6 +195,15 @@ class EvalContext:
         self._pred[ck] = (rates, var, target)
         return self._pred[ck]
 
+    def track(self, items, desc: str, unit: str = "session", total: int | None = None):
+        """``items``, with a progress bar (``desc``, count and ETA) inside the running task when the context
+        shows progress; the bar is removed when the loop ends."""
+        if not self.progress:
+            return items
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=f"  {desc}", unit=unit, total=total, leave=False, mininterval=0.5)
+
     def note(self, task: str, text: str) -> None:
         self.notes.setdefault(task, [])
         if text not in self.notes[task]:

@@ -110,7 +110,7 @@ def run_decoding(ctx: EvalContext, task: Task) -> dict:
         raise NotApplicable("no feature source available")
     per_session: dict[str, dict] = {}
     example = None
-    for sid in ctx.sessions:
+    for sid in ctx.track(ctx.sessions, task.name):
         try:
             sd = ctx.session(sid, splits)
             entry: dict[str, Any] = {}
@@ -261,7 +261,7 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
     rng = np.random.default_rng(tr["seed"])
     dec.train()
     losses = []
-    for step in range(tr["max_steps"]):  # one optimiser step per batch
+    for step in ctx.track(range(tr["max_steps"]), f"{task.name} (training)", unit="step"):  # one step per batch
         b = to_device(train_batches[int(rng.integers(len(train_batches)))], pred.device)
         out = dec(b["spikes"], unit_mask=b["unit_mask"], unit_region=b["unit_region"],
                   session_ids=b["session_ids"], behavior=b["behavior"] if behaviors else None,
@@ -274,7 +274,7 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
         losses.append(float(out.loss.detach()))
     dec.eval()
     per_session: dict[str, dict] = {}
-    for sid in ctx.sessions:
+    for sid in ctx.track(ctx.sessions, task.name):
         sd = ctx.session(sid)
         ys, ps, bt, bp = [], [], [], []
         with torch.no_grad():

@@ -200,11 +200,14 @@ def generation_summary(true_counts, gen_counts, bin_size_s: float, true_events=N
     return out
 
 
-def plot_rasters(true_events, gen_events, path, *, n_units: int | None = None, title: str | None = None) -> Path:
+def plot_rasters(true_events, gen_events, path, *, n_units: int | None = None, title: str | None = None,
+                 prompt_end: float | None = None) -> Path:
     """Save a two-panel raster PNG: true spikes (top) and generated spikes (bottom).
 
     Events are ``(times, units[, trials])`` (the trial id is ignored here);
-    x = time in seconds, y = unit index.  Uses the Agg canvas.  Returns the path.
+    x = time in seconds, y = unit index.  ``prompt_end`` [s, same clock]: where the given (true) prompt ends and
+    generation starts, drawn as a dashed line on both panels with the prompt shaded.  Uses the Agg canvas.
+    Returns the path.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -220,6 +223,11 @@ def plot_rasters(true_events, gen_events, path, *, n_units: int | None = None, t
         axes, (("true", t_times, t_units, "k"), ("generated", g_times, g_units, "tab:red"))
     ):
         ax.scatter(times, units, marker="|", s=30, linewidths=0.8, c=color)
+        if prompt_end is not None:
+            lo = min(t_times.min(initial=prompt_end), g_times.min(initial=prompt_end), 0.0)
+            ax.axvspan(lo, prompt_end, color="0.9", zorder=0, label="prompt (true data given)")
+            ax.axvline(prompt_end, color="tab:blue", ls="--", lw=1.2, label=f"generation starts ({prompt_end:g} s)")
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
         ax.set_ylabel("unit")
         ax.set_title(f"{label} ({times.size} spikes)")
         ax.set_ylim(-0.5, max(n_units, 1) - 0.5)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,10 +22,13 @@ from .report import jsonable
 
 def generate_held_out(predictor: Predictor, sd: SessionData, *, prompt_s: float, bin_size: float,
                       temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+                      seed: int = 0, progress: Callable[[float], None] | None = None) -> dict[str, np.ndarray]:
     """Closed-loop generation of a session's trials after ``prompt_s`` seconds of true data.
 
     Generation starts at the first generation-window boundary at or after ``prompt_s`` (``t0`` in the result).
+    The session's trials are generated together, in batches of the context's batch size (one closed loop per
+    batch).  ``progress(n)``: called as the work advances, ``n`` trials' worth at a time (fractions of a batch
+    after each generated window: :func:`window_progress`).
 
     Returns ``true_counts`` / ``gen_counts`` (R, T_gen, N) counts per bin of the generated part,
     ``true_events`` / ``gen_events`` as (times s from the trial-window start, units, trial) of the
@@ -38,8 +42,13 @@ def generate_held_out(predictor: Predictor, sd: SessionData, *, prompt_s: float,
         start_window = int(math.ceil(prompt_s / (w * bin_size) - 1e-6))  # first window boundary >= prompt_s
         if start_window * w >= sd.counts.shape[1]:
             raise NotApplicable(f"prompt_s={prompt_s} s leaves nothing to generate")
-        out = predictor.generate(batch, start_window, temperature=temperature, top_p=top_p, top_k=top_k,
-                                 generator=gen)
+        n_batch = int(batch["spikes"].shape[0])
+        n_windows = sd.counts.shape[1] // w - start_window
+        with window_progress(predictor, progress, n_batch / max(n_windows, 1)) as reported:
+            out = predictor.generate(batch, start_window, temperature=temperature, top_p=top_p, top_k=top_k,
+                                     generator=gen)
+        if progress is not None and reported() < n_batch:
+            progress(n_batch - reported())
         start_bin = start_window * int(out["window_bins"])
         gen_spk.append(out["spikes"][:, start_bin:])
         rr, ee = np.nonzero(out["event_mask"])
@@ -130,6 +139,39 @@ def _conditions(task: Task, *sds: SessionData) -> list[np.ndarray] | None:
             return [np.array(["|".join(f"{v:g}" for v in row) for row in
                               np.stack([sd.trial_columns[c] for c in cols], axis=1)]) for sd in sds]
     return None
+@contextmanager
+def window_progress(predictor: Predictor, progress: Callable[[float], None] | None, per_window: float):
+    """While a closed loop runs, call ``progress(per_window)`` after each generated window.
+
+    The closed loop (``model.generate``) runs the backbone once per window, so a forward hook on the backbone of
+    an :class:`~nfm.evaluation.predictor.NfmPredictor` marks each window without touching the sampling code;
+    other predictors report once per batch (the caller tops up).  Yields a function returning the amount
+    reported so far.
+    """
+    done = [0.0]
+    backbone = getattr(predictor, "backbone", None)
+    handle = None
+    if progress is not None and isinstance(backbone, torch.nn.Module):
+        def hook(module, args, output):
+            done[0] += per_window
+            progress(per_window)
+
+        handle = backbone.register_forward_hook(hook)
+    try:
+        yield lambda: done[0]
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _trial_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar counting generated trials (with ETA), or None."""
+    if not enabled or total <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="trial", leave=False, mininterval=0.5,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total} trials [{elapsed}<{remaining}]")
 
 
 def _per_interval(counts: np.ndarray, k: int) -> np.ndarray:
@@ -179,14 +221,18 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
     wanted = task.metrics_for("spikes")
     per_session: dict[str, dict] = {}
     first = None
+    cap = task.spec["max_trials"]
+    data = {}
     for sid in ctx.sessions:
         sd = ctx.session(sid)
-        if task.spec["max_trials"] and sd.n_trials > task.spec["max_trials"]:
-            sd = sd.head(task.spec["max_trials"])
+        data[sid] = sd.head(cap) if cap and sd.n_trials > cap else sd
+    bar = _trial_bar(ctx.progress, sum(sd.n_trials for sd in data.values()), f"  {task.name}")
+    for sid, sd in data.items():
         try:
             g = generate_held_out(ctx.predictor, sd, prompt_s=task.spec["prompt_s"], bin_size=ctx.bin_size,
                                   temperature=task.spec["temperature"], top_p=task.spec["top_p"],
-                                  top_k=task.spec["top_k"] or None, seed=task.spec["seed"])
+                                  top_k=task.spec["top_k"] or None, seed=task.spec["seed"],
+                                  progress=bar.update if bar is not None else None)
         except NotApplicable as err:
             per_session[sid] = {"not_applicable": str(err)}
             continue
@@ -211,6 +257,8 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
                             "n_trials": sd.n_trials}
         if first is None:
             first = (sid, g, sd.n_units)
+    if bar is not None:
+        bar.close()
     scored = {s: e for s, e in per_session.items() if "not_applicable" not in e}
     if not scored:
         raise NotApplicable("; ".join(sorted({e["not_applicable"] for e in per_session.values()})))
@@ -227,16 +275,22 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
         true_ev = (np.concatenate([pt[sel_p], tt[sel_t]]), np.concatenate([pu[sel_p], tu[sel_t]]))
         gen_ev = (np.concatenate([pt[sel_p], gt[sel_g]]), np.concatenate([pu[sel_p], gu[sel_g]]))
         path = gm.plot_rasters(true_ev, gen_ev, ctx.figure_dir / f"{task.name}_raster.png", n_units=n_units,
-                               title=f"{sid}, trial 0: true (top) vs generated after {g['t0']:g} s (bottom)")
+                               title=f"{sid}, trial 0: true (top) vs generated after {g['t0']:g} s (bottom)",
+                               prompt_end=g["t0"])
         ctx.figure(task.name, path)
     return out
 
 
-def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessions="all", prompt_s: float = 0.5,
+def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessions="known", prompt_s: float = 0.5,
                       temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None,
                       max_trials: int | None = 16, batch_size: int = 16, interval_s: float | None = None,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, progress: bool = False) -> dict:
     """Closed-loop generation of held-out trials, saved per session; returns the fidelity summary.
+
+    ``sessions``: ``"known"`` (default: the sessions the model knows), ``"all"`` or ids.  Each session's trials
+    are generated together in batches of ``batch_size`` (one closed loop per batch).  ``progress``: a bar over
+    every generated trial (advancing after each generated window) with the ETA.  Each session's files are
+    written as soon as it is done.
 
     Writes to ``output_dir``: ``<session>.npz`` (no pickled objects) with ``true_counts`` /
     ``gen_counts`` (R, T_gen, N) float32 counts per bin of the generated part, ``{true,gen,prompt}_event_
@@ -262,10 +316,12 @@ def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessio
     interval_bins = max(1, int(round((interval_s or predictor.generation_window_bins * ctx.bin_size)
                                      / ctx.bin_size)))
     summary: dict[str, Any] = {}
-    for sid in chosen:  # one closed-loop generation per session (batched over its trials)
+    total = sum(min(int(np.count_nonzero(ctx._session_rows(split) == sid)), max_trials or 10**9) for sid in chosen)
+    bar = _trial_bar(progress, total, "generating")
+    for sid in chosen:  # one closed loop per batch of the session's trials
         sd = ctx.session(sid)
         g = generate_held_out(predictor, sd, prompt_s=prompt_s, bin_size=ctx.bin_size, temperature=temperature,
-                              top_p=top_p, top_k=top_k, seed=seed)
+                              top_p=top_p, top_k=top_k, seed=seed, progress=bar.update if bar is not None else None)
         arrays = {"true_counts": g["true_counts"].astype(np.float32), "gen_counts": g["gen_counts"].astype(np.float32),
                   "trial_ids": sd.trial_ids.astype(np.int64), "start_bin": np.int64(g["start_bin"]),
                   "bin_size": np.float64(ctx.bin_size), "t0": np.float64(g["t0"])}
@@ -281,8 +337,15 @@ def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessio
         true_ev = (np.concatenate([pt[pr == 0], tt[tr_ == 0]]), np.concatenate([pu[pr == 0], tu[tr_ == 0]]))
         gen_ev = (np.concatenate([pt[pr == 0], gt[gr == 0]]), np.concatenate([pu[pr == 0], gu[gr == 0]]))
         gm.plot_rasters(true_ev, gen_ev, out_dir / f"{stem}_raster.png", n_units=sd.n_units,
-                        title=f"{sid}, trial {int(sd.trial_ids[0])}: generated after {g['t0']:g} s")
+                        title=f"{sid}, trial {int(sd.trial_ids[0])}: generated after {g['t0']:g} s",
+                        prompt_end=g["t0"])
         summary[sid] = {**_generation_scores(g, interval_bins, interval_bins * ctx.bin_size),
                         "n_trials": sd.n_trials, "npz": f"{stem}.npz", "raster": f"{stem}_raster.png"}
+        if bar is not None:
+            s = summary[sid]
+            bar.write(f"{sid}: {s['n_trials']} trials, {s['generated_spikes']:.0f} generated vs "
+                      f"{s['true_spikes']:.0f} true spikes -> {out_dir / s['npz']}")
+    if bar is not None:
+        bar.close()
     (out_dir / "generation_summary.json").write_text(json.dumps(jsonable(summary), indent=1, allow_nan=False))
     return summary

@@ -271,7 +271,7 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
     parts: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "smoothing/": {}, "baseline_model/": {}}
     cal: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "ridge/": {}, "psth/": {}, "baseline_model/": {}}
     per_neuron_fig: dict[str, list] = {}
-    for sid in ctx.sessions:
+    for sid in ctx.track(ctx.sessions, task.name):
         try:
             sd, plan, rates, var, target = _masking_predictions(ctx, task, ctx.predictor, sid)
         except NotApplicable as err:
@@ -400,7 +400,7 @@ def run_psth(ctx: EvalContext, task: Task) -> dict:
     per_session: dict[str, dict] = {}
     per_unit: dict[str, list[np.ndarray]] = {}
     example = None
-    for sid in ctx.sessions:
+    for sid in ctx.track(ctx.sessions, task.name):
         try:
             sd = ctx.session(sid)
             labels, cols = _condition_labels(task, sd)
@@ -436,7 +436,8 @@ def run_psth(ctx: EvalContext, task: Task) -> dict:
             entry[f"{prefix}psth_r2"] = float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
         per_session[sid] = entry
         if example is None:
-            example = (sid, rates[rows], data, cond)
+            names = [", ".join(f"{c}={v:g}" for c, v in zip(cols, u)) for u in uniq]
+            example = (sid, rates[rows], data, cond, names)
     scored = [s for s, e in per_session.items() if "not_applicable" not in e]
     if not scored:
         raise NotApplicable("; ".join(sorted({e["not_applicable"] for e in per_session.values()})))
@@ -449,8 +450,8 @@ def run_psth(ctx: EvalContext, task: Task) -> dict:
     if ctx.figure_dir is not None and example is not None:
         from nfm.evaluation import plots
 
-        sid, r, d, c = example
+        sid, r, d, c, names = example
         path = plots.plot_psth_examples(np.nan_to_num(r), d, c, ctx.figure_dir / f"{task.name}_examples.png",
-                                        bin_size=ctx.bin_size, title=f"{task.name}: {sid}")
+                                        bin_size=ctx.bin_size, title=f"{task.name}: {sid}", condition_labels=names)
         ctx.figure(task.name, path)
     return out

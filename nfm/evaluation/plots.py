@@ -51,25 +51,39 @@ def plot_per_neuron_hist(values: dict[str, np.ndarray], path, *, xlabel: str, ti
 
 
 def plot_psth_examples(rates: np.ndarray, data: np.ndarray, conditions: np.ndarray, path, *, bin_size: float,
-                       n_units: int = 4, title: str | None = None) -> Path:
+                       n_units: int = 4, title: str | None = None,
+                       condition_labels: list[str] | None = None) -> Path:
     """True (solid) vs predicted (dashed) condition-averaged PSTHs of the ``n_units`` most active units.
 
-    ``rates``/``data``: (trials, bins, units); ``conditions``: (trials,) condition index.
+    ``rates``/``data``: (trials, bins, units) expected counts per bin; ``conditions``: (trials,) condition index;
+    ``condition_labels``: name of each condition index (e.g. ``"choice=-1, feedbackType=1"``) for the legend.
+    The y axis is the rate [spikes/s] (counts / ``bin_size``); the legend names each condition's colour and the
+    two line styles.
     """
+    from matplotlib.lines import Line2D
+
     cond = np.asarray(conditions)
     units = np.argsort(-data.mean(axis=(0, 1)))[: min(n_units, data.shape[2])]
     cols = len(units)
-    fig, axes = _figure(3.2 * cols, 2.8, 1, cols)
+    fig, axes = _figure(3.2 * cols, 3.4, 1, cols)
     t = (np.arange(data.shape[1]) + 0.5) * bin_size
-    for ax, u in zip(axes[0], units):
-        for k, c in enumerate(np.unique(cond)):
+    handles = []
+    for k, c in enumerate(np.unique(cond)):
+        color = f"C{k % 10}"
+        name = condition_labels[int(c)] if condition_labels is not None and int(c) < len(condition_labels) \
+            else f"condition {int(c)}"
+        handles.append(Line2D([], [], color=color, lw=1.5, label=f"{name} (n={int((cond == c).sum())})"))
+        for ax, u in zip(axes[0], units):
             sel = cond == c
-            color = f"C{k % 10}"
             ax.plot(t, data[sel, :, u].mean(0) / bin_size, color=color, lw=1.2)
             ax.plot(t, rates[sel, :, u].mean(0) / bin_size, color=color, lw=1.2, ls="--")
+    for ax, u in zip(axes[0], units):
         ax.set_title(f"unit {u}")
         ax.set_xlabel("time in trial window (s)")
-    axes[0, 0].set_ylabel("per s (true solid, predicted dashed)")
+    axes[0, 0].set_ylabel("rate (spikes/s)")
+    handles += [Line2D([], [], color="k", lw=1.2, label="true"),
+                Line2D([], [], color="k", lw=1.2, ls="--", label="predicted")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -112,19 +126,37 @@ def plot_trace(true: np.ndarray, pred: np.ndarray, path, *, bin_size: float, n_t
     return _save(fig, path)
 
 
-def plot_summary(summary: dict[str, dict[str, float | None]], path) -> Path:
-    """One small bar panel per task: the primary metric of the model and of each baseline that has it."""
+def plot_summary(summary: dict[str, dict[str, float | None]], path, metrics: dict[str, str] | None = None) -> Path:
+    """One small bar panel per task: the primary metric of the model and of each baseline that has it.
+
+    ``summary``: ``{task: {"model": value, "null": value, ...}}``; ``metrics``: ``{task: metric name}`` (the
+    panel's title and y label).  Each bar carries its value; a bar of height 0 (e.g. the null model's 0
+    bits/spike, exactly 0 by definition) is drawn as a thick line at 0, so it stays visible.
+    """
     names = list(summary)
+    metrics = metrics or {}
     cols = min(4, max(1, len(names)))
     rows = int(math.ceil(len(names) / cols))
-    fig, axes = _figure(3.4 * cols, 2.6 * rows, rows, cols)
+    fig, axes = _figure(3.6 * cols, 3.0 * rows, rows, cols)
     for ax in axes.ravel()[len(names):]:
         ax.set_axis_off()
     for ax, name in zip(axes.ravel(), names):
-        entries = {k: v for k, v in summary[name].items() if v is not None and math.isfinite(float(v))}
-        ax.bar(np.arange(len(entries)), list(entries.values()),
-               color=["C0" if k == "model" else "0.6" for k in entries])
-        ax.set_xticks(np.arange(len(entries)), list(entries), rotation=30, fontsize=7, ha="right")
+        entries = {k: float(v) for k, v in summary[name].items() if v is not None and math.isfinite(float(v))}
+        x = np.arange(len(entries))
+        values = np.array(list(entries.values()), dtype=float)
+        colors = ["C0" if k == "model" else "0.6" for k in entries]
+        ax.bar(x, values, color=colors, edgecolor="k", linewidth=0.5, width=0.7)
+        span = float(np.ptp(np.append(values, 0.0))) or 1.0
+        for xi, v, c in zip(x, values, colors):
+            if abs(v) < 1e-3 * span:  # zero height: a visible stub
+                ax.plot([xi - 0.35, xi + 0.35], [0, 0], color=c if c != "0.6" else "0.35", lw=3, solid_capstyle="butt")
+            ax.annotate(f"{v:.3g}", (xi, v), xytext=(0, 2 if v >= 0 else -2), textcoords="offset points",
+                        ha="center", va="bottom" if v >= 0 else "top", fontsize=6)
+        ax.set_xticks(x, list(entries), rotation=30, fontsize=7, ha="right")
         ax.axhline(0.0, color="k", lw=0.6)
-        ax.set_title(name, fontsize=9)
+        ax.margins(y=0.15)
+        metric = metrics.get(name, "")
+        ax.set_title(f"{name}: {metric}" if metric else name, fontsize=9)
+        ax.set_ylabel(metric or "score", fontsize=8)
+        ax.set_xlabel("model / baseline", fontsize=7)
     return _save(fig, path)

@@ -273,32 +273,79 @@ def as_predictor(model, name: str = "model") -> Predictor:
     return NfmPredictor(model, name=name)
 
 
-def load_model(path_or_id: str, adapter: str | None = None, device: str | None = None):
+def check_model_files(path_or_id: str) -> None:
+    """For a local model folder: ``config.json`` must be valid JSON with ``model_type`` ``"nfm"``; otherwise a
+    :class:`~nfm.data.schema.DataError` naming the file (a Hub id is checked when it is loaded)."""
+    import json
+    from pathlib import Path
+
+    from nfm.data.schema import DataError
+
+    folder = Path(path_or_id)
+    if not folder.is_dir():
+        return
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise DataError(str(cfg), "<file>", "missing: not a saved model folder (save_pretrained writes config.json)")
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise DataError(str(cfg), "<json>", f"not a JSON object: {err}") from None
+    if model_type != "nfm":
+        raise DataError(str(cfg), "model_type", f"{model_type!r} is not 'nfm': not an nfm model (or a corrupt "
+                                                "config.json)")
+
+
+def from_pretrained_checked(cls, path_or_id: str, **kwargs):
+    """``cls.from_pretrained(path_or_id)`` with one-line errors naming the file: a config that is not an nfm
+    model's, an unreadable (e.g. truncated) ``*.safetensors`` weights file."""
+    from pathlib import Path
+
+    from nfm.data.schema import DataError
+
+    check_model_files(path_or_id)
+    try:
+        return cls.from_pretrained(path_or_id, **kwargs)
+    except Exception as err:  # noqa: BLE001 - only safetensors' own errors are translated
+        if type(err).__name__ != "SafetensorError":
+            raise
+        folder = Path(path_or_id)
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        where = str(files[0]) if len(files) == 1 else f"{path_or_id}/*.safetensors"
+        raise DataError(where, "<weights>", f"unreadable safetensors file ({err}); truncated or corrupt: save or "
+                                            "download the model again") from None
+
+
+def load_model(path_or_id: str, adapter: str | None = None, device: str | None = None,
+               allow_base_mismatch: bool = False):
     """Load an nfm model from a folder or a Hugging Face Hub id (safetensors), optionally with a PEFT adapter.
 
     The class is the one named in the checkpoint's ``config.architectures`` (e.g. ``NfmForPretraining``).
     ``adapter``: an nfm PEFT adapter folder (``recipes/finetune_lora.py``): :func:`nfm.adapters.load_adapter`
-    adds the new animal's sessions and loads the LoRA weights, :func:`nfm.adapters.merge_adapter` folds them
-    into a plain model for evaluation.
+    checks that ``path_or_id`` is the base it was trained on (``allow_base_mismatch`` lets another base
+    through), adds the new animal's sessions and loads the LoRA weights, :func:`nfm.adapters.merge_adapter`
+    folds them into a plain model for evaluation.
     """
     import nfm.models as models
     from transformers import AutoConfig
 
     models.register_auto_classes()  # idempotent
+    check_model_files(path_or_id)
     config = AutoConfig.from_pretrained(path_or_id)
     arch = (getattr(config, "architectures", None) or ["NfmForPretraining"])[0]
     cls = getattr(models, arch, None)
     if cls is None:
         raise ValueError(f"{path_or_id}: config.architectures names {arch!r}, which is not an nfm model class")
-    model = cls.from_pretrained(path_or_id)
+    model = from_pretrained_checked(cls, path_or_id)
     if adapter:
         from nfm import adapters
 
-        model = adapters.merge_adapter(adapters.load_adapter(model, adapter))
+        model = adapters.merge_adapter(adapters.load_adapter(model, adapter, allow_base_mismatch=allow_base_mismatch,
+                                                             base_name=str(path_or_id)))
     if device:
         model = model.to(device)
     model.eval()
     return model
 
 
-__all__ = ["Predictor", "NfmPredictor", "as_predictor", "load_model", "NotApplicable", "ModelDatasetMismatch"]
+__all__ = ["Predictor", "NfmPredictor", "as_predictor", "load_model", "check_model_files", "from_pretrained_checked", "NotApplicable", "ModelDatasetMismatch"]

@@ -127,7 +127,8 @@ def write_results(results: dict, output: str | os.PathLike, *, tasks: Sequence[T
                              **{p.rstrip("/"): _summary_value(res, by_name[name].primary, p)
                                 for p in SUMMARY_BASELINES}}
         if summary:
-            path = plots.plot_summary(summary, out.parent / "figures" / "summary.png")
+            path = plots.plot_summary(summary, out.parent / "figures" / "summary.png",
+                                      metrics={name: by_name[name].primary for name in summary})
             figures = {"summary": [str(path)], **figures}
     finally:
         md = render_markdown(results, tasks, notes, {k: v for k, v in figures.items() if k != "summary"},

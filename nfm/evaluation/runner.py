@@ -52,10 +52,11 @@ Modules: :mod:`~nfm.evaluation.predictor` (model side), :mod:`~nfm.evaluation.co
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nfm.evaluation.tasks import Task, load_tasks
+from nfm.evaluation.tasks import QUICK_MAX_TRIALS, Task, load_tasks
 
 from .connectivity_tasks import perturbation_matrix, run_connectivity
 from .context import EvalContext, SessionData, check_compatibility, select_sessions
@@ -98,6 +99,8 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     info: dict | None = None,
+    quick: bool = False,
+    show_costs: bool = False,
 ) -> dict:
     """Run evaluation tasks and return ``{task name: metrics}`` (see the module docstring).
 
@@ -114,6 +117,13 @@ def evaluate(
         batch_size: trials per model call.  max_trials: cap of evaluated trials per session (None = all).
         task_overrides: ``{task: {field: value}}`` merged into the task files (e.g. fewer fine-tuning steps).
         info: extra lines for the report header (model / dataset names).
+        progress: progress bars (tasks, and inside each task: sessions, steps, generated trials, with ETA).
+        quick: a first look: :func:`nfm.evaluation.tasks.quick_overrides` (fewer folds, CV splits, steps and
+            trials) and at most :data:`~nfm.evaluation.tasks.QUICK_MAX_TRIALS` trials per session.
+        show_costs: print the estimated cost of each task (:mod:`nfm.evaluation.costs`) before starting.
+
+    With ``output``, the report is rewritten after every task (``status`` in its header says how many are
+    done), so an interrupted run keeps the tasks it finished.
     """
     from nfm.data.hf import load_dataset
 
@@ -135,31 +145,48 @@ def evaluate(
     if base is not None:
         base = base.bind(meta, chosen)
         check_compatibility(base, meta, chosen)
-    task_list = load_tasks(tasks, task_dir, task_overrides)
+    task_list = load_tasks(tasks, task_dir, task_overrides, quick=quick)
+    if quick and max_trials is None:
+        max_trials = QUICK_MAX_TRIALS
     out_path = Path(output) if output is not None else None
     fig_dir = (out_path.parent / "figures") if out_path is not None else None
     if fig_dir is not None:
         fig_dir.mkdir(parents=True, exist_ok=True)
     ctx = EvalContext(dd, meta, predictor, split, chosen, baseline=base, batch_size=batch_size,
                       max_trials=max_trials, figure_dir=fig_dir, progress=progress, seed=seed)
+    if show_costs:
+        from .costs import calibrate, estimate_costs, format_costs
+
+        timing = calibrate(ctx, task_list)
+        print(format_costs(estimate_costs(ctx, task_list, timing), timing), flush=True)
+    skipped = [s for s in dict.fromkeys(str(x) for x in dd[split]["session_id"]) if s not in chosen]
+    header = {"dataset": dataset_name, "split": split, "sessions": ", ".join(chosen),
+              "sessions not evaluated": ", ".join(skipped) or None,
+              "model": getattr(getattr(predictor, "model", None), "name_or_path", None) or predictor.name,
+              "quick": (f"yes: fewer folds, CV splits, steps and trials (at most {max_trials} per session); "
+                        "not comparable to a full run") if quick else None,
+              **(info or {})}
     results: dict[str, Any] = {}
+    runtimes: dict[str, float] = {}
     iterator = task_list
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(task_list, desc="tasks")
-    for task in iterator:
+        iterator = tqdm(task_list, desc="tasks", unit="task")
+    for i, task in enumerate(iterator):
         if progress:
             iterator.set_postfix_str(task.name)
+        t0 = time.perf_counter()
         try:
             results[task.name] = RUNNERS[task.kind](ctx, task)
         except NotApplicable as err:
             results[task.name] = {"not_applicable": str(err)}
-    if out_path is not None:
-        skipped = [s for s in dict.fromkeys(str(x) for x in dd[split]["session_id"]) if s not in chosen]
-        header = {"dataset": dataset_name, "split": split, "sessions": ", ".join(chosen),
-                  "sessions not evaluated": ", ".join(skipped) or None,
-                  "model": getattr(getattr(predictor, "model", None), "name_or_path", None) or predictor.name,
-                  **(info or {})}
-        write_results(results, out_path, tasks=task_list, notes=ctx.notes, figures=ctx.figures, header=header)
+        runtimes[task.name] = time.perf_counter() - t0
+        header["runtime"] = ", ".join(f"{k} {v:.1f} s" for k, v in runtimes.items())
+        if out_path is not None:  # partial results: an interrupted run keeps the finished tasks
+            rest = [t.name for t in task_list[i + 1:]]
+            status = "complete" if not rest else f"partial: {i + 1} of {len(task_list)} tasks done; not yet run: " \
+                                                 + ", ".join(rest)
+            write_results(results, out_path, tasks=task_list, notes=ctx.notes, figures=ctx.figures,
+                          header={**header, "status": status})
     return results

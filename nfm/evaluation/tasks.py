@@ -458,17 +458,20 @@ def available_tasks(path: str | os.PathLike | None = None) -> dict[str, Task]:
 
 
 def load_tasks(names: str | Iterable[str] | None = "all", path: str | os.PathLike | None = None,
-               overrides: dict[str, dict] | None = None) -> list[Task]:
+               overrides: dict[str, dict] | None = None, quick: bool = False) -> list[Task]:
     """Tasks by name (``"all"``, ``"a,b"``, a list; an entry ending in ``.yaml`` is read as a file).
 
     ``overrides``: ``{task name: {field: value}}`` merged (recursively for mappings) into the file's
-    fields before validation, e.g. ``{"choice": {"decoder": {"Cs": [0.1, 1.0]}}}``.
+    fields before validation, e.g. ``{"choice": {"decoder": {"Cs": [0.1, 1.0]}}}``; ``quick``: the
+    :func:`quick_overrides` first (``overrides`` win over them).  An unknown name raises ``KeyError`` with the
+    closest task name.
     """
     overrides = dict(overrides or {})
     if names is None or names == "all" or names == ["all"]:
         wanted = None
     else:
-        wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+        wanted = [n.strip() for n in (names.replace(",", " ").split() if isinstance(names, str) else names)
+                  if n.strip()]
         if not wanted:
             raise ValueError("no task names given")
     files = [n for n in (wanted or []) if n.endswith((".yaml", ".yml"))]
@@ -483,17 +486,51 @@ def load_tasks(names: str | Iterable[str] | None = "all", path: str | os.PathLik
             elif n in by_name:
                 tasks.append(by_name[n])
             else:
-                raise KeyError(f"unknown task {n!r}; available: {sorted(by_name)}")
+                from nfm.cli import did_you_mean
+
+                raise KeyError(f"unknown task {n!r}; {did_you_mean(n, sorted(by_name), 'tasks')}")
     unknown = set(overrides) - {t.name for t in tasks}
     if unknown:
         raise KeyError(f"overrides for task(s) {sorted(unknown)} that are not selected")
     out = []
     for t in tasks:
-        if t.name in overrides:
-            merged = _merge(_original(t), overrides[t.name])
-            t = validate_task(merged, t.source + " (with overrides)", default_name=t.name)
+        extra = _merge(quick_overrides(t), overrides.get(t.name, {})) if quick else overrides.get(t.name)
+        if extra:
+            what = " (with --quick)" if quick else ""
+            what = f" (with{' --quick and' if quick else ''} overrides)" if t.name in overrides else what
+            t = validate_task(_merge(_original(t), extra), t.source + what, default_name=t.name)
         out.append(t)
     return out
+
+
+#: ``--quick``: trials per session kept in every task (unless ``max_trials`` is given)
+QUICK_MAX_TRIALS = 32
+
+
+def quick_overrides(task: Task) -> dict:
+    """Field overrides of ``--quick`` (a first look: scores are noisier and not comparable to a full run).
+
+    masking / psth: 2 held-out folds (neuron, intra-region masks); decoding: 2 outer and inner CV folds and
+    every other value of the regularisation grid; fine-tuned decoding: 25 training steps; generation: 4 trials
+    per session; connectivity: 8 trials per session.  Evaluated trials are also capped at
+    :data:`QUICK_MAX_TRIALS` per session (the runner's ``max_trials``).
+    """
+    spec = task.spec
+    if task.kind in ("masking", "psth"):
+        return {"mask": {"held_out_folds": 2}} if spec["mask"]["mode"] in ("neuron", "intra_region") else {}
+    if task.kind == "decoding":
+        dec = {"n_splits": 2}
+        for grid in ("Cs", "alphas"):
+            if grid in spec["decoder"]:
+                dec[grid] = list(spec["decoder"][grid])[::2]
+        return {"decoder": dec}
+    if task.kind == "finetune_decoding":
+        return {"train": {"max_steps": min(25, spec["train"]["max_steps"])}}
+    if task.kind == "generation":
+        return {"max_trials": min(4, spec["max_trials"] or 4)}
+    if task.kind == "connectivity":
+        return {"max_trials": min(8, spec["max_trials"] or 8)}
+    return {}
 
 
 def _original(t: Task) -> dict:
@@ -511,4 +548,4 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 __all__ = ["Task", "TaskError", "KINDS", "METRICS", "BASELINES", "MASK_MODES", "validate_task", "load_task_file",
-           "available_tasks", "load_tasks", "task_dir", "DEFAULT_TASK_DIR"]
+           "available_tasks", "load_tasks", "quick_overrides", "QUICK_MAX_TRIALS", "task_dir", "DEFAULT_TASK_DIR"]

@@ -355,6 +355,15 @@ class NfmPreTrainedModel(PreTrainedModel):
     # used here, so not reported as unexpected weights
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^behavior_head\."]
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, then the process umask for the files it made private
+        (safetensors writes ``model.safetensors`` with mode 0600; see :mod:`nfm.files`)."""
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        from nfm.files import apply_umask
+
+        apply_umask(save_directory)
+        return out
+
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, NfmSessionParameters):

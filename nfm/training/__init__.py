@@ -49,45 +49,26 @@ Design
 """
 from __future__ import annotations
 
-from .arguments import (
-    RANK_INFO_ENV,
-    TRAINING_DEFAULTS,
-    DataArguments,
-    ModelArguments,
-    RunArguments,
-    load_yaml_config,
-    parse_args,
-    read_id_file,
-)
-from .data import (
-    build_synthetic_dataset,
-    describe_modalities,
-    init_sessions_from_data,
-    prepare_training_data,
-    prepare_training_datasets,
-    rows,
-    select_sessions,
-    select_sessions_multi,
-    session_statistics,
-    subset_split,
-)
-from .trainer import (
-    PARTIAL_DIR,
-    LossFileCallback,
-    NfmTrainer,
-    build_model,
-    build_trainer,
-    count_parameters,
-    parameter_digest,
-    resolve_resume,
-    write_loss_files,
-)
+import importlib
 
-__all__ = [
-    "RANK_INFO_ENV", "TRAINING_DEFAULTS", "DataArguments", "ModelArguments", "RunArguments", "load_yaml_config",
-    "parse_args", "read_id_file", "build_synthetic_dataset", "describe_modalities", "init_sessions_from_data", "prepare_training_data",
-    "prepare_training_datasets", "select_sessions_multi",
-    "rows", "select_sessions", "session_statistics", "subset_split", "PARTIAL_DIR", "LossFileCallback",
-    "NfmTrainer", "build_model", "build_trainer", "count_parameters", "parameter_digest", "resolve_resume",
-    "write_loss_files",
-]
+#: public names -> the submodule that defines them.  Loaded on first use, so that ``nfm.training.arguments``
+#: (what a recipe needs to parse its command line) imports neither torch nor transformers.
+_EXPORTS = {
+    "arguments": ("RANK_INFO_ENV", "TRAINING_DEFAULTS", "DataArguments", "ModelArguments", "RunArguments",
+                  "load_yaml_config", "parse_args", "read_id_file"),
+    "data": ("build_synthetic_dataset", "describe_modalities", "init_sessions_from_data", "prepare_training_data",
+             "prepare_training_datasets", "rows", "select_sessions", "select_sessions_multi", "session_statistics",
+             "subset_split"),
+    "trainer": ("PARTIAL_DIR", "LossFileCallback", "NfmTrainer", "build_model", "build_trainer", "count_parameters",
+                "parameter_digest", "resolve_resume", "write_loss_files"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [name for names in _EXPORTS.values() for name in names]

@@ -1,16 +1,27 @@
 """Recipe arguments: the data, model and run dataclasses (besides ``transformers.TrainingArguments``), the
-nfm training defaults and the ``--config YAML`` + command-line parser."""
+nfm training defaults and the ``--config YAML`` + command-line parser.
+
+Importing this module is light (no torch, no transformers), so a recipe answers ``--help`` and refuses a bad
+argument in a fraction of a second: :func:`parse_args` checks the command line first with a plain ``argparse``
+parser built from the dataclasses (:func:`light_parser`; the fields of ``transformers.TrainingArguments`` are
+read from its source file with :mod:`ast`, without importing it) and only then imports transformers and parses
+the same arguments into the real dataclasses with ``HfArgumentParser``.
+"""
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import importlib.util
 import json
 import os
+import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Sequence
 
-from transformers import HfArgumentParser, TrainingArguments
-
 from nfm import resources
+from nfm.cli import ArgumentParser, split_ids
 
 RANK_INFO_ENV = "NFM_RANK_INFO_DIR"
 
@@ -70,6 +81,10 @@ class DataArguments:
         self.modality_map = parse_modality_map(self.modality_map)
         if self.dataset_weights is not None and len(self.dataset_weights) != len(paths):
             raise ValueError(f"--dataset_weights has {len(self.dataset_weights)} values for {len(paths)} datasets")
+        for name in ("sessions", "exclude_subjects", "synthetic_heldout_subjects", "exclude_sessions"):
+            value = getattr(self, name)  # ids space- or comma-separated: --sessions a b == --sessions a,b
+            if value is not None:
+                setattr(self, name, split_ids(value))
 
 
 @dataclass
@@ -179,6 +194,42 @@ def read_id_file(path: str | os.PathLike) -> list[str]:
     return out
 
 
+#: stands for ``transformers.TrainingArguments`` in ``dataclass_types`` (resolved only when needed)
+TRAINING_ARGUMENTS = "transformers.TrainingArguments"
+DEFAULT_TYPES: tuple = ("DataArguments", "ModelArguments", "RunArguments", TRAINING_ARGUMENTS)
+
+
+def _resolve(dataclass_types: Sequence, real: bool) -> list:
+    """The dataclass types with the names above replaced by the classes (``real``: import TrainingArguments)."""
+    out = []
+    for dt in dataclass_types:
+        if dt == TRAINING_ARGUMENTS:
+            if real:
+                from transformers import TrainingArguments
+
+                dt = TrainingArguments
+        elif isinstance(dt, str):
+            dt = globals()[dt]
+        out.append(dt)
+    return out
+
+
+def _is_training_arguments(dt) -> bool:
+    return dt == TRAINING_ARGUMENTS or (isinstance(dt, type) and dt.__name__ == "TrainingArguments"
+                                        and dt.__module__.startswith("transformers"))
+
+
+def argument_names(dataclass_types: Sequence) -> set[str]:
+    """Every argument name of ``dataclass_types`` (TrainingArguments' read from its source, not imported)."""
+    names: set[str] = set()
+    for dt in _resolve(dataclass_types, real=False):
+        if _is_training_arguments(dt):
+            names |= {f["name"] for f in training_argument_fields()}
+        else:
+            names |= {f.name for f in fields(dt) if f.init}
+    return names
+
+
 def load_yaml_config(path: str | os.PathLike, dataclass_types: Sequence[type]) -> dict[str, Any]:
     """Read a recipe YAML (a flat mapping of argument names) and check every key is an argument."""
     import yaml
@@ -190,7 +241,7 @@ def load_yaml_config(path: str | os.PathLike, dataclass_types: Sequence[type]) -
     values = yaml.safe_load(p.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{p}: a recipe config must be a mapping of argument names, got {type(values).__name__}")
-    known = {f.name for dt in dataclass_types for f in fields(dt)}
+    known = argument_names(dataclass_types)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{p}: unknown argument(s) {unknown}; see --help for the list")
@@ -200,19 +251,28 @@ def load_yaml_config(path: str | os.PathLike, dataclass_types: Sequence[type]) -
 def parse_args(
     argv: Sequence[str] | None = None,
     default_config: str | os.PathLike | None = None,
-    dataclass_types: Sequence[type] = (DataArguments, ModelArguments, RunArguments, TrainingArguments),
+    dataclass_types: Sequence = DEFAULT_TYPES,
     defaults: dict[str, Any] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+    check=None,
 ):
     """Parse ``--config YAML`` + command-line overrides into the given dataclasses.
 
     Precedence: command line > YAML config (``--config`` or ``default_config``)
     > ``defaults`` > :data:`TRAINING_DEFAULTS` > dataclass defaults.
+
+    ``dataclass_types``: dataclasses, with :data:`TRAINING_ARGUMENTS` (or ``transformers.TrainingArguments``
+    itself) for the Trainer's arguments.  The command line is checked first by :func:`light_parser` (``--help``
+    and argument errors answer without importing transformers or torch), then parsed by ``HfArgumentParser``.
+    ``check(namespace)``: called after the light check, before transformers is imported (a recipe's own fast
+    checks, e.g. that ``--dataset`` exists).
     """
+    argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    parser = HfArgumentParser(list(dataclass_types))
-    names = {f.name for dt in dataclass_types for f in fields(dt)}
+    names = argument_names(dataclass_types)
     base = {k: v for k, v in TRAINING_DEFAULTS.items() if k in names}
     base.update(defaults or {})
     config_path = known.config or default_config
@@ -220,6 +280,262 @@ def parse_args(
         base.update(load_yaml_config(config_path, dataclass_types))
         if "config" in names:
             base["config"] = str(config_path)
+    # 1. light check: --help, unknown options, wrong types, the nfm dataclasses' own checks
+    light = light_parser(dataclass_types, description=description, prog=prog)
+    light.set_defaults(**base)
+    ns = light.parse_args(argv)
+    for dt in _resolve(dataclass_types, real=False):
+        if not _is_training_arguments(dt):
+            dt(**{f.name: getattr(ns, f.name) for f in fields(dt) if f.init})
+    if check is not None:
+        check(ns)
+    # 2. the real parse (imports transformers when TrainingArguments is among the types)
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(_resolve(dataclass_types, real=True), prog=light.prog)
+    parser.error = light.error  # one-line errors here too (e.g. a choice of a TrainingArguments field)
     parser.set_defaults(**base)
-    return parser.parse_args_into_dataclasses(args=list(argv) if argv is not None else None,
-                                              look_for_args_file=False)
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+# --------------------------------------------------------------------------- the light parser
+def light_parser(dataclass_types: Sequence = DEFAULT_TYPES, description: str | None = None,
+                 prog: str | None = None) -> ArgumentParser:
+    """An ``argparse`` parser with the options ``HfArgumentParser(dataclass_types)`` has (same names, ``nargs``,
+    bool ``--no_*`` complements, numeric types), built without importing transformers or torch.
+
+    Values it cannot check cheaply (enum choices of TrainingArguments, dict-typed fields) are taken as
+    strings; :func:`parse_args` then parses the same command line with ``HfArgumentParser``.  One argument group
+    per dataclass; ``--help`` lists every option with its help text and default.
+    """
+    parser = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
+                            usage="%(prog)s [--config YAML] [--OPTION VALUE ...]")
+    for dt in _resolve(dataclass_types, real=False):
+        if _is_training_arguments(dt):
+            group = parser.add_argument_group(
+                "transformers.TrainingArguments", "the Trainer's arguments (Accelerate: devices, precision, "
+                "checkpoints, logging); see the transformers documentation")
+            for f in training_argument_fields():
+                _add_option(group, f)
+            continue
+        doc = (dt.__doc__ or "").strip().splitlines()
+        group = parser.add_argument_group(dt.__name__, doc[0] if doc and not doc[0].startswith(dt.__name__ + "(")
+                                          else None)
+        hints = typing.get_type_hints(dt)
+        for f in fields(dt):
+            if not f.init:
+                continue
+            spec = {"name": f.name, "kinds": _kinds_of_type(hints[f.name]), "metadata": dict(f.metadata)}
+            if f.default is not dataclasses.MISSING:
+                spec["default"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                spec["default"] = f.default_factory()
+            _add_option(group, spec)
+    return parser
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The recipe's docstring as written, and each option's effective default (config values included)."""
+
+
+def _str2bool(v) -> bool:
+    """``HfArgumentParser``'s rule for bool values."""
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if v.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"truthy value expected: got {v!r} (use true or false)")
+
+
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _kinds_of_type(tp) -> list:
+    """A type hint as a list of member kinds: ``"none"``, ``"bool"``, ``"int"``, ``"float"``, ``"str"``,
+    ``("list", kind)``, ``("literal", values)`` or ``"other"`` (one member unless it is a union)."""
+    import types as _types
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or (hasattr(_types, "UnionType") and origin is _types.UnionType):
+        return [_kinds_of_type(a)[0] for a in typing.get_args(tp)]
+    if tp is type(None):
+        return ["none"]
+    if origin is typing.Literal:
+        return [("literal", typing.get_args(tp))]
+    if origin is list or tp is list:
+        args = typing.get_args(tp)
+        return [("list", _kinds_of_type(args[0])[0] if args else "str")]
+    for name, t in _SCALARS.items():
+        if tp is t:
+            return [name]
+    return ["other"]
+
+
+def _kinds_of_ast(node, enums: dict | None = None) -> list:
+    """The same as :func:`_kinds_of_type` for an annotation read from source (``ast``); ``enums``: enum class
+    name -> member values (an enum becomes a ``literal`` of its values, as ``HfArgumentParser`` makes choices)."""
+    enums = enums or {}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _kinds_of_ast(node.left, enums) + _kinds_of_ast(node.right, enums)
+    if isinstance(node, ast.Constant) and node.value is None:
+        return ["none"]
+    if isinstance(node, ast.Name):
+        if node.id in enums:
+            return [("literal", tuple(enums[node.id]))]
+        return [node.id if node.id in _SCALARS else ("none" if node.id == "None" else "other")]
+    if isinstance(node, ast.Subscript):
+        base = ast.unparse(node.value)
+        inner = node.slice
+        if base in ("Optional", "typing.Optional"):
+            return _kinds_of_ast(inner, enums) + ["none"]
+        if base in ("Union", "typing.Union"):
+            elts = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+            return [k for e in elts for k in _kinds_of_ast(e, enums)]
+        if base in ("list", "List", "typing.List"):
+            return [("list", _kinds_of_ast(inner, enums)[0])]
+        if base in ("Literal", "typing.Literal"):
+            elts = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+            try:
+                return [("literal", tuple(ast.literal_eval(e) for e in elts))]
+            except ValueError:
+                return ["other"]
+    return ["other"]
+
+
+def _add_option(group, spec: dict) -> None:
+    """Add one field as ``HfArgumentParser._parse_dataclass_field`` does (same option names, nargs, bool
+    handling and ``--no_*`` complement); ``spec``: name, kinds, metadata, default (absent = required)."""
+    name, kinds = spec["name"], list(spec["kinds"])
+    kwargs = dict(spec.get("metadata") or {})
+    aliases = kwargs.pop("aliases", [])
+    aliases = [aliases] if isinstance(aliases, str) else list(aliases)
+    has_default = "default" in spec
+    default = spec.get("default")
+    if len(kinds) > 1:  # a union: HfArgumentParser's rules
+        if "none" not in kinds:
+            kinds = [kinds[0] if kinds[1] == "str" else kinds[1]]
+        elif "bool" not in kinds:
+            kinds = [kinds[0] if kinds[1] == "none" else kinds[1]]
+    kind = kinds[0] if len(kinds) == 1 else ("bool" if "bool" in kinds else kinds[0])
+    options = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    if "help" in kwargs:
+        kwargs["help"] = str(kwargs["help"]).replace("%", "%%")
+    complement = None
+    if isinstance(kind, tuple) and kind[0] == "literal":
+        kwargs["choices"] = list(kind[1])
+        kwargs.setdefault("default", default) if has_default else kwargs.setdefault("required", True)
+    elif kind == "bool":
+        complement = dict(kwargs)
+        kwargs["type"] = _str2bool
+        if has_default and default is not None or len(kinds) == 1:
+            kwargs["default"] = default if has_default else False
+            kwargs["nargs"] = "?"
+            kwargs["const"] = True
+    elif isinstance(kind, tuple) and kind[0] == "list":
+        kwargs["type"] = _SCALARS.get(kind[1], str) if kind[1] != "bool" else _str2bool
+        kwargs.setdefault("nargs", "+")
+        if has_default:
+            kwargs["default"] = default
+        else:
+            kwargs["required"] = True
+    else:
+        if "nargs" not in kwargs:
+            kwargs["type"] = _SCALARS.get(kind, str) if isinstance(kind, str) and kind != "bool" else str
+        if has_default:
+            kwargs["default"] = default
+        else:
+            kwargs["required"] = True
+    group.add_argument(*options, *aliases, dest=name, **kwargs)
+    if complement is not None and has_default and default is True:
+        complement["default"] = False
+        complement.pop("help", None)
+        group.add_argument(f"--no_{name}", f"--no-{name.replace('_', '-')}", action="store_false", dest=name,
+                           help=f"set {name} to false", **{k: v for k, v in complement.items()
+                                                          if k not in ("nargs", "const", "type", "default")})
+
+
+_TA_FIELDS: list[dict] | None = None
+
+
+def training_argument_fields() -> list[dict]:
+    """The fields of ``transformers.TrainingArguments`` (name, kinds, metadata, default), read from the source
+    file of the installed transformers with :mod:`ast` (about 0.1 s, nothing imported).
+
+    A field whose default is not a literal gets no default here (the real parse fills it in).  If the source
+    cannot be read, the fields come from the imported class (slow, but the same options).
+    """
+    global _TA_FIELDS
+    if _TA_FIELDS is not None:
+        return _TA_FIELDS
+    try:
+        spec = importlib.util.find_spec("transformers")
+        root = Path(spec.origin).parent
+        tree = ast.parse((root / "training_args.py").read_text())
+        enums = {**_enums_of(ast.parse((root / "trainer_utils.py").read_text())), **_enums_of(tree)}
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainingArguments")
+        out = []
+        for st in cls.body:
+            if not (isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)):
+                continue
+            f = {"name": st.target.id, "kinds": _kinds_of_ast(st.annotation, enums), "metadata": {}}
+            v = st.value
+            if isinstance(v, ast.Call) and getattr(v.func, "id", None) == "field":
+                kw = {k.arg: k.value for k in v.keywords}
+                if "init" in kw and isinstance(kw["init"], ast.Constant) and kw["init"].value is False:
+                    continue
+                if isinstance(kw.get("metadata"), ast.Dict):
+                    for k, val in zip(kw["metadata"].keys, kw["metadata"].values):
+                        try:  # a non-literal entry (e.g. choices=some_dict.keys()) is left to the real parse
+                            f["metadata"][ast.literal_eval(k)] = ast.literal_eval(val)
+                        except ValueError:
+                            pass
+                if "default" in kw:
+                    try:
+                        f["default"] = ast.literal_eval(kw["default"])
+                    except ValueError:
+                        f["default"] = None
+                elif "default_factory" in kw:
+                    f["default"] = None
+            elif v is not None:
+                try:
+                    f["default"] = ast.literal_eval(v)
+                except ValueError:
+                    f["default"] = None
+            out.append(f)
+        if not out:
+            raise ValueError("no field found")
+    except Exception:  # noqa: BLE001 - an unexpected transformers layout: take the fields from the class
+        out = _fields_from_class()
+    _TA_FIELDS = out
+    return out
+
+
+def _enums_of(tree) -> dict[str, list]:
+    """``{class name: [member values]}`` of the enum classes (string members) of a parsed module."""
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any("Enum" in ast.unparse(b) for b in node.bases):
+            values = [st.value.value for st in node.body if isinstance(st, ast.Assign)
+                      and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)]
+            if values:
+                out[node.name] = values
+    return out
+
+
+def _fields_from_class() -> list[dict]:
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    out = []
+    for f in fields(TrainingArguments):
+        if not f.init:
+            continue
+        spec = {"name": f.name, "kinds": _kinds_of_type(hints[f.name]), "metadata": dict(f.metadata)}
+        if f.default is not dataclasses.MISSING:
+            spec["default"] = f.default if isinstance(f.default, (bool, int, float, str, type(None))) else None
+        elif f.default_factory is not dataclasses.MISSING:
+            spec["default"] = None
+        out.append(spec)
+    return out

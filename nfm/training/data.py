@@ -22,7 +22,9 @@ def build_synthetic_dataset(path: str | os.PathLike, data_args: DataArguments, o
     prepare("synthetic", path, world="ibl_like", seed=data_args.synthetic_seed, overwrite=overwrite,
             source_options=dict(n_animals=data_args.synthetic_animals,
                                 sessions_per_animal=data_args.synthetic_sessions_per_animal,
-                                n_trials=data_args.synthetic_trials))
+                                n_trials=data_args.synthetic_trials),
+            heldout_subjects=[s for s in (data_args.synthetic_heldout_subjects or [])
+                              if s in {f"synth-mouse-{a:02d}" for a in range(data_args.synthetic_animals)}])
     return Path(path)
 
 
@@ -72,7 +74,10 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
 
     An included id absent from the dataset is an error (nothing is silently
     dropped); an excluded id absent from it is fine (e.g. the MtM held-out list
-    against a dataset that holds only the 35 pretraining sessions).
+    against a dataset that holds only the 35 pretraining sessions).  Without
+    ``--sessions``, the animals the dataset marks as held out
+    (``prepare_data.py --heldout_subjects``) are left out; a dataset that marks
+    any replaces ``synthetic_heldout_subjects`` of the config.
     """
     available = meta.session_ids
     include = list(data_args.sessions or [])
@@ -96,7 +101,12 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
     if unknown_subjects:
         raise ValueError(f"--exclude_subjects {sorted(unknown_subjects)} not in the dataset "
                          f"(subjects: {sorted(known_subjects)})")
-    if meta.is_synthetic:
+    from nfm.data.prepare import heldout_sessions
+
+    marked = heldout_sessions(meta)
+    if marked and not include:
+        excluded |= set(marked)
+    elif meta.is_synthetic:
         subjects |= set(data_args.synthetic_heldout_subjects or []) & known_subjects
     chosen = [s for s in chosen if s not in excluded and meta.sessions[s].subject_id not in subjects]
     if not chosen:

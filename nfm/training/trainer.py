@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from nfm.data.collate import NfmCollator
 from nfm.data.meta import DatasetMeta
 from nfm.data.sampler import SessionBatchSampler
+from nfm.files import apply_umask
 
 from .arguments import RANK_INFO_ENV, ModelArguments
 
@@ -168,6 +169,7 @@ class NfmTrainer(Trainer):
             if os.path.exists(pickled):
                 os.remove(pickled)
             Path(output_dir, "training_args.json").write_text(self.args.to_json_string())
+            apply_umask(output_dir)  # safetensors writes 0600 files (also a PEFT adapter's): use the umask
 
 
 def _fsync_tree(root: str) -> None:

@@ -83,6 +83,18 @@ def make_one(one_cache_dir=None):
     return One(base_url=OPENALYX_URL, password="international", silent=True)
 
 
+def cache_eids(one_cache_dir) -> list[str]:
+    """Every session (experiment id) of a local ONE cache / ALF tree, in the cache's order (``one.search()`` in
+    local mode, no network)."""
+    one = make_one(one_cache_dir)
+    eids = [str(e) for e in (one.search() or [])]
+    if not eids:
+        raise DataError(str(one_cache_dir), "sessions", "the ONE cache lists no session (sessions.pqt is empty or "
+                                                        "missing; index the ALF tree with one.alf.cache."
+                                                        "make_parquet_db)")
+    return eids
+
+
 class RegionsOnlyAtlas:
     """The part of an iblatlas ``BrainAtlas`` that brainbox needs to read histology
     stored in ALF files: ``regions`` (an ``iblatlas.regions.BrainRegions``, no download)."""

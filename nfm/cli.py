@@ -1,0 +1,235 @@
+"""What every recipe shares on the command line: one-line user errors, list arguments and model arguments.
+
+* :func:`run` calls a recipe's ``main(argv)``.  A user error (bad input: a wrong path, an unknown task or
+  session, a corrupt file, a model that does not fit the dataset) prints **one line**
+  ``error: <argument or file>: <what is wrong>; <what is available / did you mean>`` on stderr and exits with
+  status 2, as argparse does for a malformed command line; anything else is a bug and keeps its traceback.
+  ``--debug`` (or ``NFM_DEBUG=1``) shows the traceback of a user error too.  In a multi-process run
+  (``accelerate launch``) only the main process prints the line; every process exits with 2.
+* :func:`split_ids`: ids given space- or comma-separated (``--sessions a b``, ``--sessions a,b``).
+* :func:`check_model_arg`: a ``--model`` value that looks like a path but is no model folder, or a Hub id
+  that cannot be reached, is a one-line error before anything heavy is imported.
+
+Nothing here imports torch or transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+DEBUG_ENV = "NFM_DEBUG"
+EXIT_USAGE = 2
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class UsageError(ValueError):
+    """A user error on the command line; the message names the argument (``field``) and the value."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+def did_you_mean(value: str, choices: Iterable[str], what: str = "") -> str:
+    """``"did you mean 'co_smoothing'?"`` for the closest of ``choices``, else the list of choices."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    shown = ", ".join(choices[:12]) + (" ..." if len(choices) > 12 else "")
+    return f"available{(' ' + what) if what else ''}: {shown}"
+
+
+def split_ids(values: str | Sequence[str] | None) -> list[str]:
+    """Ids given as ``"a,b"``, ``["a", "b"]`` or ``["a,b", "c"]`` -> ``["a", "b", "c"]`` (order kept, repeats
+    and empty entries dropped).  None -> ``[]``."""
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).replace(",", " ").split():
+            if part not in out:
+                out.append(part)
+    return out
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``error: <what>; did you mean ...``, exit 2)
+    instead of the whole usage text, printed by the main process only."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        bad = re.match(r"unrecognized arguments: (\S+)", message)
+        if bad:
+            options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            opt = bad.group(1).split("=", 1)[0]
+            message += "; " + did_you_mean(opt, options, "options (see --help)")
+        if is_main_process():
+            print(f"error: {message}  (see {self.prog} --help)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)
+
+
+# --------------------------------------------------------------------------- model arguments
+def looks_like_path(value: str) -> bool:
+    """True when ``value`` cannot be a Hugging Face Hub id (``namespace/name``): it is absolute, starts with
+    ``.`` or ``~``, has no ``/`` or more than one, ends with ``/``, or its first part is a local folder
+    (``outputs/run1`` while ``outputs/`` exists)."""
+    v = str(value)
+    if os.sep != "/" and os.sep in v:
+        return True
+    if v.startswith(("/", ".", "~")) or v.endswith("/") or v.count("/") != 1:
+        return True
+    return Path(v.split("/", 1)[0]).is_dir()
+
+
+def check_model_arg(value: str, flag: str = "--model", *, check_hub: bool = True) -> None:
+    """Raise :class:`UsageError` unless ``value`` is a saved model folder or a reachable Hub id.
+
+    * an existing folder must hold ``config.json`` (a ``save_pretrained`` folder);
+    * a value that looks like a path (:func:`looks_like_path`) and does not exist: ``no model folder at ...``;
+    * a Hub id: its ``config.json`` is fetched (or read from the local Hugging Face cache); without network the
+      error says so and mentions ``HF_HUB_OFFLINE``.
+    """
+    p = Path(value).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UsageError(flag, f"{value} is a folder without config.json, not a saved model "
+                                   "(recipes/pretrain.py and save_pretrained write one)")
+        return
+    if p.exists():
+        raise UsageError(flag, f"{value} is a file; pass the model folder that holds config.json")
+    if looks_like_path(value):
+        parent = p.parent if str(p.parent) not in ("", ".") else Path(".")
+        near = ""
+        if parent.is_dir():
+            folders = [c.name for c in parent.iterdir() if (c / "config.json").is_file()]
+            if folders:
+                near = f"; model folders in {parent}: {did_you_mean(p.name, folders)}"
+        raise UsageError(flag, f"no model folder at {value}{near}")
+    if check_hub:
+        check_hub_id(value, flag)
+
+
+def check_dataset_arg(value: str, flag: str = "--dataset") -> None:
+    """Raise :class:`UsageError` unless ``value`` is an nfm dataset folder (``nfm_meta.json`` inside)."""
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise UsageError(flag, f"no dataset folder at {value} (make one with recipes/prepare_data.py)")
+    if not p.is_dir() or not (p / "nfm_meta.json").is_file():
+        raise UsageError(flag, f"{value} is not an nfm dataset folder (no nfm_meta.json; make one with "
+                               "recipes/prepare_data.py)")
+
+
+def check_hub_id(repo_id: str, flag: str = "--model", filename: str = "config.json") -> None:
+    """Fetch ``filename`` of a Hub repo (or find it in the local cache); one-line errors for the usual failures."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import errors as hf_errors
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        hf_hub_download(repo_id, filename)
+    except hf_errors.RepositoryNotFoundError:
+        raise UsageError(flag, f"{repo_id} is neither a local folder nor a Hub repository you can read (a private "
+                               "repo needs `hf auth login`)") from None
+    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, OSError) as err:
+        # (LocalEntryNotFoundError, the "no network / not cached" case, is also an EntryNotFoundError)
+        if offline:
+            raise UsageError(flag, f"{repo_id} is not a local folder, and it is not in the local Hugging Face cache "
+                                   "while HF_HUB_OFFLINE=1 is set (unset HF_HUB_OFFLINE to download it, or give the "
+                                   "path of a local model folder)") from None
+        raise UsageError(flag, f"{repo_id} is not a local folder, and huggingface.co could not be reached "
+                               f"({type(err).__name__}); check the path, or set HF_HUB_OFFLINE=1 to use a copy in "
+                               "the local Hugging Face cache") from None
+    except hf_errors.EntryNotFoundError:
+        raise UsageError(flag, f"Hub repository {repo_id} has no {filename}: not a saved model") from None
+
+
+# --------------------------------------------------------------------------- running a recipe
+def is_main_process() -> bool:
+    """False on the non-main ranks of a multi-process launch (``RANK`` set by torchrun / accelerate)."""
+    for var in ("RANK", "LOCAL_RANK"):
+        v = os.environ.get(var)
+        if v not in (None, "") and v.strip().lstrip("-").isdigit() and int(v) != 0:
+            return False
+    return True
+
+
+def _raised_by_nfm(err: BaseException) -> bool:
+    """True when the innermost frame of ``err``'s traceback is in nfm's own code or a recipe (a check of ours
+    that refused the input), not in a library (where a ValueError may be a bug)."""
+    tb = err.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    if last is None:
+        return False
+    path = Path(last).resolve()
+    return _PACKAGE_DIR in path.parents or path.parent.name == "recipes"
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Errors that describe bad input (printed as one line) rather than a bug (printed with its traceback)."""
+    from nfm.data.schema import DataError
+
+    if isinstance(err, (UsageError, DataError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                        IsADirectoryError, PermissionError)):
+        return True
+    name = type(err).__name__
+    if name in ("TaskError", "ModelDatasetMismatch", "AdapterBaseMismatch", "NotApplicable"):
+        return True
+    if isinstance(err, (ValueError, KeyError, TypeError)) and _raised_by_nfm(err):
+        return True
+    module = type(err).__module__ or ""
+    return module.startswith("huggingface_hub") or module.startswith("safetensors")
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line message of a user error (``KeyError`` without its quotes, newlines folded)."""
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    msg = " ".join(str(msg).split())
+    if not msg:
+        msg = type(err).__name__
+    return f"error: {msg}"
+
+
+def debug_requested(argv: Sequence[str]) -> tuple[bool, list[str]]:
+    """``(debug, argv without our --debug)``.  A ``--debug`` followed by a value that is not an option is left
+    alone (``transformers.TrainingArguments`` has a ``--debug OPTION`` of its own)."""
+    argv = list(argv)
+    debug = os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+    out = []
+    for i, a in enumerate(argv):
+        if a == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            debug = True
+            continue
+        out.append(a)
+    return debug, out
+
+
+def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; a user error -> one line on stderr (main process only) and exit status 2."""
+    debug, args = debug_requested(sys.argv[1:] if argv is None else argv)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        return int(main(args) or 0)
+    except KeyboardInterrupt:
+        if is_main_process():
+            print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs below
+        if debug or not is_user_error(err):
+            raise
+        if is_main_process():
+            print(error_line(err) + "  (--debug shows the traceback)", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+
+
+__all__ = ["ArgumentParser", "UsageError", "did_you_mean", "split_ids", "looks_like_path", "check_model_arg", "check_dataset_arg", "check_hub_id",
+           "is_main_process", "is_user_error", "error_line", "debug_requested", "run", "EXIT_USAGE"]

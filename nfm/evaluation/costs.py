@@ -1,0 +1,280 @@
+"""Rough cost of evaluation tasks before they run (``recipes/evaluate.py`` prints it first).
+
+Each task's work is counted from the task file and the dataset (no model call):
+
+* ``trial_passes``: trials through the model (masked prediction, latents, silenced copies), summed over the
+  masks of the task's plan (:func:`nfm.evaluation.masking_tasks.mask_plan`: folds, regions);
+* ``windows``: closed-loop generation windows x batches of trials;
+* ``fits``: logistic-regression decoder fits (nested CV: outer folds x (inner folds x grid + 1) per feature
+  source), ``ridge`` fits (per behaviour channel), ``glm`` fits of the NLB smoothing baseline (one per mask);
+* ``steps``: optimiser steps of a fine-tuned decoder;
+* ``collate``: trials read and collated the first time a task needs them (later tasks reuse them).
+
+:func:`calibrate` times one unit of each on this machine with the real model and data (collating a session,
+a masked prediction of one batch, one generated window of one batch, one smoothing-baseline fit, one decoder
+fit of the real shape on random data; a few seconds), and :func:`estimate_costs` multiplies.  The figure is rough (a factor of
+two either way: decoder fits at large regularisation grids converge slower than the calibration fit), meant to
+tell minutes from hours; the progress bars inside each task then give the real ETA.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from nfm.evaluation.tasks import Task
+
+from .context import EvalContext, SPLITS
+
+
+@dataclass
+class TaskCost:
+    """Work of one task (see the module docstring) and its estimated time [s] (None until calibrated)."""
+
+    task: str
+    trial_passes: float = 0.0
+    windows: float = 0.0
+    fits: float = 0.0
+    ridge: float = 0.0
+    glm: float = 0.0
+    steps: float = 0.0
+    collate: float = 0.0
+    seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _trials(ctx: EvalContext, sid: str, splits: Sequence[str], cap: bool = True) -> int:
+    n = 0
+    for sp in splits:
+        if sp not in ctx.dd:
+            continue
+        k = int(np.count_nonzero(ctx._session_rows(sp) == sid))
+        if cap and sp == ctx.split and ctx.max_trials:
+            k = min(k, int(ctx.max_trials))
+        n += k
+    return n
+
+
+def _n_masks(mask: dict, meta_session) -> int:
+    """Number of masks of a session's evaluation plan (see ``mask_plan``)."""
+    n = int(meta_session.n_units)
+    mode = mask["mode"]
+    if mode == "forward":
+        return 1
+    if mode == "neuron":
+        return min(int(mask["held_out_folds"]), n)
+    regions, counts = np.unique(np.asarray(meta_session.regions), return_counts=True)
+    if mode == "inter_region":
+        return len(regions) if len(regions) > 1 else 0
+    return int(sum(min(int(mask["held_out_folds"]), int(c)) for c in counts))
+
+
+def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCost:
+    """The work of ``task`` on the context's sessions (no model call).  ``seen``: what tasks counted before
+    left cached (``"masks"``: mask specs whose predictions are shared, e.g. co-smoothing and its PSTH;
+    ``"collated"``: (session, splits) already collated); updated."""
+    spec, cost = task.spec, TaskCost(task.name)
+    seen = seen if seen is not None else {}
+    masks, collated = seen.setdefault("masks", set()), seen.setdefault("collated", set())
+
+    def collate(sid, splits, cap=True):
+        key = (sid, tuple(splits), cap)
+        if key not in collated:
+            collated.add(key)
+            cost.collate += _trials(ctx, sid, splits, cap)
+
+    if not task.applies_to(ctx.modality):
+        cost.notes.append("not applicable")
+        return cost
+    sessions = ctx.sessions
+    models = 1 + (ctx.baseline is not None and "baseline_model" in task.baselines)
+    if task.kind in ("masking", "psth"):
+        key = repr(sorted(spec["mask"].items()))
+        for sid in sessions:
+            collate(sid, [ctx.split])
+            m = _n_masks(spec["mask"], ctx.meta.session(sid))
+            if key not in masks:
+                cost.trial_passes += models * m * _trials(ctx, sid, [ctx.split])
+                if "smoothing" in task.baselines and ctx.modality == "spikes":
+                    cost.glm += m
+                    collate(sid, ["train"], cap=False)
+        masks.add(key)
+    elif task.kind == "decoding":
+        from .decoding_tasks import _resolve_target
+        from .predictor import NotApplicable
+
+        try:
+            _, names = _resolve_target(spec["target"], ctx.meta)
+        except NotApplicable:
+            cost.notes.append("not applicable")
+            return cost
+        dec = spec["decoder"]
+        splits = SPLITS if spec["decoder_splits"] == "all" else (ctx.split,)
+        grid = len(dec.get("Cs") or dec.get("alphas") or [0] * 9)
+        sources = len(spec["features"]) * models + ("spikes" in task.baselines)
+        n_fits = sources * len(names) * dec["n_splits"] * (dec["n_splits"] * grid + 1)
+        for sid in sessions:
+            collate(sid, splits)
+            cost.trial_passes += len(spec["features"]) * models * _trials(ctx, sid, splits)
+            if "trial_label" in spec["target"]:
+                cost.fits += n_fits
+            else:
+                cost.ridge += n_fits
+    elif task.kind == "finetune_decoding":
+        tr = spec["train"]
+        cost.steps = tr["max_steps"]
+        for sid in sessions:
+            collate(sid, ["train"], cap=False)
+            collate(sid, [ctx.split])
+            cost.trial_passes += _trials(ctx, sid, [ctx.split])
+    elif task.kind == "generation":
+        for sid in sessions:
+            collate(sid, [ctx.split])
+            r = _trials(ctx, sid, [ctx.split])
+            if spec["max_trials"]:
+                r = min(r, spec["max_trials"])
+            cost.windows += math.ceil(r / ctx.batch_size) * _generated_windows(ctx, spec["prompt_s"])
+    elif task.kind == "connectivity":
+        with_w = [s for s in sessions if "true_weights" in ctx.meta.session(s).extra]
+        if not with_w:
+            cost.notes.append("no ground-truth weights: not applicable")
+        for sid in with_w:
+            collate(sid, [ctx.split])
+            r = _trials(ctx, sid, [ctx.split])
+            if spec["max_trials"]:
+                r = min(r, spec["max_trials"])
+            n = int(ctx.meta.session(sid).n_units)
+            if "attention" in spec["methods"]:
+                cost.trial_passes += 2 * r  # teacher-forced decoder pass ~ two backbone passes
+            if "perturbation" in spec["methods"]:
+                cost.trial_passes += r * (1 + n)
+    return cost
+
+
+def _generated_windows(ctx: EvalContext, prompt_s: float) -> int:
+    w = int(ctx.predictor.generation_window_bins)
+    if w < 1:
+        return 0
+    k_total = ctx.n_bins // w
+    start = int(math.ceil(prompt_s / (w * ctx.bin_size) - 1e-6))
+    return max(0, k_total - start)
+
+
+def calibrate(ctx: EvalContext, tasks: Sequence[Task]) -> dict[str, float]:
+    """Seconds per unit of work on this machine: ``trial_pass``, ``window`` (one generated window of one batch),
+    ``fit`` (one decoder fit) and ``step`` (one fine-tuning step), from one timed call of each that the tasks
+    need.  Unsupported calls (a model without an event decoder) are skipped."""
+    import torch
+
+    from .masking_tasks import mask_plan
+
+    out: dict[str, float] = {}
+    sid = ctx.sessions[0]
+    t = time.perf_counter()
+    sd = ctx.session(sid)  # cached: the first task reuses it
+    out["collate"] = (time.perf_counter() - t) / max(sd.n_trials, 1)
+    batch = sd.batches[0]
+    B = int(batch["spikes"].shape[0])
+    if ctx.predictor.can("mtm") is None:
+        mask = mask_plan({"mode": "neuron", "held_out_folds": 2, "seed": 0}, sd, ctx.n_bins, ctx.bin_size)[0]
+        m = mask.expand(batch["unit_mask"])
+        ctx.predictor.predict(batch, m)  # warm-up (first call allocates)
+        t = time.perf_counter()
+        ctx.predictor.predict(batch, m)
+        out["trial_pass"] = (time.perf_counter() - t) / B
+    elif ctx.predictor.can("latents") is None:
+        ctx.predictor.latents(batch)
+        t = time.perf_counter()
+        ctx.predictor.latents(batch)
+        out["trial_pass"] = (time.perf_counter() - t) / B
+    if any(t.kind == "generation" for t in tasks) and ctx.predictor.can("generation") is None:
+        k_total = ctx.n_bins // int(ctx.predictor.generation_window_bins)
+        t = time.perf_counter()
+        ctx.predictor.generate(batch, k_total - 1, temperature=1.0, top_p=0.95, top_k=None,
+                               generator=torch.Generator().manual_seed(0))
+        out["window"] = time.perf_counter() - t
+    if any(t.kind == "decoding" for t in tasks):
+        out["fit"], out["ridge"] = _time_fits(_trials(ctx, sid, SPLITS, cap=False), tasks, ctx)
+    if ctx.modality == "spikes" and any("smoothing" in t.baselines and t.kind in ("masking", "psth") for t in tasks):
+        out["glm"] = _time_smoothing(ctx, sd)
+    if "trial_pass" in out:
+        out["step"] = 3.0 * out["trial_pass"] * 16  # forward + backward of a batch of 16
+    return out
+
+
+def _time_fits(n_trials: int, tasks: Sequence[Task], ctx: EvalContext) -> tuple[float, float]:
+    """One L2 logistic-regression fit on random data of the trial-level decoding features' shape (trials x
+    (chunks x H)), and one ridge fit of the per-bin features' shape ((trials x bins) x H)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    chunks = max([t.spec.get("time_chunks", 10) for t in tasks if t.kind == "decoding"] or [10])
+    hidden = int(getattr(getattr(ctx.predictor, "config", None), "hidden_size", 64) or 64)
+    rng = np.random.default_rng(0)
+    n = max(int(n_trials), 8)  # decoder_splits: all -> the session's trials of every split
+    x = rng.normal(size=(n, chunks * hidden))
+    y = (x[:, 0] + rng.normal(size=n) > 0).astype(int)
+    t = time.perf_counter()
+    LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    t_log = time.perf_counter() - t
+    xb = rng.normal(size=(n * ctx.n_bins, hidden))
+    t = time.perf_counter()
+    Ridge(alpha=1.0).fit(xb, xb[:, 0])
+    return t_log, time.perf_counter() - t
+
+
+def _time_smoothing(ctx: EvalContext, sd) -> float:
+    """One fit of the NLB smoothing baseline (Poisson GLM) on the session's train split, half of the units
+    predicting the other half (the train split's collation is cached for the tasks)."""
+    from . import baselines as bl
+
+    train = ctx.session(sd.session_id, "train", cap=False)
+    n = train.counts.shape[2]
+    hin, tgt = np.arange(0, n, 2), np.arange(1, n, 2)
+    if tgt.size == 0:
+        return 0.0
+    t = time.perf_counter()
+    bl.SmoothingBaseline(sigma_bins=bl.sigma_ms_to_bins(50.0, ctx.bin_size), alpha=1e-3, method="poisson").fit(
+        train.counts[..., hin], train.counts[..., tgt])
+    return time.perf_counter() - t
+
+
+def estimate_costs(ctx: EvalContext, tasks: Sequence[Task], timing: dict[str, float] | None = None) -> list[TaskCost]:
+    """:func:`count_work` of every task, with ``seconds`` when ``timing`` (from :func:`calibrate`) is given."""
+    seen: dict = {}
+    costs = [count_work(ctx, t, seen) for t in tasks]
+    if timing:
+        for c in costs:
+            c.seconds = sum(getattr(c, k) * timing.get(k2, 0.0) for k, k2 in (
+                ("trial_passes", "trial_pass"), ("windows", "window"), ("fits", "fit"), ("ridge", "ridge"),
+                ("glm", "glm"), ("steps", "step"), ("collate", "collate")))
+    return costs
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "?"
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def format_costs(costs: Sequence[TaskCost], timing: dict[str, float] | None = None) -> str:
+    """The table ``recipes/evaluate.py`` prints before it starts."""
+    lines = ["estimated cost (rough, x2 either way; progress bars show the real ETA):",
+             f"  {'task':24s} {'trial passes':>12s} {'gen. windows':>12s} {'fits':>8s} {'steps':>6s} {'time':>9s}"]
+    for c in costs:
+        lines.append(f"  {c.task:24s} {c.trial_passes:12.0f} {c.windows:12.0f} {c.fits + c.ridge + c.glm:8.0f} "
+                     f"{c.steps:6.0f} {_duration(c.seconds):>9s}" + (f"  ({'; '.join(c.notes)})" if c.notes else ""))
+    total = sum(c.seconds or 0.0 for c in costs)
+    lines.append(f"  {'total':24s} {'':>12s} {'':>12s} {'':>8s} {'':>6s} {_duration(total):>9s}")
+    if timing:
+        lines.append("  measured on this machine: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timing.items()))
+    return "\n".join(lines)
+
+
+__all__ = ["TaskCost", "count_work", "calibrate", "estimate_costs", "format_costs"]
