@@ -100,6 +100,7 @@ def check_model_arg(value: str, flag: str = "--model", *, check_hub: bool = True
         if not (p / "config.json").is_file():
             raise UsageError(flag, f"{value} is a folder without config.json, not a saved model "
                                    "(recipes/pretrain.py and save_pretrained write one)")
+        check_model_config(p / "config.json")
         return
     if p.exists():
         raise UsageError(flag, f"{value} is a file; pass the model folder that holds config.json")
@@ -113,6 +114,24 @@ def check_model_arg(value: str, flag: str = "--model", *, check_hub: bool = True
         raise UsageError(flag, f"no model folder at {value}{near}")
     if check_hub:
         check_hub_id(value, flag)
+
+
+def check_model_config(path: str | os.PathLike) -> None:
+    """``config.json`` of a saved model must be a JSON object with ``model_type`` ``"nfm"``; otherwise a
+    :class:`~nfm.data.schema.DataError` naming the file and the field."""
+    import json
+
+    from nfm.data.schema import DataError
+
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise DataError(str(path), "<json>", f"not valid JSON: {err}") from None
+    if not isinstance(cfg, dict):
+        raise DataError(str(path), "<json>", f"must be a JSON object, got {type(cfg).__name__}")
+    if cfg.get("model_type") != "nfm":
+        raise DataError(str(path), "model_type", f"{cfg.get('model_type')!r} is not 'nfm': not an nfm model (or a "
+                                                 "corrupt config.json)")
 
 
 def check_dataset_arg(value: str, flag: str = "--dataset") -> None:
@@ -231,5 +250,5 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         return EXIT_USAGE
 
 
-__all__ = ["ArgumentParser", "UsageError", "did_you_mean", "split_ids", "looks_like_path", "check_model_arg", "check_dataset_arg", "check_hub_id",
+__all__ = ["ArgumentParser", "UsageError", "did_you_mean", "split_ids", "looks_like_path", "check_model_arg", "check_model_config", "check_dataset_arg", "check_hub_id",
            "is_main_process", "is_user_error", "error_line", "debug_requested", "run", "EXIT_USAGE"]

@@ -101,6 +101,16 @@ def build_parser():
     return p
 
 
+def default_output(model: str, adapter: str | None = None) -> str:
+    """``<adapter>/evaluation/results.json``, else ``<model>/evaluation/results.json`` for a local model, else
+    ``outputs/evaluation/results.json`` (never the working directory itself)."""
+    if adapter:
+        return str(Path(adapter) / "evaluation" / "results.json")
+    if Path(model).is_dir():
+        return str(Path(model) / "evaluation" / "results.json")
+    return str(Path("outputs") / "evaluation" / "results.json")
+
+
 def resolve_sessions(arg: list[str] | None, meta, default: str) -> str | list[str]:
     """``--sessions`` -> ``"all"``, ``"known"`` or a list of ids of the dataset (unknown ids: one-line error)."""
     from nfm.cli import UsageError, did_you_mean, split_ids
@@ -165,14 +175,7 @@ def main(argv=None) -> int:
                                            f"in {dataset}; pass --dataset with the adapted animal's data")
         print(f"--sessions not given: evaluating the adapter's sessions {' '.join(default_sessions)}")
     sessions = resolve_sessions(args.sessions, meta, default_sessions)
-    if args.output:
-        output = args.output
-    elif args.adapter:
-        output = str(Path(args.adapter) / "evaluation" / "results.json")
-    elif model_dir.is_dir():
-        output = str(model_dir / "evaluation" / "results.json")
-    else:
-        output = str(Path("outputs") / "evaluation" / "results.json")
+    output = args.output or default_output(args.model, args.adapter)
 
     import torch
     from transformers.utils import logging as hf_logging

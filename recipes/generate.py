@@ -49,6 +49,11 @@ def build_parser():
     return p
 
 
+def default_output_dir(model: str) -> str:
+    """``<model>/generated`` for a local model, else ``outputs/generated`` (never the working directory)."""
+    return str(Path(model) / "generated") if Path(model).is_dir() else str(Path("outputs") / "generated")
+
+
 def main(argv=None) -> int:
     from nfm.cli import UsageError, check_dataset_arg, check_model_arg, did_you_mean, split_ids
 
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
                 raise UsageError("--sessions", f"session {sid!r} is not in the dataset {dataset}; "
                                                f"{did_you_mean(sid, meta.session_ids, 'sessions')}")
         sessions = ids
-    out = args.output_dir or (str(model_dir / "generated") if model_dir.is_dir() else "outputs/generated")
+    out = args.output_dir or default_output_dir(args.model)
 
     import torch
     from transformers.utils import logging as hf_logging

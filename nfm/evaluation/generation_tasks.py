@@ -44,10 +44,10 @@ def generate_held_out(predictor: Predictor, sd: SessionData, *, prompt_s: float,
             raise NotApplicable(f"prompt_s={prompt_s} s leaves nothing to generate")
         n_batch = int(batch["spikes"].shape[0])
         n_windows = sd.counts.shape[1] // w - start_window
-        with window_progress(predictor, progress, n_batch / max(n_windows, 1)) as reported:
+        with window_progress(predictor, progress, n_batch / max(n_windows, 1), limit=n_batch) as reported:
             out = predictor.generate(batch, start_window, temperature=temperature, top_p=top_p, top_k=top_k,
                                      generator=gen)
-        if progress is not None and reported() < n_batch:
+        if progress is not None and reported() < n_batch - 1e-9:
             progress(n_batch - reported())
         start_bin = start_window * int(out["window_bins"])
         gen_spk.append(out["spikes"][:, start_bin:])
@@ -140,21 +140,24 @@ def _conditions(task: Task, *sds: SessionData) -> list[np.ndarray] | None:
                               np.stack([sd.trial_columns[c] for c in cols], axis=1)]) for sd in sds]
     return None
 @contextmanager
-def window_progress(predictor: Predictor, progress: Callable[[float], None] | None, per_window: float):
+def window_progress(predictor: Predictor, progress: Callable[[float], None] | None, per_window: float,
+                    limit: float = float("inf")):
     """While a closed loop runs, call ``progress(per_window)`` after each generated window.
 
     The closed loop (``model.generate``) runs the backbone once per window, so a forward hook on the backbone of
     an :class:`~nfm.evaluation.predictor.NfmPredictor` marks each window without touching the sampling code;
-    other predictors report once per batch (the caller tops up).  Yields a function returning the amount
-    reported so far.
+    other predictors report once per batch (the caller tops up).  At most ``limit`` is reported.  Yields a
+    function returning the amount reported so far.
     """
     done = [0.0]
     backbone = getattr(predictor, "backbone", None)
     handle = None
     if progress is not None and isinstance(backbone, torch.nn.Module):
         def hook(module, args, output):
-            done[0] += per_window
-            progress(per_window)
+            step = min(per_window, limit - done[0])
+            if step > 0:
+                done[0] += step
+                progress(step)
 
         handle = backbone.register_forward_hook(hook)
     try:
@@ -172,6 +175,14 @@ def _trial_bar(enabled: bool, total: int, desc: str):
 
     return tqdm(total=total, desc=desc, unit="trial", leave=False, mininterval=0.5,
                 bar_format="{l_bar}{bar}| {n:.1f}/{total} trials [{elapsed}<{remaining}]")
+
+
+def _advance(bar):
+    """``progress(n)`` for a trial bar: adds ``n`` without passing the total (fractions of a batch add up with
+    rounding), or None without a bar."""
+    if bar is None:
+        return None
+    return lambda n: bar.update(max(0.0, min(n, bar.total - bar.n)))
 
 
 def _per_interval(counts: np.ndarray, k: int) -> np.ndarray:
@@ -232,7 +243,7 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
             g = generate_held_out(ctx.predictor, sd, prompt_s=task.spec["prompt_s"], bin_size=ctx.bin_size,
                                   temperature=task.spec["temperature"], top_p=task.spec["top_p"],
                                   top_k=task.spec["top_k"] or None, seed=task.spec["seed"],
-                                  progress=bar.update if bar is not None else None)
+                                  progress=_advance(bar))
         except NotApplicable as err:
             per_session[sid] = {"not_applicable": str(err)}
             continue
@@ -321,7 +332,7 @@ def generate_to_files(model, dataset, output_dir, *, split: str = "test", sessio
     for sid in chosen:  # one closed loop per batch of the session's trials
         sd = ctx.session(sid)
         g = generate_held_out(predictor, sd, prompt_s=prompt_s, bin_size=ctx.bin_size, temperature=temperature,
-                              top_p=top_p, top_k=top_k, seed=seed, progress=bar.update if bar is not None else None)
+                              top_p=top_p, top_k=top_k, seed=seed, progress=_advance(bar))
         arrays = {"true_counts": g["true_counts"].astype(np.float32), "gen_counts": g["gen_counts"].astype(np.float32),
                   "trial_ids": sd.trial_ids.astype(np.int64), "start_bin": np.int64(g["start_bin"]),
                   "bin_size": np.float64(ctx.bin_size), "t0": np.float64(g["t0"])}

@@ -274,11 +274,11 @@ def as_predictor(model, name: str = "model") -> Predictor:
 
 
 def check_model_files(path_or_id: str) -> None:
-    """For a local model folder: ``config.json`` must be valid JSON with ``model_type`` ``"nfm"``; otherwise a
-    :class:`~nfm.data.schema.DataError` naming the file (a Hub id is checked when it is loaded)."""
-    import json
+    """For a local model folder: ``config.json`` must exist and be an nfm model's (``model_type`` ``"nfm"``);
+    otherwise a :class:`~nfm.data.schema.DataError` naming the file (a Hub id is checked when it is loaded)."""
     from pathlib import Path
 
+    from nfm.cli import check_model_config
     from nfm.data.schema import DataError
 
     folder = Path(path_or_id)
@@ -287,13 +287,7 @@ def check_model_files(path_or_id: str) -> None:
     cfg = folder / "config.json"
     if not cfg.is_file():
         raise DataError(str(cfg), "<file>", "missing: not a saved model folder (save_pretrained writes config.json)")
-    try:
-        model_type = json.loads(cfg.read_text()).get("model_type")
-    except (ValueError, AttributeError) as err:
-        raise DataError(str(cfg), "<json>", f"not a JSON object: {err}") from None
-    if model_type != "nfm":
-        raise DataError(str(cfg), "model_type", f"{model_type!r} is not 'nfm': not an nfm model (or a corrupt "
-                                                "config.json)")
+    check_model_config(cfg)
 
 
 def from_pretrained_checked(cls, path_or_id: str, **kwargs):

@@ -230,7 +230,7 @@ def argument_names(dataclass_types: Sequence) -> set[str]:
     return names
 
 
-def load_yaml_config(path: str | os.PathLike, dataclass_types: Sequence[type]) -> dict[str, Any]:
+def load_yaml_config(path: str | os.PathLike, dataclass_types: Sequence = DEFAULT_TYPES) -> dict[str, Any]:
     """Read a recipe YAML (a flat mapping of argument names) and check every key is an argument."""
     import yaml
 
