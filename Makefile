@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# recipes/accelerate/single_process.yaml passes every launch setting (no "defaults used" warning);
+# -q: a failed run shows the recipe's own message, not also accelerate's traceback of its subprocess
 demo: $(STAMP)
-	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/pretrain.py
+	$(BIN)/accelerate launch -q --config_file recipes/accelerate/single_process.yaml recipes/pretrain.py
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests

@@ -1,6 +1,7 @@
 """Pretrain an nfm model (MtM masking and/or Neuroformer generation) with transformers.Trainer.
 
-    accelerate launch recipes/pretrain.py                       # synthetic default, < 5 min on 2 CPU cores
+    accelerate launch -q --config_file recipes/accelerate/single_process.yaml recipes/pretrain.py   # = make demo
+    python recipes/pretrain.py          # the same, one process: ~7.5 CPU-min (benchmarks/results_timing.md)
     accelerate launch recipes/pretrain.py --config recipes/configs/mtm_only.yaml --max_steps 1000
     accelerate launch --multi_gpu --num_processes 8 recipes/pretrain.py \
         --config recipes/configs/ibl_repeated_site.yaml --dataset data/ibl_repeated_site --bf16

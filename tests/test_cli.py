@@ -1,7 +1,6 @@
 """The recipes' command line: one-line user errors (exit 2, the field named, no traceback), --debug, list
 arguments, model arguments that are paths or Hub ids, and --help / argument errors without torch."""
 import json
-import os
 import subprocess
 import sys
 

@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 from nfm.data.hf import build_dataset
 from nfm.data.sources.synthetic import make_ibl_like_world
 from nfm.evaluation import runner
-from nfm.evaluation.costs import calibrate, count_work, estimate_costs, format_costs
+from nfm.evaluation.costs import calibrate, estimate_costs, format_costs
 from nfm.evaluation.generation_tasks import generate_to_files
 from nfm.evaluation.runner import EvalContext, as_predictor, evaluate
 from nfm.evaluation.tasks import QUICK_MAX_TRIALS, load_tasks
@@ -124,7 +124,7 @@ def test_quick_run_caps_trials_and_says_so(world, tmp_path):
     res = evaluate(model, (dd, meta), tasks="co_smoothing", sessions=[sid], output=out, quick=True)
     assert res["co_smoothing"]["bps"] is not None
     md = out.with_suffix(".md").read_text()
-    assert f"quick: yes" in md and f"at most {QUICK_MAX_TRIALS}" in md and "status: complete" in md
+    assert "quick: yes" in md and f"at most {QUICK_MAX_TRIALS}" in md and "status: complete" in md
 
 
 def test_task_option_maps_a_datasets_own_variable_name(world, tmp_path):
@@ -162,7 +162,6 @@ def test_generate_defaults_to_known_sessions_and_shows_per_trial_progress(world,
 
 
 def test_summary_figure_labels_and_visible_zero_bars(tmp_path):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401 (backend used by plots)
 
     from nfm.evaluation import plots
 

@@ -2,7 +2,6 @@
 and loading a pretraining checkpoint as a backbone is quiet."""
 import os
 import stat
-from pathlib import Path
 
 import pytest
 import torch

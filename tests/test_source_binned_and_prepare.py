@@ -68,12 +68,14 @@ def test_prepare_data_recipe_cli_synthetic(tmp_path):
     cmd = [sys.executable, str(ROOT / "recipes/prepare_data.py"), "--source", "synthetic", "--output_dir", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "sessions 4  subjects 4" in res.stdout and "spikes" in res.stdout
+    # the default world is the demo's (recipes/configs/synthetic.yaml): 5 animals x 2 sessions, one held out
+    assert "sessions 10  subjects 5" in res.stdout and "spikes" in res.stdout
+    assert "held out synth-mouse-04: synth-04-00 synth-04-01" in res.stdout
     meta = DatasetMeta.load(out)
     assert meta.align_event == "stimOn_times" and meta.split_mode == "random"
     # refuses to overwrite; a wrong source input is a clear error
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0 and "exists" in res.stderr
+    assert res.returncode == 2 and "exists" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([sys.executable, str(ROOT / "recipes/prepare_data.py"), "--source", "nwb", "--input",
                           str(tmp_path / "missing.nwb"), "--output_dir", str(tmp_path / "x")], capture_output=True, text=True)
-    assert res.returncode != 0 and "missing.nwb" in res.stderr
+    assert res.returncode == 2 and "missing.nwb" in res.stderr and "Traceback" not in res.stderr
