@@ -133,6 +133,10 @@ def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCo
     elif task.kind == "generation":
         for sid in sessions:
             collate(sid, [ctx.split])
+            if task.baselines:  # simulation baselines fitted on the train split
+                collate(sid, ["train"], cap=False)
+            if "glm" in task.baselines:  # Poisson GLM simulator: 3-fold CV over 4 penalties, then a refit
+                cost.glm += 3 * 4 + 1
             r = _trials(ctx, sid, [ctx.split])
             if spec["max_trials"]:
                 r = min(r, spec["max_trials"])
@@ -198,7 +202,8 @@ def calibrate(ctx: EvalContext, tasks: Sequence[Task]) -> dict[str, float]:
         out["window"] = time.perf_counter() - t
     if any(t.kind == "decoding" for t in tasks):
         out["fit"], out["ridge"] = _time_fits(_trials(ctx, sid, SPLITS, cap=False), tasks, ctx)
-    if ctx.modality == "spikes" and any("smoothing" in t.baselines and t.kind in ("masking", "psth") for t in tasks):
+    if ctx.modality == "spikes" and any(("smoothing" in t.baselines and t.kind in ("masking", "psth"))
+                                        or ("glm" in t.baselines and t.kind == "generation") for t in tasks):
         out["glm"] = _time_smoothing(ctx, sd)
     if "trial_pass" in out:
         out["step"] = 3.0 * out["trial_pass"] * 16  # forward + backward of a batch of 16
