@@ -96,3 +96,39 @@ def test_fast_generation_through_lora_adapters(gen_model):
     plain = _generate(model, batch, True, 5, **kw)
     assert torch.equal(fast.token_units, ref.token_units) and torch.equal(fast.token_dts, ref.token_dts)
     assert not torch.equal(fast.token_units, plain.token_units)  # the adapters are in the fast path
+
+
+@pytest.mark.parametrize("n_buckets", [2, 4, 7])
+def test_bucketed_decoder_equals_the_padded_pass(n_buckets):
+    """Length buckets + per-bucket memory trimming: the same losses, logits at target positions and gradients as
+    every (trial, window) sequence padded to the longest one."""
+    from nfm.models import NfmForPretraining
+    from nfm.models.modeling_nfm_generation import spike_generation
+
+    torch.manual_seed(0)
+    meta = make_meta()
+    model = NfmForPretraining(tiny_config(meta, gen_windows_per_step=6, gen_past_events=0.08)).train()
+    batch = make_batch(meta, ["sA", "sB", "sA", "sA"], seed=4, rate_hz=40.0)
+    keys = ("unit_mask", "unit_region", "session_ids", "event_times", "event_units", "event_mask", "stimulus",
+            "behavior")
+    runs = []
+    for nb in (1, n_buckets):
+        torch.manual_seed(1)  # the same windows drawn
+        out = spike_generation(model.nfm, model.decoder, batch["spikes"], length_buckets=nb,
+                               **{k: batch[k] for k in keys})
+        model.zero_grad()
+        out.loss.backward()
+        runs.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = runs
+    lens = a.target_mask.sum(-1)
+    assert lens.min() < lens.max() - 3  # sequences of different lengths: buckets differ from the padded pass
+    for name in ("loss", "dt_loss", "id_loss", "contrastive_loss"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-6)
+    v = a.target_mask
+    for name in ("dt_logits", "id_logits"):
+        x, y = getattr(a, name)[v], getattr(b, name)[v]
+        assert torch.equal(torch.isinf(x), torch.isinf(y))
+        torch.testing.assert_close(x.nan_to_num(0, 0, 0), y.nan_to_num(0, 0, 0), rtol=1e-5, atol=1e-5)
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], rtol=1e-4, atol=1e-6, msg=n)

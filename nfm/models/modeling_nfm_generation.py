@@ -58,6 +58,10 @@ from .modeling_nfm import (
 from .tokenization import NO_UNIT, EventTokens, bin_events, special_ids, tokenize_events, tokens_to_events
 
 
+#: length buckets of the teacher-forced decoder pass (``config.gen_length_buckets`` overrides it)
+DEFAULT_LENGTH_BUCKETS = 4
+
+
 # --------------------------------------------------------------------------- outputs
 @dataclass
 class NfmSpikeGenerationOutput(ModelOutput):
@@ -168,6 +172,8 @@ class NfmEventDecoder(nn.Module):
         self.window_bins = config.window_bins
         self.past_bins = config.past_bins
         self.past_windows = config.past_event_windows
+        # teacher-forced training runs the decoder on length buckets (spike_generation); not a saved weight
+        self.length_buckets = int(getattr(config, "gen_length_buckets", DEFAULT_LENGTH_BUCKETS))
         self.dt_embed = nn.Embedding(self.n_dt + 3, H)  # dt classes, EOS, SOS, PAD
         self.unit_proj = nn.Linear(H, H)
         self.next_dt_embed = nn.Embedding(self.n_dt, H)
@@ -326,19 +332,22 @@ class NfmEventDecoder(nn.Module):
         allowed = torch.arange(self.n_dt + 1, device=states.device) >= cur.unsqueeze(-1)
         return logits.masked_fill(~allowed, float("-inf"))
 
-    def id_logits(self, states, next_dts, cur_units, cur_dts, tables: SessionTables):
+    def id_logits(self, states, next_dts, cur_units, cur_dts, tables: SessionTables, rows: torch.Tensor | None = None):
         """Unit-id logits (B, Kw, L, N) = (W (state + e_dt)) . e_u / sqrt(H) + bias_u; padding units and units
-        breaking the canonical order (same dt class, lower unit) are -inf."""
+        breaking the canonical order (same dt class, lower unit) are -inf.  ``rows`` (B,): the trial of ``tables``
+        each state row belongs to (default: row b is trial b)."""
         B = states.shape[0]
         q = self.id_query(states + self.next_dt_embed(next_dts.clamp(0, self.n_dt - 1)))
-        keys = tables.unit_embed.to(q.dtype)
+        keys, bias, unit_mask = tables.unit_embed, tables.id_bias, tables.unit_mask
+        if rows is not None:
+            keys, bias, unit_mask = keys[rows], bias[rows], unit_mask[rows]
+        keys = keys.to(q.dtype)
         logits = torch.einsum("bkqh,bnh->bkqn", q, keys).float() / math.sqrt(q.shape[-1])
-        logits = logits + tables.id_bias.float().view(B, 1, 1, -1)
+        logits = logits + bias.float().view(B, 1, 1, -1)
         same = (cur_dts < self.n_dt) & (next_dts == cur_dts) & (cur_units >= 0)
         floor = torch.where(same, cur_units, torch.zeros_like(cur_units))
         N = keys.shape[1]
-        allowed = (torch.arange(N, device=states.device) >= floor.unsqueeze(-1)) & \
-            tables.unit_mask.view(B, 1, 1, N)
+        allowed = (torch.arange(N, device=states.device) >= floor.unsqueeze(-1)) & unit_mask.view(B, 1, 1, N)
         return logits.masked_fill(~allowed, float("-inf"))
 
     def contrastive_loss(self, bin_states, mod_tokens, mod_present=None):
@@ -402,11 +411,82 @@ def _check_generation_grid(backbone: NfmModel, spikes, bin_size, session_ids) ->
                          f"config.bin_size={cfg.bin_size} s")
 
 
+def _past_event_counts(tokens: EventTokens, windows: torch.Tensor, past_windows: int) -> torch.Tensor:
+    """(B, Kw, past_windows) long: events of window ``k - j`` (j = 1 .. past_windows) for each chosen window k
+    (0 before the trial start) -- the filled past-event slots of each block of :meth:`NfmEventDecoder.build_memory`."""
+    B = tokens.n_events.shape[0]
+    out = [tokens.n_events[:, (windows - j).clamp_min(0)] * (windows >= j) for j in range(1, past_windows + 1)]
+    return torch.stack(out, -1) if out else tokens.n_events.new_zeros(B, windows.shape[0], 0)
+
+
+def _decode_buckets(decoder: NfmEventDecoder, x, memory, mem_mask, past_events, block: int, in_u, in_dt, tg_u, tg_dt,
+                    tg_m, dt_target, is_event, tables: SessionTables, n_buckets: int):
+    """Teacher-forced decoder pass on length buckets -> (dt_logits, id_logits, dt_loss, id_loss).
+
+    The B * Kw (trial, window) sequences are sorted by their number of decoder positions (events + 1) and cut
+    into ``n_buckets`` groups of equal count; each group runs :meth:`NfmEventDecoder.run` padded to its own
+    longest sequence, with memory columns: the fixed slots (prefix, bins, modality) plus, per past-event block
+    of ``block`` slots, only the first ``max`` filled ones of the group (the rest are masked in every sequence
+    of the group, so dropping them changes nothing).  Cross-entropies are summed per group and divided by the
+    batch's target counts: the means of the unbucketed pass.
+
+    Shapes: x (B, Kw, L, H); memory (B, Kw, M, H), mem_mask (B, Kw, M); past_events (B, Kw, J); token tensors
+    (B, Kw, L).  Returned logits are (B, Kw, L, n_dt + 1) / (B, Kw, L, N) float32, 0 after each group's
+    longest sequence.
+    """
+    B, Kw, L, H = x.shape
+    BK, M, J = B * Kw, memory.shape[2], past_events.shape[-1]
+    fixed = M - J * block
+    n_dt, dev = decoder.n_dt, x.device
+    N = tables.unit_embed.shape[1]
+
+    def flat(t):
+        return t.reshape(BK, *t.shape[2:])
+
+    x, memory, mem_mask, past_events = flat(x), flat(memory), flat(mem_mask), flat(past_events)
+    in_u, in_dt, tg_u, tg_dt, tg_m, dt_target, is_event = map(flat, (in_u, in_dt, tg_u, tg_dt, tg_m, dt_target,
+                                                                      is_event))
+    lens = tg_m.sum(-1)
+    order = torch.argsort(lens, stable=True)
+    groups = [g for g in torch.tensor_split(order, min(int(n_buckets), BK)) if g.numel()]
+    sizes = torch.stack([torch.cat([lens[g].max().view(1), past_events[g].amax(0)]) for g in groups]).tolist()
+    dt_logits = torch.zeros(BK, L, n_dt + 1, device=dev)
+    id_logits = torch.zeros(BK, L, N, device=dev)
+    dt_sum = id_sum = 0.0
+    for g, (Lb, *E) in zip(groups, sizes):
+        cols = torch.cat([torch.arange(fixed, device=dev)]
+                         + [fixed + j * block + torch.arange(e, device=dev) for j, e in enumerate(E)])
+        sel = (g.unsqueeze(1), cols.unsqueeze(0))
+        states, _, _, _ = decoder.run(x[g, :Lb], memory[sel], mem_mask[sel])
+        i_u, i_dt, t_dt = in_u[g, :Lb], in_dt[g, :Lb], tg_dt[g, :Lb]
+        dl = decoder.dt_logits(states, i_dt)
+        il = decoder.id_logits(states.unsqueeze(1), t_dt.unsqueeze(1), i_u.unsqueeze(1), i_dt.unsqueeze(1), tables,
+                               rows=torch.div(g, Kw, rounding_mode="floor"))[:, 0]
+        dt_sum = dt_sum + F.cross_entropy(dl.reshape(-1, n_dt + 1), dt_target[g, :Lb].reshape(-1), ignore_index=-100,
+                                          reduction="sum")
+        ev = is_event[g, :Lb]
+        id_sum = id_sum + F.cross_entropy(il[ev], tg_u[g, :Lb][ev], reduction="sum")
+        dt_logits[g, :Lb] = dl
+        id_logits[g, :Lb] = il
+    n_ev = int(is_event.sum())
+    dt_loss = dt_sum / tg_m.sum()
+    id_loss = id_sum / n_ev if n_ev else dt_sum * 0.0
+    return dt_logits.view(B, Kw, L, -1), id_logits.view(B, Kw, L, N), dt_loss, id_loss
+
+
 def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, unit_mask=None, unit_region=None,
                      session_ids=None, event_times=None, event_units=None, event_mask=None, stimulus=None,
-                     behavior=None, bin_size=None, output_attentions=False) -> NfmSpikeGenerationOutput:
+                     behavior=None, bin_size=None, output_attentions=False,
+                     length_buckets: int | None = None) -> NfmSpikeGenerationOutput:
     """The generation objective on one batch (teacher forcing): backbone with the ``generate`` prompt, event
-    tokens, decoder, dt / unit-id cross-entropies and contrastive alignment (see the module docstring)."""
+    tokens, decoder, dt / unit-id cross-entropies and contrastive alignment (see the module docstring).
+
+    ``length_buckets`` (default ``decoder.length_buckets``, from ``config.gen_length_buckets``, 4): the decoder
+    runs on the (trial, window) sequences sorted by length in this many groups, each padded to its own longest
+    sequence and with the past-event memory cut to the most past events any of its sequences has
+    (:func:`_decode_buckets`); 1, or ``output_attentions``, runs every sequence padded to the longest one.  Both
+    give the same losses and logits (to float rounding); logits at padding positions (``target_mask`` False)
+    are 0 on the bucketed path."""
     config = backbone.config
     B, T, N = spikes.shape
     _check_generation_grid(backbone, spikes, bin_size, session_ids)
@@ -435,21 +515,29 @@ def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, un
     in_u, in_dt = units_w[..., :S - 1], dts_w[..., :S - 1]
     tg_u, tg_dt, tg_m = units_w[..., 1:S], dts_w[..., 1:S], mask_w[..., 1:S]
     x = decoder.embed_tokens(in_u, in_dt, unit_tok)
-    H = x.shape[-1]
-    M = memory.shape[2]
-    states, _, self_w, cross_w = decoder.run(x.reshape(B * Kw, S - 1, H), memory.reshape(B * Kw, M, H),
-                                             mem_mask.reshape(B * Kw, M), output_attentions=output_attentions)
-    states = states.view(B, Kw, S - 1, H)
-    dt_logits = decoder.dt_logits(states, in_dt)
-    id_logits = decoder.id_logits(states, tg_dt, in_u, in_dt, tables)
     n_dt = decoder.n_dt
     dt_target = torch.where(tg_m, tg_dt.clamp_max(n_dt), torch.full_like(tg_dt, -100))  # EOS -> n_dt
-    dt_loss = F.cross_entropy(dt_logits.reshape(-1, n_dt + 1), dt_target.reshape(-1), ignore_index=-100)
     is_event = tg_m & (tg_dt < n_dt)
-    if bool(is_event.any()):
-        id_loss = F.cross_entropy(id_logits[is_event], tg_u[is_event])
+    n_buckets = decoder.length_buckets if length_buckets is None else int(length_buckets)
+    self_w = cross_w = ()
+    if n_buckets > 1 and not output_attentions:
+        past_events = _past_event_counts(tokens, windows, decoder.past_windows)
+        dt_logits, id_logits, dt_loss, id_loss = _decode_buckets(
+            decoder, x, memory, mem_mask, past_events, tokens.units.shape[2] - 2, in_u, in_dt, tg_u, tg_dt, tg_m,
+            dt_target, is_event, tables, n_buckets)
     else:
-        id_loss = id_logits.sum() * 0.0
+        H = x.shape[-1]
+        M = memory.shape[2]
+        states, _, self_w, cross_w = decoder.run(x.reshape(B * Kw, S - 1, H), memory.reshape(B * Kw, M, H),
+                                                 mem_mask.reshape(B * Kw, M), output_attentions=output_attentions)
+        states = states.view(B, Kw, S - 1, H)
+        dt_logits = decoder.dt_logits(states, in_dt)
+        id_logits = decoder.id_logits(states, tg_dt, in_u, in_dt, tables)
+        dt_loss = F.cross_entropy(dt_logits.reshape(-1, n_dt + 1), dt_target.reshape(-1), ignore_index=-100)
+        if bool(is_event.any()):
+            id_loss = F.cross_entropy(id_logits[is_event], tg_u[is_event])
+        else:  # no event in the batch: a zero that keeps the graph (the logits hold -inf)
+            id_loss = states.sum() * 0.0
     contrastive = None
     if mod is not None and config.contrastive_weight > 0:
         contrastive = decoder.contrastive_loss(out.bin_states, mod, mod_present)
