@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,7 +60,7 @@ from .tokenization import NO_UNIT, EventTokens, bin_events, special_ids, tokeniz
 
 
 #: length buckets of the teacher-forced decoder pass (``config.gen_length_buckets`` overrides it)
-DEFAULT_LENGTH_BUCKETS = 4
+DEFAULT_LENGTH_BUCKETS = 8
 
 
 # --------------------------------------------------------------------------- outputs
@@ -419,16 +420,43 @@ def _past_event_counts(tokens: EventTokens, windows: torch.Tensor, past_windows:
     return torch.stack(out, -1) if out else tokens.n_events.new_zeros(B, windows.shape[0], 0)
 
 
+def length_buckets(lengths, n_buckets: int) -> list[int]:
+    """Split points of sorted sequence lengths into at most ``n_buckets`` contiguous groups that minimise the
+    padded area ``sum_g size_g * max_g`` (exact dynamic programme, O(n_buckets n^2) in numpy; n = a few hundred
+    sequences per step).  ``lengths``: (n,) ascending.  Returns the end index of each group (the last is n)."""
+    lens = np.asarray(lengths, dtype=np.int64)
+    n = len(lens)
+    k = max(1, min(int(n_buckets), n))
+    i = np.arange(n)[:, None]  # group start
+    j = np.arange(1, n + 1)[None, :]  # group end (exclusive)
+    cost = np.where(i < j, (j - i) * lens[j - 1], np.iinfo(np.int64).max // 4)  # (n, n): group i .. j-1
+    best = np.concatenate([[0], np.full(n, np.iinfo(np.int64).max // 4)])  # best[j]: first j lengths
+    back = []
+    for _ in range(k):
+        total = best[:n, None] + cost  # (start i, end j)
+        arg = total.argmin(0)
+        best = np.concatenate([[0], total[arg, np.arange(n)]])
+        back.append(arg)
+    ends, end = [], n
+    for arg in reversed(back):
+        ends.append(end)
+        end = int(arg[end - 1])
+        if end == 0:
+            break
+    return sorted(ends)
+
+
 def _decode_buckets(decoder: NfmEventDecoder, x, memory, mem_mask, past_events, block: int, in_u, in_dt, tg_u, tg_dt,
                     tg_m, dt_target, is_event, tables: SessionTables, n_buckets: int):
     """Teacher-forced decoder pass on length buckets -> (dt_logits, id_logits, dt_loss, id_loss).
 
     The B * Kw (trial, window) sequences are sorted by their number of decoder positions (events + 1) and cut
-    into ``n_buckets`` groups of equal count; each group runs :meth:`NfmEventDecoder.run` padded to its own
-    longest sequence, with memory columns: the fixed slots (prefix, bins, modality) plus, per past-event block
-    of ``block`` slots, only the first ``max`` filled ones of the group (the rest are masked in every sequence
-    of the group, so dropping them changes nothing).  Cross-entropies are summed per group and divided by the
-    batch's target counts: the means of the unbucketed pass.
+    into at most ``n_buckets`` groups by :func:`length_buckets` (least padding); each group runs
+    :meth:`NfmEventDecoder.run` padded to its own longest sequence, with memory columns: the fixed slots
+    (prefix, bins, modality) plus, per past-event block of ``block`` slots, only the first ``max`` filled ones
+    of the group (the rest are masked in every sequence of the group, so dropping them changes nothing).
+    Inputs are permuted once and split (cheap backward); cross-entropies are summed per group and divided by
+    the batch's target counts: the means of the unbucketed pass.
 
     Shapes: x (B, Kw, L, H); memory (B, Kw, M, H), mem_mask (B, Kw, M); past_events (B, Kw, J); token tensors
     (B, Kw, L).  Returned logits are (B, Kw, L, n_dt + 1) / (B, Kw, L, N) float32, 0 after each group's
@@ -439,35 +467,41 @@ def _decode_buckets(decoder: NfmEventDecoder, x, memory, mem_mask, past_events, 
     fixed = M - J * block
     n_dt, dev = decoder.n_dt, x.device
     N = tables.unit_embed.shape[1]
-
-    def flat(t):
-        return t.reshape(BK, *t.shape[2:])
-
-    x, memory, mem_mask, past_events = flat(x), flat(memory), flat(mem_mask), flat(past_events)
-    in_u, in_dt, tg_u, tg_dt, tg_m, dt_target, is_event = map(flat, (in_u, in_dt, tg_u, tg_dt, tg_m, dt_target,
-                                                                      is_event))
-    lens = tg_m.sum(-1)
+    lens = tg_m.reshape(BK, L).sum(-1)
     order = torch.argsort(lens, stable=True)
-    groups = [g for g in torch.tensor_split(order, min(int(n_buckets), BK)) if g.numel()]
-    sizes = torch.stack([torch.cat([lens[g].max().view(1), past_events[g].amax(0)]) for g in groups]).tolist()
+
+    def perm(t):  # (B, Kw, ...) -> (BK, ...) in length order
+        return t.reshape(BK, *t.shape[2:])[order]
+
+    lens_sorted = lens[order]
+    ends = length_buckets(lens_sorted.tolist(), n_buckets)
+    sizes = np.diff([0] + ends).tolist()
+    xs, mems, masks = (torch.split(perm(t), sizes) for t in (x, memory, mem_mask))
+    toks = [torch.split(perm(t), sizes) for t in (in_u, in_dt, tg_u, tg_dt, dt_target, is_event)]
+    trials = torch.split(torch.div(order, Kw, rounding_mode="floor"), sizes)
+    pe = past_events.reshape(BK, J)[order].cpu().numpy()
+    lens_np = lens_sorted.cpu().numpy()
     dt_logits = torch.zeros(BK, L, n_dt + 1, device=dev)
     id_logits = torch.zeros(BK, L, N, device=dev)
     dt_sum = id_sum = 0.0
-    for g, (Lb, *E) in zip(groups, sizes):
+    start = 0
+    for g, end in enumerate(ends):
+        Lb = int(lens_np[end - 1])
+        E = pe[start:end].max(0) if J else []
         cols = torch.cat([torch.arange(fixed, device=dev)]
-                         + [fixed + j * block + torch.arange(e, device=dev) for j, e in enumerate(E)])
-        sel = (g.unsqueeze(1), cols.unsqueeze(0))
-        states, _, _, _ = decoder.run(x[g, :Lb], memory[sel], mem_mask[sel])
-        i_u, i_dt, t_dt = in_u[g, :Lb], in_dt[g, :Lb], tg_dt[g, :Lb]
+                         + [fixed + j * block + torch.arange(int(e), device=dev) for j, e in enumerate(E)])
+        states, _, _, _ = decoder.run(xs[g][:, :Lb], mems[g][:, cols], masks[g][:, cols])
+        i_u, i_dt, t_u, t_dt, d_t, ev = (t[g][:, :Lb] for t in toks)
         dl = decoder.dt_logits(states, i_dt)
         il = decoder.id_logits(states.unsqueeze(1), t_dt.unsqueeze(1), i_u.unsqueeze(1), i_dt.unsqueeze(1), tables,
-                               rows=torch.div(g, Kw, rounding_mode="floor"))[:, 0]
-        dt_sum = dt_sum + F.cross_entropy(dl.reshape(-1, n_dt + 1), dt_target[g, :Lb].reshape(-1), ignore_index=-100,
+                               rows=trials[g])[:, 0]
+        dt_sum = dt_sum + F.cross_entropy(dl.reshape(-1, n_dt + 1), d_t.reshape(-1), ignore_index=-100,
                                           reduction="sum")
-        ev = is_event[g, :Lb]
-        id_sum = id_sum + F.cross_entropy(il[ev], tg_u[g, :Lb][ev], reduction="sum")
-        dt_logits[g, :Lb] = dl
-        id_logits[g, :Lb] = il
+        id_sum = id_sum + F.cross_entropy(il[ev], t_u[ev], reduction="sum")
+        rows = order[start:end]
+        dt_logits[rows, :Lb] = dl
+        id_logits[rows, :Lb] = il
+        start = end
     n_ev = int(is_event.sum())
     dt_loss = dt_sum / tg_m.sum()
     id_loss = id_sum / n_ev if n_ev else dt_sum * 0.0
@@ -481,9 +515,10 @@ def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, un
     """The generation objective on one batch (teacher forcing): backbone with the ``generate`` prompt, event
     tokens, decoder, dt / unit-id cross-entropies and contrastive alignment (see the module docstring).
 
-    ``length_buckets`` (default ``decoder.length_buckets``, from ``config.gen_length_buckets``, 4): the decoder
-    runs on the (trial, window) sequences sorted by length in this many groups, each padded to its own longest
-    sequence and with the past-event memory cut to the most past events any of its sequences has
+    ``length_buckets`` (default ``decoder.length_buckets``: ``config.gen_length_buckets`` or 8): the decoder
+    runs on the (trial, window) sequences sorted by length in at most this many groups (split for the least
+    padding), each padded to its own longest sequence and with the past-event memory cut to the most past
+    events any of its sequences has
     (:func:`_decode_buckets`); 1, or ``output_attentions``, runs every sequence padded to the longest one.  Both
     give the same losses and logits (to float rounding); logits at padding positions (``target_mask`` False)
     are 0 on the bucketed path."""
