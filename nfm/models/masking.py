@@ -142,36 +142,41 @@ def random_token_mask(unit_mask: torch.Tensor, n_bins: int, ratio: float = 0.3, 
     return MaskSample(m, m.clone(), "random_token")
 
 
-def _pick_region(unit_mask: torch.Tensor, unit_region: torch.Tensor, generator) -> torch.Tensor:
-    """One region index per trial, uniform among the regions of its real units -> (B,) long."""
+def _pick_region(unit_mask: torch.Tensor, unit_region: torch.Tensor, generator, n_regions: int | None = None
+                 ) -> torch.Tensor:
+    """One region index per trial, uniform among the regions of its real units -> (B,) long.  ``n_regions``
+    (the region vocabulary size) replaces the data-dependent ``max + 1`` under ``torch.compile``, where the
+    value checks are skipped too (they read tensors back)."""
     if unit_region.shape != unit_mask.shape:
         raise ValueError(f"unit_region shape {tuple(unit_region.shape)} != unit_mask shape {tuple(unit_mask.shape)}")
-    if not bool(unit_mask.any(1).all()):
+    compiling = torch.compiler.is_compiling()
+    if not compiling and not bool(unit_mask.any(1).all()):
         b = int((~unit_mask.any(1)).nonzero()[0])
         raise ValueError(f"trial {b} of the batch has no real unit (unit_mask all False)")
-    if bool((unit_region < 0).any()):
+    if not compiling and bool((unit_region < 0).any()):
         raise ValueError(f"unit_region has negative index {int(unit_region.min())}")
-    R = int(unit_region.max()) + 1
+    R = int(n_regions) if compiling and n_regions is not None else int(unit_region.max()) + 1
     present = (torch.nn.functional.one_hot(unit_region, R).bool() & unit_mask.unsqueeze(2)).any(1)  # (B, R)
     scores = _rand(present.shape, present.device, generator)
     scores = torch.where(present, scores, torch.full_like(scores, -1.0))
     return scores.argmax(1)
 
 
-def inter_region_mask(unit_mask: torch.Tensor, unit_region: torch.Tensor, n_bins: int, generator=None) -> MaskSample:
+def inter_region_mask(unit_mask: torch.Tensor, unit_region: torch.Tensor, n_bins: int, generator=None,
+                      n_regions: int | None = None) -> MaskSample:
     """Mask one whole region per trial (all its units, all bins); predicted from the other regions."""
     _check(unit_mask, n_bins)
-    region = _pick_region(unit_mask, unit_region, generator)
+    region = _pick_region(unit_mask, unit_region, generator, n_regions)
     units = unit_mask & (unit_region == region.unsqueeze(1))
     m = units.unsqueeze(1).expand(-1, n_bins, -1).contiguous()
     return MaskSample(m, m.clone(), "inter_region")
 
 
 def intra_region_mask(unit_mask: torch.Tensor, unit_region: torch.Tensor, n_bins: int, ratio: float = 0.3,
-                      generator=None) -> MaskSample:
+                      generator=None, n_regions: int | None = None) -> MaskSample:
     """Keep one region per trial; mask ``ratio`` of its units (targets); hide every other unit (input only)."""
     _check(unit_mask, n_bins)
-    region = _pick_region(unit_mask, unit_region, generator)
+    region = _pick_region(unit_mask, unit_region, generator, n_regions)
     in_region = unit_mask & (unit_region == region.unsqueeze(1))
     targets = _choose_k(in_region, _count(ratio, in_region.sum(1)), generator)
     hidden = targets | (unit_mask & ~in_region)
@@ -229,10 +234,11 @@ def sample_mask(mode: str, unit_mask: torch.Tensor, unit_region: torch.Tensor | 
         return causal_mask(unit_mask, n_bins, ratio("causal", 0.6), generator, block=block)
     if mode == "random_token":
         return random_token_mask(unit_mask, n_bins, ratio("random_token", 0.3), generator)
+    n_regions = len(config.region_vocab) if config is not None else None
     if mode == "inter_region":
-        return inter_region_mask(unit_mask, unit_region, n_bins, generator)
+        return inter_region_mask(unit_mask, unit_region, n_bins, generator, n_regions)
     if mode == "intra_region":
-        return intra_region_mask(unit_mask, unit_region, n_bins, ratio("intra_region", 0.3), generator)
+        return intra_region_mask(unit_mask, unit_region, n_bins, ratio("intra_region", 0.3), generator, n_regions)
     if mode == "none":
         return no_mask(unit_mask, n_bins)
     raise ValueError(f"unknown mask mode {mode!r}; known: {MASK_MODES + ('none',)}")

@@ -62,10 +62,18 @@ N_PREFIX = 2  # session token, prompt token
 LOG_VAR_RANGE = (-10.0, 10.0)
 
 
+_SESSION_KEYS: dict[str, str] = {}
+
+
 def session_key(session_id: str) -> str:
-    """ModuleDict key of a session: sanitised id + 8 hex digits of its sha1 (injective in practice)."""
-    clean = re.sub(r"[^0-9A-Za-z_]", "_", str(session_id))[:48]
-    return f"s_{clean}_{hashlib.sha1(str(session_id).encode()).hexdigest()[:8]}"
+    """ModuleDict key of a session: sanitised id + 8 hex digits of its sha1 (injective in practice).  Memoised:
+    models fill the memo when they create a session, so ``torch.compile`` reads a dict instead of tracing sha1."""
+    session_id = str(session_id)
+    key = _SESSION_KEYS.get(session_id)
+    if key is None:
+        clean = re.sub(r"[^0-9A-Za-z_]", "_", session_id)[:48]
+        key = _SESSION_KEYS[session_id] = f"s_{clean}_{hashlib.sha1(session_id.encode()).hexdigest()[:8]}"
+    return key
 
 
 # --------------------------------------------------------------------------- outputs
@@ -399,6 +407,10 @@ class NfmPreTrainedModel(PreTrainedModel):
         """Masked prediction of the backbone: see :meth:`NfmModel.predict_masked`."""
         return self.base_model.predict_masked(spikes, **kwargs)
 
+    def validate(self, spikes: torch.Tensor, **batch) -> None:
+        """Eager checks of a batch (see :meth:`NfmModel.validate`); for use outside a ``torch.compile`` region."""
+        return self.base_model.validate(spikes, **batch)
+
     @torch.no_grad()
     def init_session_statistics(self, session_id: str, mean_activity, input_mean=None, input_std=None,
                                 min_count: float = 1e-3, min_std: float = 0.05) -> None:
@@ -595,19 +607,12 @@ class NfmModel(NfmPreTrainedModel):
             unit_mask = torch.arange(N, device=device).unsqueeze(0) < n.unsqueeze(1)
         else:
             unit_mask = unit_mask.to(device=device, dtype=torch.bool)
-            beyond = unit_mask & (torch.arange(N, device=device).unsqueeze(0) >= n.unsqueeze(1))
-            if bool(beyond.any()):
-                b = int(beyond.any(1).nonzero()[0])
-                raise ValueError(f"trial {b} (session {session_ids[b]!r}) marks unit columns beyond its "
-                                 f"{int(n[b])} units as real in unit_mask")
         if unit_region is None:
             unit_region = torch.zeros(B, N, dtype=torch.long, device=device)
         else:
             unit_region = unit_region.to(device=device, dtype=torch.long)
-            R = self.region_embed.num_embeddings
-            if bool(((unit_region < 0) | (unit_region >= R)).any()):
-                raise ValueError(f"unit_region values must be in 0..{R - 1} (config.region_vocab), got "
-                                 f"{int(unit_region.min())}..{int(unit_region.max())}")
+        if not torch.compiler.is_compiling():  # data-dependent checks read values back: outside compiled graphs
+            self.check_units(session_ids, unit_mask, unit_region, n)
 
         def stack(name):
             rows = []
@@ -627,6 +632,40 @@ class NfmModel(NfmPreTrainedModel):
                              self.batch_grid(uniq))
 
     # ---------------------------------------------------------------- checks
+    def check_units(self, session_ids, unit_mask: torch.Tensor, unit_region: torch.Tensor,
+                    n_units: torch.Tensor) -> None:
+        """Refuse unit columns marked real beyond a trial's session (``unit_mask`` (B, N) vs ``n_units`` (B,)) and
+        region indices outside the vocabulary.  Called by :meth:`session_tables` in eager mode; under
+        ``torch.compile`` it is skipped (it reads tensor values back), so call :meth:`validate` on batches
+        outside the compiled region."""
+        N = unit_mask.shape[1]
+        beyond = unit_mask & (torch.arange(N, device=unit_mask.device).unsqueeze(0) >= n_units.unsqueeze(1))
+        if bool(beyond.any()):
+            b = int(beyond.any(1).nonzero()[0])
+            raise ValueError(f"trial {b} (session {session_ids[b]!r}) marks unit columns beyond its "
+                             f"{int(n_units[b])} units as real in unit_mask")
+        R = self.region_embed.num_embeddings
+        if bool(((unit_region < 0) | (unit_region >= R)).any()):
+            raise ValueError(f"unit_region values must be in 0..{R - 1} (config.region_vocab), got "
+                             f"{int(unit_region.min())}..{int(unit_region.max())}")
+
+    def validate(self, spikes: torch.Tensor, *, session_ids=None, unit_mask=None, unit_region=None,
+                 bin_size: float | None = None, **_batch) -> None:
+        """Every check of :meth:`forward` on a batch (time grid, known sessions, unit columns, regions), eagerly:
+        call it outside a ``torch.compile`` region, which skips the checks that read tensor values."""
+        ids = _as_session_list(session_ids, spikes.shape[0])
+        self.check_grid(spikes, bin_size, ids)
+        N = spikes.shape[2]
+        mods = [self.session_module(s) for s in ids]
+        n = torch.tensor([m.n_units for m in mods], device=spikes.device)
+        um = (torch.arange(N, device=spikes.device).unsqueeze(0) < n.unsqueeze(1) if unit_mask is None
+              else unit_mask.to(device=spikes.device, dtype=torch.bool))
+        ur = torch.zeros_like(um, dtype=torch.long) if unit_region is None else unit_region.to(spikes.device).long()
+        if int(n.max()) > N:
+            b = int(n.argmax())
+            raise ValueError(f"session {ids[b]!r} has {int(n[b])} units but the batch has only N={N} unit columns")
+        self.check_units(ids, um, ur, n)
+
     def batch_grid(self, session_ids) -> tuple[tuple[float, float], float, int]:
         """``(window, bin_size, n_bins)`` of a batch's sessions (:meth:`NfmConfig.grid_of`); every session of a
         batch must share it.  ``session_ids`` None: the primary grid."""
