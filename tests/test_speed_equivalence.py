@@ -173,3 +173,112 @@ def test_mtm_forward_compiles_without_graph_breaks():
     with pytest.raises(ValueError, match="unit_region"):
         model.validate(**bad)  # the check a compiled run does outside its graph
     torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------- collator: Arrow columns == rows
+def _reference_collate(c, rows):
+    """The row-by-row collator as it was before the Arrow path (main at 856827b), frozen here as the reference."""
+    import numpy as np
+
+    from nfm.data.binning import bin_index, mean_bins
+
+    B, T = len(rows), c.n_bins
+    sids = [r["session_id"] for r in rows]
+    n_units = np.array([c.n_units[s] for s in sids])
+    N = int(n_units.max())
+    unit_mask = np.arange(N)[None, :] < n_units[:, None]
+    unit_region = np.zeros((B, N), dtype=np.int64)
+    for b, s in enumerate(sids):
+        unit_region[b, : n_units[b]] = c.session_regions[s]
+    batch = {"session_ids": sids, "unit_mask": torch.from_numpy(unit_mask), "unit_region": torch.from_numpy(unit_region)}
+    if c.meta.modality == "spikes":
+        times = [np.asarray(r["spike_times"], dtype=np.float64) for r in rows]
+        units = [np.asarray(r["spike_units"], dtype=np.int64) for r in rows]
+        lengths = np.array([len(t) for t in times])
+        E = int(lengths.max())
+        t_all, u_all = np.concatenate(times), np.concatenate(units)
+        row_of = np.repeat(np.arange(B), lengths)
+        flat = (row_of * T + bin_index(t_all, c.bin_size, T, c.window[0], what="spike")) * N + u_all
+        counts = np.bincount(flat, minlength=B * T * N).reshape(B, T, N).astype(np.float32)
+        pos = np.arange(len(t_all)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ev_t, ev_u, ev_m = np.zeros((B, E), np.float32), np.zeros((B, E), np.int64), np.zeros((B, E), bool)
+        ev_t[row_of, pos] = t_all - c.window[0]
+        ev_u[row_of, pos] = u_all
+        ev_m[row_of, pos] = True
+        batch.update(spikes=torch.from_numpy(counts), event_times=torch.from_numpy(ev_t),
+                     event_units=torch.from_numpy(ev_u), event_mask=torch.from_numpy(ev_m))
+    else:
+        act = np.zeros((B, T * c.group, N), dtype=np.float32)
+        for b, r in enumerate(rows):
+            a = np.asarray(r["activity"], dtype=np.float32)
+            act[b, :, : a.shape[1]] = a
+        if c.group > 1:
+            g = act.reshape(B, T, c.group, N)
+            n = np.isfinite(g).sum(2)
+            act = np.divide(np.nansum(g, 2), n, out=np.full((B, T, N), np.nan, np.float32), where=n > 0)
+        valid = np.isfinite(act)
+        act[~valid] = 0.0
+        batch.update(spikes=torch.from_numpy(act), valid_mask=torch.from_numpy(valid),
+                     event_times=torch.zeros((B, 0)), event_units=torch.zeros((B, 0), dtype=torch.long),
+                     event_mask=torch.zeros((B, 0), dtype=torch.bool))
+
+    def per_bin(prefix, names, fill):
+        out = np.full((B, T * c.group, len(names)), fill, dtype=np.float32)
+        for k, name in enumerate(names):
+            for b, r in enumerate(rows):
+                v = r.get(prefix + c.modality_map.get(name, name))
+                if v is not None:
+                    out[b, :, k] = v
+        return mean_bins(out, c.group)
+
+    batch["behavior"] = torch.from_numpy(per_bin("behavior_", c.behavior_names, np.nan))
+    batch["stimulus"] = torch.from_numpy(per_bin("stimulus_", c.stimulus_names, np.nan))
+    labels = np.array([[r.get(f"trial_{n}", np.nan) for n in c.trial_label_names] for r in rows], dtype=np.float32)
+    batch["trial_labels"] = torch.from_numpy(labels.reshape(B, len(c.trial_label_names)))
+    batch["trial_id"] = torch.tensor([int(r["trial_id"]) for r in rows], dtype=torch.long)
+    batch["bin_size"] = c.bin_size
+    return batch
+
+
+def _assert_same_batch(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+            assert torch.equal(a[k].nan_to_num(-7.0), b[k].nan_to_num(-7.0)), k  # NaN where NaN, equal elsewhere
+        else:
+            assert a[k] == b[k], k
+
+
+@pytest.fixture(scope="module")
+def datasets_for_collation():
+    from nfm.data.hf import build_dataset
+    from nfm.data.sources import synthetic
+
+    spikes = build_dataset(synthetic.make_ibl_like_world(n_animals=3, n_trials=30, seed=3))
+    calcium = build_dataset(synthetic.make_calcium_world(n_animals=2, n_cells=10, n_trials=20, seed=2),
+                            bin_size=0.1)
+    return {"spikes": spikes, "calcium": calcium}
+
+
+@pytest.mark.parametrize("kind,bin_size", [("spikes", None), ("spikes", 0.04), ("calcium", None), ("calcium", 0.2)])
+def test_arrow_collation_equals_the_row_collator(datasets_for_collation, kind, bin_size):
+    """Spikes, events, behaviour, stimulus, labels, unit masks/regions and bin sizes: the Arrow-column path
+    (a table from ArrowRows, or one-row tables) gives the batch of the row-by-row collator."""
+    from nfm.data.collate import ArrowRows, NfmCollator
+
+    dd, meta = datasets_for_collation[kind]
+    assert meta.behavior_names or kind == "calcium"
+    ds = dd["train"].select(list(range(len(dd["train"]) - 1, -1, -3)))  # an indices mapping, mixed sessions
+    collator = NfmCollator(meta, bin_size=bin_size)
+    idx = list(range(0, len(ds), 2))[:12]
+    py_rows = [ds[i] for i in idx]
+    assert len({r["session_id"] for r in py_rows}) > 1  # units padded across sessions
+    ref = _reference_collate(collator, py_rows)
+    table = ArrowRows(ds).__getitems__(idx)
+    _assert_same_batch(ref, collator(table))
+    _assert_same_batch(ref, collator(py_rows))
+    _assert_same_batch(ref, collator([ArrowRows(ds)[i] for i in idx]))
+    if kind == "spikes":
+        assert ref["event_mask"].sum() > 100 and torch.isfinite(ref["behavior"]).any()
+        assert ref["spikes"].shape[1] == (50 if bin_size == 0.04 else 100)

@@ -20,6 +20,12 @@ E = most spike events of any trial in the batch):
 * ``valid_mask`` (B, T, N) bool, 2-photon only: False where activity was NaN
   (bad frames) — those entries are set to 0 in ``spikes`` and must not be scored.
 * ``bin_size`` (float): seconds per bin T (the grid the batch was binned on).
+* ``mask_mode`` (str), only with ``draw_mask_mode``: the MtM mask mode of the batch, drawn here so that a
+  compiled model forward has no data-dependent draw (see ``docs/performance.md``).
+
+Input: a ``pyarrow.Table`` of the rows (the fast path: whole Arrow columns to numpy, no Python object per spike;
+what :class:`ArrowRows` hands a ``DataLoader``), a list of one-row tables, or a list of row dicts with Python
+values (``datasets.Dataset`` rows).  All give the same batch.
 
 Binning is one ``np.bincount`` over the whole batch.
 """
@@ -49,6 +55,8 @@ class NfmCollator:
             order (default: the dataset's); a name the dataset lacks is NaN (absent).
         modality_map: ``{name in behavior_names/stimulus_names: the dataset's name for it}`` (variables named
             differently in another rig, e.g. ``{"signed_contrast": "contrast"}``).
+        draw_mask_mode: MtM mask modes (e.g. ``config.active_mask_modes``) to draw one of per batch, uniformly,
+            into ``batch["mask_mode"]`` (default None: no such key, the model draws).  ``seed``: of that draw.
 
     Build it from a model config with :meth:`for_config` (its region vocabulary and time grid), so that the
     bin size flows dataset -> config -> collator from one place.
@@ -56,7 +64,8 @@ class NfmCollator:
 
     def __init__(self, meta: DatasetMeta, region_vocab: Sequence[str] | None = None, bin_size: float | None = None,
                  behavior_names: Sequence[str] | None = None, stimulus_names: Sequence[str] | None = None,
-                 modality_map: dict[str, str] | None = None):
+                 modality_map: dict[str, str] | None = None, draw_mask_mode: Sequence[str] | None = None,
+                 seed: int = 0):
         if not isinstance(meta, DatasetMeta):
             raise TypeError(f"NfmCollator needs a DatasetMeta (nfm.data.meta), got {type(meta).__name__}")
         self.meta = meta
@@ -83,13 +92,17 @@ class NfmCollator:
                 raise ValueError(f"modality_map {name}={col}: the dataset {meta.path} has no {kind} variable "
                                  f"{col!r} (its {kind} variables: {sorted(have)})")
         self.trial_label_names = list(meta.trial_label_names)
+        self.mask_modes = list(draw_mask_mode) if draw_mask_mode else None
+        self._rng = np.random.default_rng(seed)
 
     @classmethod
-    def for_config(cls, meta: DatasetMeta, config, modality_map: dict[str, str] | None = None) -> "NfmCollator":
+    def for_config(cls, meta: DatasetMeta, config, modality_map: dict[str, str] | None = None,
+                   **kwargs) -> "NfmCollator":
         """The collator of a model: its ``config.region_vocab``, the time grid of the dataset's sessions in the
         config (``config.grid_of``: the primary ``bin_size`` unless they have their own ``session_grid``) and
         the model's behaviour / stimulus variables (``modality_map`` for differently named ones).  A trial
-        window that differs from the model's raises ``ValueError``."""
+        window that differs from the model's raises ``ValueError``.  ``kwargs``: other constructor arguments
+        (``draw_mask_mode``, ``seed``)."""
         known = [s for s in meta.sessions if s in config.session_n_units]
         grids = {config.grid_of(s) for s in known} or {config.grid_of("")}
         if len(grids) > 1:
@@ -101,41 +114,42 @@ class NfmCollator:
                              f"has {list(meta.window)} s")
         return cls(meta, region_vocab=config.region_vocab, bin_size=bin_size,
                    behavior_names=config.behavior_names, stimulus_names=config.stimulus_names,
-                   modality_map=modality_map)
+                   modality_map=modality_map, **kwargs)
 
-    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        B, T = len(rows), self.n_bins
-        sids = [r["session_id"] for r in rows]
+    def __call__(self, rows) -> dict[str, Any]:
+        cols = _columns(rows)
+        B, T = cols.n_rows, self.n_bins
+        sids = cols.session_ids()
         unknown = [s for s in sids if s not in self.n_units]
         if unknown:
             raise KeyError(f"session {unknown[0]!r} is not in this dataset's meta")
-        n_units = np.array([self.n_units[s] for s in sids])
-        N = int(n_units.max())
+        n_units = np.array([self.n_units[s] for s in sids], dtype=np.int64)
+        N = int(n_units.max()) if B else 0
         unit_mask = np.arange(N)[None, :] < n_units[:, None]
         unit_region = np.zeros((B, N), dtype=np.int64)
-        for b, s in enumerate(sids):  # one step per trial
-            unit_region[b, : n_units[b]] = self.session_regions[s]
+        for s in dict.fromkeys(sids):  # one step per distinct session (a batch holds one, usually)
+            rows_s = [b for b, x in enumerate(sids) if x == s]
+            unit_region[rows_s, : self.n_units[s]] = self.session_regions[s]
         batch: dict[str, Any] = {"session_ids": sids, "unit_mask": torch.from_numpy(unit_mask),
                                  "unit_region": torch.from_numpy(unit_region)}
         if self.meta.modality == "spikes":
-            batch.update(self._spikes(rows, B, T, N))
+            batch.update(self._spikes(cols, B, T, N))
         else:
-            batch.update(self._activity(rows, B, T, N))
-        batch["behavior"] = torch.from_numpy(self._per_bin(rows, "behavior_", self.behavior_names, B, T, fill=np.nan))
-        batch["stimulus"] = torch.from_numpy(self._per_bin(rows, "stimulus_", self.stimulus_names, B, T, fill=np.nan))
-        labels = np.array([[r.get(f"trial_{c}", np.nan) for c in self.trial_label_names] for r in rows], dtype=np.float32)
+            batch.update(self._activity(cols, B, T, N))
+        batch["behavior"] = torch.from_numpy(self._per_bin(cols, "behavior_", self.behavior_names, B, T, np.nan))
+        batch["stimulus"] = torch.from_numpy(self._per_bin(cols, "stimulus_", self.stimulus_names, B, T, np.nan))
+        labels = np.stack([cols.scalar(f"trial_{c}") for c in self.trial_label_names], 1) \
+            if self.trial_label_names else np.zeros((B, 0), dtype=np.float32)
         batch["trial_labels"] = torch.from_numpy(labels.reshape(B, len(self.trial_label_names)))
-        batch["trial_id"] = torch.tensor([int(r["trial_id"]) for r in rows], dtype=torch.long)
+        batch["trial_id"] = torch.from_numpy(cols.trial_ids())
         batch["bin_size"] = self.bin_size
+        if self.mask_modes:
+            batch["mask_mode"] = self.mask_modes[int(self._rng.integers(len(self.mask_modes)))]
         return batch
 
-    def _spikes(self, rows, B, T, N) -> dict[str, torch.Tensor]:
-        times = [np.asarray(r["spike_times"], dtype=np.float64) for r in rows]
-        units = [np.asarray(r["spike_units"], dtype=np.int64) for r in rows]
-        lengths = np.array([len(t) for t in times])
+    def _spikes(self, cols: "_Columns", B, T, N) -> dict[str, torch.Tensor]:
+        t_all, u_all, lengths = cols.spikes()
         E = int(lengths.max()) if B else 0
-        t_all = np.concatenate(times) if B else np.zeros(0)
-        u_all = np.concatenate(units) if B else np.zeros(0, dtype=np.int64)
         row_of = np.repeat(np.arange(B), lengths)
         flat = (row_of * T + bin_index(t_all, self.bin_size, T, self.window[0], what="spike")) * N + u_all
         counts = np.bincount(flat, minlength=B * T * N).reshape(B, T, N).astype(np.float32)
@@ -149,10 +163,9 @@ class NfmCollator:
         return {"spikes": torch.from_numpy(counts), "event_times": torch.from_numpy(ev_t),
                 "event_units": torch.from_numpy(ev_u), "event_mask": torch.from_numpy(ev_m)}
 
-    def _activity(self, rows, B, T, N) -> dict[str, torch.Tensor]:
+    def _activity(self, cols: "_Columns", B, T, N) -> dict[str, torch.Tensor]:
         act = np.zeros((B, T * self.group, N), dtype=np.float32)
-        for b, r in enumerate(rows):  # one step per trial
-            a = np.asarray(r["activity"], dtype=np.float32)
+        for b, a in enumerate(cols.activity()):  # one step per trial
             act[b, :, : a.shape[1]] = a
         if self.group > 1:  # coarser bins: the mean of the finite stored bins of each group (NaN if none)
             g = act.reshape(B, T, self.group, N)
@@ -164,11 +177,173 @@ class NfmCollator:
                 "event_times": torch.zeros((B, 0)), "event_units": torch.zeros((B, 0), dtype=torch.long),
                 "event_mask": torch.zeros((B, 0), dtype=torch.bool)}
 
-    def _per_bin(self, rows, prefix, names, B, T, fill) -> np.ndarray:
+    def _per_bin(self, cols: "_Columns", prefix, names, B, T, fill) -> np.ndarray:
         out = np.full((B, T * self.group, len(names)), fill, dtype=np.float32)
         for k, name in enumerate(names):
-            col = [r.get(prefix + self.modality_map.get(name, name)) for r in rows]
-            for b, v in enumerate(col):  # one step per trial and signal
-                if v is not None:
-                    out[b, :, k] = v
+            cols.per_bin(prefix + self.modality_map.get(name, name), out[:, :, k])
         return mean_bins(out, self.group)
+
+
+class ArrowRows(torch.utils.data.Dataset):
+    """A ``datasets.Dataset`` seen by a ``DataLoader`` as Arrow: ``__getitems__(indices)`` returns the rows as one
+    ``pyarrow.Table`` (memory-mapped columns, no Python object per value) for :class:`NfmCollator`'s fast path.
+    ``len()`` and ``[i]`` (a one-row table) as the dataset's; ``dataset``: the wrapped one."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._arrow = dataset.with_format("arrow")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self._arrow[[int(i)]]
+
+    def __getitems__(self, indices) -> "Any":
+        return self._arrow[[int(i) for i in indices]]
+
+
+def arrow_rows(dataset):
+    """:class:`ArrowRows` around a ``datasets.Dataset``; anything else (a torch or iterable dataset) unchanged."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency of nfm
+        return dataset
+    return ArrowRows(dataset) if isinstance(dataset, datasets.Dataset) else dataset
+
+
+# --------------------------------------------------------------------------- column access
+def _columns(rows) -> "_Columns":
+    import pyarrow as pa
+
+    if isinstance(rows, pa.Table):
+        return _TableColumns(rows)
+    rows = list(rows)
+    if rows and all(isinstance(r, pa.Table) for r in rows):  # one-row tables (ArrowRows item by item)
+        return _TableColumns(pa.concat_tables(rows))
+    return _RowColumns(rows)
+
+
+class _Columns:
+    """What the collator reads, per column for the whole batch (B rows)."""
+
+    n_rows: int
+
+    def session_ids(self) -> list[str]: ...
+
+    def spikes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(spike times float64, spike units int64) of all rows concatenated, and each row's count (B,)."""
+
+    def per_bin(self, name: str, out: np.ndarray) -> None:
+        """Write list column ``name`` (each row a list of values per dataset bin) into ``out`` (B, T); rows
+        without it keep ``out``'s fill."""
+
+    def scalar(self, name: str) -> np.ndarray:
+        """(B,) float32 values of a scalar column, NaN where absent."""
+
+    def trial_ids(self) -> np.ndarray: ...
+
+    def activity(self) -> list[np.ndarray]: ...
+
+
+class _TableColumns(_Columns):
+    """Columns of a ``pyarrow.Table``: list columns are flattened once and cut by their offsets (numpy views)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.n_rows = table.num_rows
+
+    def _col(self, name):
+        return self.table.column(name) if name in self.table.column_names else None
+
+    def session_ids(self) -> list[str]:
+        return [str(s) for s in self._col("session_id").to_pylist()]
+
+    @staticmethod
+    def _flat(col, dtype):
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        lengths = np.nan_to_num(lengths.astype(np.float64), nan=0).astype(np.int64)  # null list: 0 values
+        values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+        return values.astype(dtype, copy=False), lengths
+
+    def spikes(self):
+        t, lengths = self._flat(self._col("spike_times"), np.float64)
+        u, lengths_u = self._flat(self._col("spike_units"), np.int64)
+        if not np.array_equal(lengths, lengths_u):
+            b = int(np.flatnonzero(lengths != lengths_u)[0])
+            raise ValueError(f"row {b}: spike_times has {lengths[b]} values but spike_units {lengths_u[b]}")
+        return t, u, lengths
+
+    def per_bin(self, name, out):
+        col = self._col(name)
+        if col is None:
+            return
+        values, lengths = self._flat(col, np.float32)
+        present = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        L = out.shape[1]
+        if present.all() and (lengths == L).all():
+            out[:] = values.reshape(self.n_rows, L)
+            return
+        starts = np.cumsum(lengths) - lengths
+        for b in np.flatnonzero(present):  # rare: a null row or a length that the assignment will refuse
+            out[b] = values[starts[b]:starts[b] + lengths[b]]
+
+    def scalar(self, name):
+        col = self._col(name)
+        if col is None:
+            return np.full(self.n_rows, np.nan, dtype=np.float32)
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float32)
+
+    def trial_ids(self):
+        return np.asarray(self._col("trial_id").to_numpy(zero_copy_only=False)).astype(np.int64)
+
+    def activity(self):
+        import pyarrow.compute as pc
+
+        col = self._col("activity")
+        rows_len = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)  # T per row
+        inner = pc.list_flatten(col)
+        n_per_bin = pc.list_value_length(inner).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = pc.list_flatten(inner).to_numpy(zero_copy_only=False).astype(np.float32)
+        out, v0, r0 = [], 0, 0
+        for T_b in rows_len:  # one step per trial
+            n = int(n_per_bin[r0]) if T_b else 0
+            out.append(values[v0:v0 + T_b * n].reshape(T_b, n))
+            v0, r0 = v0 + T_b * n, r0 + T_b
+        return out
+
+
+class _RowColumns(_Columns):
+    """Columns of a list of row dicts with Python values (a ``datasets.Dataset`` row)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.n_rows = len(rows)
+
+    def session_ids(self):
+        return [str(r["session_id"]) for r in self.rows]
+
+    def spikes(self):
+        times = [np.asarray(r["spike_times"], dtype=np.float64) for r in self.rows]
+        units = [np.asarray(r["spike_units"], dtype=np.int64) for r in self.rows]
+        lengths = np.array([len(t) for t in times], dtype=np.int64)
+        t_all = np.concatenate(times) if times else np.zeros(0)
+        u_all = np.concatenate(units) if units else np.zeros(0, dtype=np.int64)
+        return t_all, u_all, lengths
+
+    def per_bin(self, name, out):
+        for b, r in enumerate(self.rows):  # one step per trial and signal
+            v = r.get(name)
+            if v is not None:
+                out[b] = v
+
+    def scalar(self, name):
+        return np.array([r.get(name, np.nan) for r in self.rows], dtype=np.float32)
+
+    def trial_ids(self):
+        return np.array([int(r["trial_id"]) for r in self.rows], dtype=np.int64)
+
+    def activity(self):
+        return [np.asarray(r["activity"], dtype=np.float32) for r in self.rows]

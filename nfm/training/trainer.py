@@ -18,7 +18,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from nfm.data.collate import NfmCollator
+from nfm.data.collate import NfmCollator, arrow_rows
 from nfm.data.meta import DatasetMeta
 from nfm.data.sampler import SessionBatchSampler
 from nfm.files import apply_umask
@@ -70,7 +70,8 @@ class NfmTrainer(Trainer):
         if self.args.dataloader_num_workers > 0:
             params.update(persistent_workers=self.args.dataloader_persistent_workers,
                           prefetch_factor=self.args.dataloader_prefetch_factor)
-        loader = self.accelerator.prepare(DataLoader(ds, **params))
+        # rows reach the collator as one Arrow table per batch (columns to numpy, no Python object per spike)
+        loader = self.accelerator.prepare(DataLoader(arrow_rows(ds), **params))
         # our sampler is already rank-aware: make Accelerate's BatchSamplerShard a pass-through. Its
         # ``batch_size`` must go too: with it set, the shard silently drops every batch shorter than
         # ``batch_size`` (each session's last one), a different number on each rank -> unequal step
