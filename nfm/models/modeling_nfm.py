@@ -411,6 +411,14 @@ class NfmPreTrainedModel(PreTrainedModel):
         """Eager checks of a batch (see :meth:`NfmModel.validate`); for use outside a ``torch.compile`` region."""
         return self.base_model.validate(spikes, **batch)
 
+    def get_input_embeddings(self):
+        """None: the read-in is per-session unit rows, not a token table.  (transformers' default raises, and
+        Accelerate's FSDP2 wrapping asks every model for its input embeddings.)"""
+        return None
+
+    def get_output_embeddings(self):
+        return None
+
     @torch.no_grad()
     def init_session_statistics(self, session_id: str, mean_activity, input_mean=None, input_std=None,
                                 min_count: float = 1e-3, min_std: float = 0.05) -> None:
@@ -464,6 +472,15 @@ class NfmPreTrainedModel(PreTrainedModel):
                 raise ValueError(f"input_std of session {session_id!r} has negative values")
             module.input_mean.copy_(vector(input_mean, "input_mean").to(module.input_mean.dtype))
             module.input_scale.copy_((1.0 / std.clamp_min(min_std)).to(module.input_scale.dtype))
+
+
+def _fsdp2_sharded(model: nn.Module) -> bool:
+    """Whether PyTorch FSDP2 (``fully_shard``, e.g. through Accelerate) wraps ``model``'s layers."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in (model, *getattr(model, "layers", ())))
 
 
 def _as_session_list(session_ids, B: int) -> list[str]:
@@ -626,6 +643,10 @@ class NfmModel(NfmPreTrainedModel):
         unit_embed = (stack("unit_embed") + self.region_embed(unit_region)) * um
         readout = (stack("readout") + self.region_readout(unit_region)) * um
         token = torch.stack([m.token for m in mods])[inv]
+        if _fsdp2_sharded(self):
+            # FSDP2 reduce-scatters the gradients its ranks all hold: a session another rank trains this step
+            # gets an exact zero gradient here instead of none (DDP's find_unused_parameters does this for DDP)
+            token = token + 0.0 * sum(p.sum() for p in self.sessions.parameters() if p.requires_grad)
         log_var = stack("log_var") if mods[0].log_var is not None else None
         return SessionTables(unit_embed, readout, stack("readout_bias"), stack("id_bias"), token, log_var,
                              unit_mask, unit_region, stack("input_mean"), stack("input_scale"), modality,

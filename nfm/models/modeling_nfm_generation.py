@@ -412,6 +412,16 @@ def _check_generation_grid(backbone: NfmModel, spikes, bin_size, session_ids) ->
                          f"config.bin_size={cfg.bin_size} s")
 
 
+def _sharded(module: nn.Module) -> bool:
+    """Whether FSDP (1 or 2) wraps ``module``'s layers: every rank must then call each layer the same number of
+    times per step (each call all-gathers its weights), which data-dependent length buckets would break."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in module.modules())
+
+
 def _past_event_counts(tokens: EventTokens, windows: torch.Tensor, past_windows: int) -> torch.Tensor:
     """(B, Kw, past_windows) long: events of window ``k - j`` (j = 1 .. past_windows) for each chosen window k
     (0 before the trial start) -- the filled past-event slots of each block of :meth:`NfmEventDecoder.build_memory`."""
@@ -554,6 +564,8 @@ def spike_generation(backbone: NfmModel, decoder: NfmEventDecoder, spikes, *, un
     dt_target = torch.where(tg_m, tg_dt.clamp_max(n_dt), torch.full_like(tg_dt, -100))  # EOS -> n_dt
     is_event = tg_m & (tg_dt < n_dt)
     n_buckets = decoder.length_buckets if length_buckets is None else int(length_buckets)
+    if n_buckets > 1 and _sharded(decoder):  # FSDP gathers a layer's weights at every call: keep the count equal
+        n_buckets = 1
     self_w = cross_w = ()
     if n_buckets > 1 and not output_attentions:
         past_events = _past_event_counts(tokens, windows, decoder.past_windows)

@@ -46,6 +46,41 @@ class NfmTrainer(Trainer):
             self.rank_info = {"batches": [], "param_digest": {}}
             self.add_callback(_RankInfoCallback(self))
 
+    # ---- engine
+    def create_accelerator_and_postprocess(self):
+        """The Trainer's Accelerator, with FSDP kept on CPU-only multi-process runs.
+
+        Accelerate (1.15) sends CPU processes to its ``MULTI_CPU`` (gloo) path and there silently drops an FSDP
+        config (``ACCELERATE_USE_FSDP`` / ``FSDP_*`` set by ``accelerate launch --config_file <fsdp yaml>``), so
+        the run would be plain data parallel.  PyTorch's FSDP2 runs on CPU with gloo: when FSDP was asked for,
+        the FSDP plugin is installed and the run takes Accelerate's own FSDP path (sharded parameters, gradients
+        and optimizer states, sharded checkpoints).  GPU runs are unchanged."""
+        super().create_accelerator_and_postprocess()
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        state = self.accelerator.state
+        asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or self.args.fsdp_plugin_args
+        if asked and state.distributed_type == DistributedType.MULTI_CPU and getattr(state, "fsdp_plugin", None) is None:
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**(self.args.fsdp_plugin_args or {}))
+            state.distributed_type = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As the Trainer's, but a sharded FSDP2 run also writes the whole model (``model.safetensors``, gathered
+        from every rank) when saving outside a checkpoint, so ``from_pretrained`` loads the result; the
+        checkpoints stay sharded (``pytorch_model_fsdp_0/``; ``accelerate merge-weights`` makes one whole)."""
+        plugin = self.accelerator.state.fsdp_plugin if self.is_fsdp_enabled else None
+        if (plugin is not None and plugin.fsdp_version == 2 and "FULL_STATE_DICT" not in str(plugin.state_dict_type)
+                and not _internal_call):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            # a collective (every rank calls it); full tensors on the CPU of rank 0
+            state_dict = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
+                                                                                   cpu_offload=True))
+            self._save(output_dir if output_dir is not None else self.args.output_dir, state_dict=state_dict)
+            return
+        super().save_model(output_dir, _internal_call=_internal_call)
+
     # ---- data
     def get_train_dataloader(self):
         """DataLoader over :class:`SessionBatchSampler` (one session per batch, one shard per rank)."""
