@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                   "(generation on spike sessions only)", flush=True)
 
     trainer = build_trainer(model, training_args, train_ds, train_meta, collator=collator,
-                            rank_info_dir=run_args.rank_info_dir, dataset_weights=data_args.dataset_weights)
+                            rank_info_dir=run_args.rank_info_dir, dataset_weights=data_args.dataset_weights,
+                            sessions_per_block=data_args.sessions_per_block)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # config.json + model.safetensors (+ training_args.json)

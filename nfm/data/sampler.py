@@ -9,7 +9,12 @@ Each epoch (deterministic in ``seed + epoch``, identical on every rank):
 1. the trials of each session are shuffled and cut into batches of
    ``batch_size`` (a session's last batch may be smaller unless
    ``drop_last``);
-2. the list of all batches of all sessions is shuffled;
+2. the list of all batches of all sessions is shuffled -- or, with
+   ``sessions_per_block = S > 0``, the sessions are shuffled and cut into
+   blocks of S, and batches are shuffled within each block only, blocks one
+   after the other: a pass over a dataset larger than memory then reads one
+   block of sessions at a time from the memory-mapped Arrow files instead of
+   every session in every stretch of steps;
 3. the list is padded (by repeating its first batches) to a multiple of
    ``num_replicas`` and rank ``r`` takes batches ``r, r + R, r + 2R, ...``.
 
@@ -43,6 +48,8 @@ class SessionBatchSampler(Sampler[list[int]]):
             order of first appearance, trials in row order).
         seed: base seed; epoch ``e`` uses ``seed + e``.
         drop_last: drop each session's last incomplete batch.
+        sessions_per_block: 0 (default) shuffles all batches together; S > 0 shuffles them within blocks of S
+            sessions (see the module docstring).
     """
 
     def __init__(
@@ -54,6 +61,7 @@ class SessionBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
+        sessions_per_block: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -77,6 +85,9 @@ class SessionBatchSampler(Sampler[list[int]]):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        if sessions_per_block < 0:
+            raise ValueError(f"sessions_per_block must be >= 0, got {sessions_per_block}")
+        self.sessions_per_block = int(sessions_per_block)
         self.epoch = 0
         n_batches = [len(r) // self.batch_size if self.drop_last else -(-len(r) // self.batch_size)
                      for r in self.session_rows]
@@ -92,14 +103,22 @@ class SessionBatchSampler(Sampler[list[int]]):
         """All batches of this epoch for all ranks, padded to a multiple of ``num_replicas``."""
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        batches = []
+        per_session = []
         for rows in self.session_rows:  # one step per session
             if self.shuffle:
                 rows = rows[torch.randperm(len(rows), generator=g).numpy()]
             stop = len(rows) - len(rows) % self.batch_size if self.drop_last else len(rows)
-            batches += [rows[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+            per_session.append([rows[i:i + self.batch_size] for i in range(0, stop, self.batch_size)])
+        if self.shuffle and self.sessions_per_block:
+            order = torch.randperm(len(per_session), generator=g).tolist()
+            batches = []
+            for k in range(0, len(order), self.sessions_per_block):  # one step per block of sessions
+                block = [b for i in order[k:k + self.sessions_per_block] for b in per_session[i]]
+                batches += [block[i] for i in torch.randperm(len(block), generator=g).tolist()]
+        else:
+            batches = [b for bs in per_session for b in bs]
+            if self.shuffle:
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         base = list(batches)
         while len(batches) % self.num_replicas:  # fewer batches than ranks needs several rounds
             batches += base[: (-len(batches)) % self.num_replicas]

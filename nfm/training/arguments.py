@@ -62,6 +62,9 @@ class DataArguments:
         "help": "fine-tuning on a dataset that names the base model's stimulus/behaviour variables differently: "
                 "BASE_NAME=DATASET_NAME pairs, e.g. --modality_map signed_contrast=contrast wheel_speed=wheel. "
                 "Variables the dataset lacks are fed as missing (masked), never as observed zeros"})
+    sessions_per_block: int = field(default=0, metadata={
+        "help": "0: batches of all sessions shuffled together; S > 0: shuffled within blocks of S sessions, one "
+                "block after the other (reads one block of sessions at a time from a dataset larger than memory)"})
     bin_size: float | None = field(default=None, metadata={
         "help": "bin size [s] of the model: spike data are re-binned at it (it must divide the window); it goes "
                 "into the model config, which the collator and the evaluation read. Default: the dataset's (or, "

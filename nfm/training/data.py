@@ -176,7 +176,8 @@ def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | 
       float32 tensor, e.g. the model's ``transform_input``; default identity) over the same entries.
 
     Spikes are binned with one ``np.bincount`` per session (trials x bins x units), by
-    :func:`nfm.data.binning.bin_index`, the collator's rule.
+    :func:`nfm.data.binning.bin_index`, the collator's rule; each session's rows are read from the (memory-mapped)
+    Arrow columns on their own, so memory stays that of the largest session.
     """
     from nfm.data.binning import bin_index
 
@@ -188,22 +189,20 @@ def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | 
     if spikes:
         import pyarrow.compute as pc
 
-        table = dataset.with_format("arrow")[:]
-        lengths = pc.list_value_length(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
-        all_units = pc.list_flatten(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
-        all_times = pc.list_flatten(table.column("spike_times")).to_numpy(zero_copy_only=False).astype(np.float64)
-        starts = np.concatenate([[0], np.cumsum(lengths)])
+        arrow = dataset.with_format("arrow").select_columns(["spike_times", "spike_units"])
     out: dict[str, dict[str, np.ndarray]] = {}
-    for sid in wanted:  # one step per session
+    for sid in wanted:  # one step per session: only its rows are read (memory of one session, not the dataset)
         rows = np.flatnonzero(sids == sid)
         if len(rows) == 0:
             continue
         N = int(meta.session(sid).n_units)
         if spikes:
-            lens = lengths[rows]
-            take = np.arange(int(lens.sum())) + np.repeat(starts[rows] - (np.cumsum(lens) - lens), lens)
+            table = arrow[rows.tolist()]
+            lens = pc.list_value_length(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
+            units = pc.list_flatten(table.column("spike_units")).to_numpy(zero_copy_only=False).astype(np.int64)
+            times = pc.list_flatten(table.column("spike_times")).to_numpy(zero_copy_only=False).astype(np.float64)
             trial = np.repeat(np.arange(len(rows)), lens)
-            flat = (trial * T + bin_index(all_times[take], size, T, window[0], what="spike")) * N + all_units[take]
+            flat = (trial * T + bin_index(times, size, T, window[0], what="spike")) * N + units
             x = np.bincount(flat, minlength=len(rows) * T * N).reshape(len(rows), T, N).astype(np.float32)
             valid = np.ones_like(x, dtype=bool)
         else:

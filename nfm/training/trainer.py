@@ -33,9 +33,11 @@ class NfmTrainer(Trainer):
     Extra args: ``rank_info_dir`` (see module docstring).
     """
 
-    def __init__(self, *args, rank_info_dir: str | None = None, dataset_weights=None, **kwargs):
+    def __init__(self, *args, rank_info_dir: str | None = None, dataset_weights=None, sessions_per_block: int = 0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.dataset_weights = dataset_weights  # mixing weights of a MultiDataset (None: natural shares)
+        self.sessions_per_block = int(sessions_per_block)
         self._train_sampler: SessionBatchSampler | None = None
         self._staging_root: str | None = None
         self._components: dict[str, list[float]] = {}
@@ -99,7 +101,8 @@ class NfmTrainer(Trainer):
         if hasattr(ds, "make_batch_sampler"):  # several datasets (nfm.data.multi): sampler with mixing weights
             self._train_sampler = ds.make_batch_sampler(weights=self.dataset_weights, **kw)
         else:
-            self._train_sampler = SessionBatchSampler(list(ds["session_id"]), **kw)
+            self._train_sampler = SessionBatchSampler(list(ds["session_id"]),
+                                                      sessions_per_block=self.sessions_per_block, **kw)
         params = dict(batch_sampler=self._train_sampler, collate_fn=self.data_collator,
                       num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
         if self.args.dataloader_num_workers > 0:
@@ -300,6 +303,7 @@ def build_trainer(
     rank_info_dir: str | None = None,
     dataset_weights: Sequence[float] | None = None,
     modality_map: dict[str, str] | None = None,
+    sessions_per_block: int = 0,
 ) -> NfmTrainer:
     """An :class:`NfmTrainer` with the model's collator (``NfmCollator.for_config``: the model's time grid and
     region vocabulary), the per-session sampler and loss files.
@@ -317,7 +321,8 @@ def build_trainer(
     trainer = NfmTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, callbacks=[LossFileCallback(training_args.output_dir), *callbacks],
-        rank_info_dir=rank_info_dir, dataset_weights=dataset_weights)
+        rank_info_dir=rank_info_dir, dataset_weights=dataset_weights,
+        sessions_per_block=sessions_per_block)
     if not os.environ.get("TENSORBOARD_LOGGING_DIR"):
         from transformers.integrations import TensorBoardCallback
 
