@@ -317,7 +317,11 @@ def build_trainer(
     unless ``TENSORBOARD_LOGGING_DIR`` is set.
     """
     training_args.remove_unused_columns = False
-    collator = collator or NfmCollator.for_config(meta, model.config, modality_map=modality_map)
+    cfg = model.config
+    # a compiled forward cannot draw the mask mode without a graph break: the collator draws it per batch
+    draw = cfg.active_mask_modes if training_args.torch_compile and "mtm" in cfg.objectives else None
+    collator = collator or NfmCollator.for_config(meta, cfg, modality_map=modality_map, draw_mask_mode=draw,
+                                                  seed=training_args.seed)
     trainer = NfmTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, callbacks=[LossFileCallback(training_args.output_dir), *callbacks],
