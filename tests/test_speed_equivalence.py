@@ -282,3 +282,27 @@ def test_arrow_collation_equals_the_row_collator(datasets_for_collation, kind, b
     if kind == "spikes":
         assert ref["event_mask"].sum() > 100 and torch.isfinite(ref["behavior"]).any()
         assert ref["spikes"].shape[1] == (50 if bin_size == 0.04 else 100)
+
+
+def test_length_buckets_minimise_the_padded_area():
+    """The bucket split is the exact optimum of sum(size x longest) over contiguous splits (brute force)."""
+    import itertools
+
+    import numpy as np
+
+    from nfm.models.modeling_nfm_generation import length_buckets
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        lens = np.sort(rng.integers(1, 60, rng.integers(1, 9)))
+        k = int(rng.integers(1, 5))
+
+        def area(ends):
+            starts = [0] + ends[:-1]
+            return sum((e - s) * lens[e - 1] for s, e in zip(starts, ends))
+
+        best = min(area(list(c) + [len(lens)]) for r in range(min(k, len(lens)))
+                   for c in itertools.combinations(range(1, len(lens)), r))
+        ends = length_buckets(lens.tolist(), k)
+        assert ends[-1] == len(lens) and len(ends) <= k and ends == sorted(set(ends))
+        assert area(ends) == best
