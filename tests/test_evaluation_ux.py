@@ -149,8 +149,19 @@ def test_task_option_maps_a_datasets_own_variable_name(world, tmp_path):
         "stimulus_direction": {"target": {"trial_label": "direction"}}, "psth_r2": {"conditions": ["direction"]}}
 
 
-def test_generate_defaults_to_known_sessions_and_shows_per_trial_progress(world, tmp_path, capsys):
+def test_generate_defaults_to_known_sessions_and_shows_per_trial_progress(world, tmp_path, capsys, monkeypatch):
+    from nfm.evaluation import generation_tasks
+
     dd, meta, model = world
+    make_bar = generation_tasks._trial_bar
+
+    def eager_bar(*args, **kwargs):  # print every update: the bar's 0.5 s refresh hides them when generation is fast
+        bar = make_bar(*args, **kwargs)
+        if bar is not None:
+            bar.mininterval, bar.miniters, bar.dynamic_miniters = 0, 0, False
+        return bar
+
+    monkeypatch.setattr(generation_tasks, "_trial_bar", eager_bar)
     summary = generate_to_files(model, (dd, meta), tmp_path / "gen", max_trials=3, batch_size=2, progress=True)
     assert list(summary) == [meta.session_ids[0]]  # the session the model knows; the other is not an error
     assert summary[meta.session_ids[0]]["n_trials"] == 3
