@@ -37,12 +37,6 @@ def _command(name: str, quick: bool) -> str:
 
 
 # --------------------------------------------------------------------------- claim 1: MtM multi-task masking
-MTM_VARIANTS = {  # name -> (mask modes, extra config)
-    "MtM (all masks, prompts)": (["all"], {}),
-    "temporal only": (["temporal"], {}),
-    "neuron only": (["neuron"], {}),
-    "MtM, no prompt token": (["all"], {"use_prompt_token": False}),
-}
 M1_VARIANTS = {  # one region: the region masks are void, multi-task = neuron + causal
     "multi-task (neuron, causal)": (["neuron", "causal"], {}),
     "temporal only": (["temporal"], {}),
@@ -61,25 +55,22 @@ M1_COLS = {"co-bps": ("co_smoothing", "bps"), "fp-bps": ("forward_prediction", "
 def claim_mtm(args) -> str:
     q = args.quick
     seeds = args.seeds
-    steps = 60 if q else 2000
     work = args.work / "mtm"
-    syn = cl.synthetic(work / "synthetic", n_animals=3 if q else 5, sessions_per_animal=1 if q else 2,
-                       n_trials=30 if q else 120)
-    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64} if q else {}
+    small = SMALL if q else {}
+    steps = 40 if q else 2000
     overrides = {"decoder": {"n_splits": 2}} if q else None
     task_over = {t: overrides for t in ("choice", "block", "wheel_speed")} if q else None
     syn_table = cl.Table("mtm_synthetic", list(SYN_COLS))
-    variants = {k: v for k, v in MTM_VARIANTS.items() if not q or k in ("MtM (all masks, prompts)", "temporal only")}
-    for variant, (modes, extra) in variants.items():
+    runs = {"MtM (all masks, prompts)": "mtm_all", "temporal only": "mtm_temporal", "neuron only": "mtm_neuron",
+            "MtM, no prompt token": "mtm_noprompt"}
+    variants = {k: v for k, v in runs.items() if not q or v in ("mtm_all", "mtm_temporal")}
+    for variant, name in variants.items():
         for seed in seeds:
-            out = work / "runs" / f"syn_{_slug(variant)}_s{seed}"
-            cl.pretrain(syn, out, seed=seed, steps=steps, overrides={**small, **extra},
-                        extra=["--objectives", "mtm", "--mask_modes", *modes])
+            syn, out, steps = _syn_run(args, name, seed)
             res = cl.score(out, syn, SYN_TASKS, overrides=task_over)
             syn_table.add(variant=variant, seed=seed, **{c: cl.metric(res, *k) for c, k in SYN_COLS.items()})
-            if variant == next(iter(variants)):
-                smooth = cl.metric(res, "co_smoothing", "smoothing/bps")
-                syn_table.rows[-1]["smoothing co-bps"] = smooth
+            if name == "mtm_all":
+                syn_table.rows[-1]["smoothing co-bps"] = cl.metric(res, "co_smoothing", "smoothing/bps")
     m1_table = cl.Table("mtm_m1", list(M1_COLS))
     if not q:
         for variant, (modes, extra) in M1_VARIANTS.items():
@@ -96,7 +87,7 @@ def claim_mtm(args) -> str:
     if m1_table.rows:
         m1_table.write_csv(args.csv_dir / "claim_mtm_m1.csv")
     # verdict: multi-task vs temporal-only, paired by seed, on the four masked-prediction tasks
-    first = next(iter(MTM_VARIANTS))
+    first = "MtM (all masks, prompts)"
     wins = {c: cl.paired(syn_table, c, {"variant": first}, {"variant": "temporal only"})
             for c in ("co-bps", "fp-bps", "intra-bps", "inter-bps")}
     n_win = sum(1 for d in wins.values() if d and min(d) > 0)
@@ -144,6 +135,39 @@ def claim_mtm(args) -> str:
         f"Command: `{_command('mtm', q)}` · CSV: `benchmarks/results/claim_mtm_*.csv` · {cl.machine_line()}",
     ]
     return "\n".join(lines)
+
+
+SMALL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+         "decoder_layers": 1}
+#: the synthetic runs shared between claims: name -> (objectives, mask modes, config overrides)
+SYN_RUNS = {
+    "mtm_all": (["mtm"], ["all"], {}),
+    "mtm_temporal": (["mtm"], ["temporal"], {}),
+    "mtm_neuron": (["mtm"], ["neuron"], {}),
+    "mtm_noprompt": (["mtm"], ["all"], {"use_prompt_token": False}),
+    "joint": (["mtm", "generation"], ["all"], {}),
+    "generation": (["generation"], ["all"], {}),
+    "joint_nocontrastive": (["mtm", "generation"], ["all"], {"contrastive_weight": 0.0}),
+}
+
+
+def _syn_world(args):
+    """The demo's synthetic world (5 animals x 2 sessions x 120 trials, seed 0; quick: 3 x 1 x 30), shared."""
+    q = args.quick
+    return cl.synthetic(args.work / "synthetic", n_animals=3 if q else 5, sessions_per_animal=1 if q else 2,
+                        n_trials=30 if q else 120)
+
+
+def _syn_run(args, name: str, seed: int):
+    """One shared synthetic pretraining run (the demo config's size, batch, learning rate; 2000 steps; the
+    held-out animal left out as in the demo), trained once and reused by every claim that needs it."""
+    objectives, modes, extra = SYN_RUNS[name]
+    world = _syn_world(args)
+    steps = 40 if args.quick else 2000
+    out = cl.pretrain(world, args.work / "synthetic_runs" / f"{name}_s{seed}", seed=seed, steps=steps,
+                      overrides={**(SMALL if args.quick else {}), **extra},
+                      extra=["--objectives", *objectives, "--mask_modes", *modes])
+    return world, out, steps
 
 
 def _m1_model(args, seed: int, **overrides):
@@ -259,18 +283,15 @@ def claim_fewshot(args) -> str:
     """A new animal's behaviour from 1% / 10% / 100% of its training trials: pretrained + LoRA / full / scratch."""
     q = args.quick
     work = args.work / "fewshot"
-    world = cl.synthetic(work / "synthetic", n_animals=3 if q else 5, sessions_per_animal=1 if q else 2,
-                         n_trials=30 if q else 120)
-    small = ({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-              "decoder_layers": 1} if q else {})
     new_animal = 2 if q else 4
     new = [f"synth-{new_animal:02d}-{s:02d}" for s in range(1 if q else 2)]
-    steps, ada_steps, head_steps = (40, 20, 20) if q else (2000, 300, 300)
+    ada_steps, head_steps = (20, 20) if q else (300, 300)
     fractions = [0.1, 1.0] if q else [0.01, 0.1, 1.0]
     table = cl.Table("fewshot", ["choice acc", "wheel R2", "train trials"])
     for seed in args.seeds:
-        base = cl.pretrain(world, work / "runs" / f"base_s{seed}", seed=seed, steps=steps, overrides=small,
-                           extra=["--objectives", "mtm", "--exclude_subjects", f"synth-mouse-{new_animal:02d}"])
+        world, base, steps = _syn_run(args, "mtm_all", seed)  # the new animal is held out of it (demo config)
+        if new[0] in __import__("json").loads((base / "config.json").read_text())["session_n_units"]:
+            raise RuntimeError(f"{new[0]} was pretrained on; the few-shot animal must be new")
         for frac in fractions:
             for mode in ("lora", "full", "scratch"):
                 ada = cl.adapt(base, world, new, work / "runs" / f"{mode}_f{frac}_s{seed}", mode=mode, seed=seed,
@@ -323,30 +344,20 @@ JOINT_TASKS = ("co_smoothing", "forward_prediction", "choice", "wheel_speed", "g
 
 
 def _objective_runs(args):
-    """Joint / MtM-only / generation-only / joint without contrastive alignment, equal steps, shared by claims
-    4 and 7 (each run once)."""
+    """Joint / MtM-only / generation-only / joint without contrastive alignment (the shared synthetic runs, equal
+    steps), scored once for claims 4 and 7."""
     q = args.quick
-    work = args.work / "objectives"
-    world = cl.synthetic(work / "synthetic", n_animals=3 if q else 5, sessions_per_animal=1 if q else 2,
-                         n_trials=30 if q else 120)
-    small = ({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-              "decoder_layers": 1} if q else {})
-    steps = 40 if q else 2000
-    variants = {
-        "joint (MtM + generation)": (["mtm", "generation"], {}),
-        "MtM only": (["mtm"], {}),
-        "generation only": (["generation"], {}),
-        "joint, no contrastive alignment": (["mtm", "generation"], {"contrastive_weight": 0.0}),
-    }
+    variants = {"joint (MtM + generation)": "joint", "MtM only": "mtm_all", "generation only": "generation",
+                "joint, no contrastive alignment": "joint_nocontrastive"}
     over = {"generation_fidelity": {"max_trials": 2 if q else 8}}
     if q:
         over.update({t: {"decoder": {"n_splits": 2}} for t in ("choice", "wheel_speed")})
     table = cl.Table("objectives", ["co-bps", "fp-bps", "choice acc", "wheel R2", "gen pearson r", "gen psth r",
                                     "gen F1", "id loss", "dt loss"])
-    for variant, (objs, extra) in variants.items():
+    for variant, name in variants.items():
         for seed in args.seeds:
-            out = cl.pretrain(world, work / "runs" / f"{_slug(variant)}_s{seed}", seed=seed, steps=steps,
-                              overrides={**small, **extra}, extra=["--objectives", *objs, "--mask_modes", "all"])
+            world, out, steps = _syn_run(args, name, seed)
+            objs = SYN_RUNS[name][0]
             res = cl.score(out, world, JOINT_TASKS, overrides=over)
             gen = _generation_losses(out, world) if "generation" in objs else {}
             table.add(variant=variant, seed=seed, **{
@@ -548,13 +559,10 @@ def claim_connectivity(args) -> str:
 def claim_simulation(args) -> str:
     """Closed-loop generation of held-out trials of the stimulus-driven world vs a PSTH sampler and a GLM."""
     q = args.quick
-    _objective_runs(args)  # the joint models (trained once, shared with claims 4 and 7)
-    work = args.work / "objectives"
-    world = work / "synthetic"
     table = cl.Table("simulation", ["psth_r_condition", "trial_count_r", "pearson_r"])
     over = {"generation_simulation": {"max_trials": 4 if q else 16}}
     for seed in args.seeds:
-        out = work / "runs" / f"{_slug('joint (MtM + generation)')}_s{seed}"
+        world, out, _ = _syn_run(args, "joint", seed)  # the joint models (shared with claims 4, 7, 8)
         res = cl.score(out, world, ("generation_simulation",), overrides=over).get("generation_simulation", {})
         for name, prefix in (("nfm (closed loop)", ""), ("PSTH sampler", "psth/"), ("Poisson GLM", "glm/")):
             table.add(simulator=name, seed=seed, **{c: float(res.get(prefix + c, float("nan"))) for c in table.columns})
@@ -596,37 +604,20 @@ def claim_simulation(args) -> str:
 @claim("smoothing")
 def claim_smoothing(args) -> str:
     q = args.quick
-    work = args.work / "smoothing"
-    world = cl.synthetic(work / "synthetic", n_animals=3 if q else 5, sessions_per_animal=1 if q else 2,
-                         n_trials=30 if q else 120)
-    small = ({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-              "decoder_layers": 1} if q else {})
-    table = cl.Table("smoothing", ["model co-bps", "smoothing co-bps", "model - smoothing", "train s"])
-    steps = 40 if q else None  # None: the demo config's own steps
+    table = cl.Table("smoothing", ["model co-bps", "smoothing co-bps", "model - smoothing"])
     for seed in args.seeds:
-        out = work / "runs" / f"demo_s{seed}"
-        t = None
-        if not (out / "model.safetensors").is_file():
-            import time as _time
-
-            t0 = _time.perf_counter()
-            extra = ["--max_steps", str(steps), "--model_overrides", __import__("json").dumps(
-                {**small, "gen_windows_per_step": 1})] if q else []
-            cl.run([sys.executable, cl.REPO / "recipes" / "pretrain.py", "--dataset", world, "--output_dir", out,
-                    "--seed", seed, "--report_to", "none", "--skip_eval", "true", *extra], out / "train.log")
-            t = _time.perf_counter() - t0
+        world, out, _ = _syn_run(args, "joint", seed)  # the demo config (shared with claims 4, 6, 7)
         res = cl.score(out, world, ("co_smoothing",))
         m, sm = cl.metric(res, "co_smoothing", "bps"), cl.metric(res, "co_smoothing", "smoothing/bps")
         table.add(data="synthetic (demo config)", seed=seed, **{"model co-bps": m, "smoothing co-bps": sm,
-                                                                 "model - smoothing": m - sm,
-                                                                 "train s": t if t is not None else float("nan")})
+                                                                 "model - smoothing": m - sm})
     if not q:
         for seed in args.seeds:
             m1, out = _m1_model(args, seed)
             res = cl.score(out, m1, ("co_smoothing",), sessions="all")
             m, sm = cl.metric(res, "co_smoothing", "bps"), cl.metric(res, "co_smoothing", "smoothing/bps")
             table.add(data="M1 (real)", seed=seed, **{"model co-bps": m, "smoothing co-bps": sm,
-                                                      "model - smoothing": m - sm, "train s": float("nan")})
+                                                      "model - smoothing": m - sm})
     table.write_csv(args.csv_dir / "claim_smoothing.csv")
     verdicts = []
     for data in dict.fromkeys(r["data"] for r in table.rows):
@@ -641,11 +632,11 @@ def claim_smoothing(args) -> str:
         "co-smoothing by at least 0.05 bits/spike, on the synthetic world and on real M1 data, with the "
         "baseline's kernel width and penalty chosen by CV on the training split.",
         "",
-        "Synthetic: `recipes/pretrain.py` with its default config (the demo: joint objective, the config's steps "
-        "and batch), test split of the trained sessions. M1: MtM objective (neuron + causal masks), 2000 steps, "
-        "contiguous test block. co-bps pooled over neurons and sessions, 4 folds of held-out neurons; the "
-        f"smoothing baseline is fitted per fold on the train split. {cl.seeds_note(args.seeds)}. `train s`: "
-        "wall-clock seconds of the run on this shared machine (1 thread).",
+        "Synthetic: the demo configuration (`recipes/pretrain.py` default: joint objective, hidden 128, 2 layers, "
+        "batch 8, learning rate 2e-3, 2000 steps), test split of the trained sessions. M1: MtM objective "
+        "(neuron + causal masks), 2000 steps, contiguous test block. co-bps pooled over neurons and sessions, 4 "
+        "folds of held-out neurons; the smoothing baseline is fitted per fold on the train split (kernel width "
+        f"and penalty by 3-fold CV over training trials). {cl.seeds_note(args.seeds)}.",
         "",
         table.markdown(["data"]),
         "",
