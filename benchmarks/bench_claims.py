@@ -32,8 +32,19 @@ def claim(name: str):
     return deco
 
 
+#: the training budget of this run (``--budget``): set by ``main``, printed in every section's command
+BUDGET = {"fraction": 1.0}
+
+
+def _steps(args, full: int, quick: int) -> int:
+    """Steps of one training stage: ``quick`` with ``--quick``, else ``full`` x ``--budget`` (at least 50)."""
+    return quick if args.quick else max(50, round(full * args.budget))
+
+
 def _command(name: str, quick: bool) -> str:
-    return f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_claims.py --claim {name}" + (" --quick" if quick else "")
+    budget = "" if quick or BUDGET["fraction"] == 1.0 else f" --budget {BUDGET['fraction']:g}"
+    return (f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_claims.py --claim {name}"
+            + (" --quick" if quick else "") + budget)
 
 
 # --------------------------------------------------------------------------- claim 1: MtM multi-task masking
@@ -57,7 +68,7 @@ def claim_mtm(args) -> str:
     seeds = args.seeds
     work = args.work / "mtm"
     small = SMALL if q else {}
-    steps = 40 if q else 2000
+    steps = _steps(args, 2000, 40)
     overrides = {"decoder": {"n_splits": 2}} if q else None
     task_over = {t: overrides for t in ("choice", "block", "wheel_speed")} if q else None
     syn_table = cl.Table("mtm_synthetic", list(SYN_COLS))
@@ -159,11 +170,11 @@ def _syn_world(args):
 
 
 def _syn_run(args, name: str, seed: int):
-    """One shared synthetic pretraining run (the demo config's size, batch, learning rate; 2000 steps; the
+    """One shared synthetic pretraining run (the demo config's size, batch, learning rate; 2000 steps x budget; the
     held-out animal left out as in the demo), trained once and reused by every claim that needs it."""
     objectives, modes, extra = SYN_RUNS[name]
     world = _syn_world(args)
-    steps = 40 if args.quick else 2000
+    steps = _steps(args, 2000, 40)
     out = cl.pretrain(world, args.work / "synthetic_runs" / f"{name}_s{seed}", seed=seed, steps=steps,
                       overrides={**(SMALL if args.quick else {}), **extra},
                       extra=["--objectives", *objectives, "--mask_modes", *modes])
@@ -171,10 +182,12 @@ def _syn_run(args, name: str, seed: int):
 
 
 def _m1_model(args, seed: int, **overrides):
-    """The M1 model shared by claims 1, 8 and drift: MtM with neuron + causal masks, 2000 steps (run once)."""
+    """The M1 model shared by claims 1, 8 and drift: MtM with neuron + causal masks, 2000 steps x budget (run
+    once)."""
     m1 = cl.m1(args.work / "m1_data")
     tag = "_".join(f"{k}{v}" for k, v in sorted(overrides.items())) or "multitask"
-    out = cl.pretrain(m1, args.work / "m1_runs" / f"{tag}_s{seed}", seed=seed, steps=2000, overrides=overrides,
+    out = cl.pretrain(m1, args.work / "m1_runs" / f"{tag}_s{seed}", seed=seed, steps=_steps(args, 2000, 40),
+                      overrides=overrides,
                       extra=["--objectives", "mtm", "--mask_modes", "neuron", "causal"])
     return m1, out
 
@@ -198,7 +211,7 @@ def claim_animals(args) -> str:
     world = cl.synthetic(work / "world", n_animals=n_animals, sessions_per_animal=1, n_trials=30 if q else 120)
     unseen = [f"synth-{a:02d}-00" for a in range(max(counts), n_animals)]
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64} if q else {}
-    steps, ada_steps = (40, 20) if q else (1500, 300)
+    steps, ada_steps = _steps(args, 1500, 40), _steps(args, 300, 20)
     table = cl.Table("animals", ["co-bps", "fp-bps"])
     for seed in seeds:
         for k in counts:
@@ -285,7 +298,7 @@ def claim_fewshot(args) -> str:
     work = args.work / "fewshot"
     new_animal = 2 if q else 4
     new = [f"synth-{new_animal:02d}-{s:02d}" for s in range(1 if q else 2)]
-    ada_steps, head_steps = (20, 20) if q else (300, 300)
+    ada_steps, head_steps = _steps(args, 300, 20), _steps(args, 300, 20)
     fractions = [0.1, 1.0] if q else [0.01, 0.1, 1.0]
     table = cl.Table("fewshot", ["choice acc", "wheel R2", "train trials"])
     for seed in args.seeds:
@@ -479,7 +492,7 @@ def claim_connectivity(args) -> str:
     work = args.work / "connectivity"
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
              "decoder_layers": 1} if q else {}
-    steps = 40 if q else 1500
+    steps = _steps(args, 1500, 40)
     methods = ["gradient", "perturbation", "pearson", "ccg"]
     cols = [f"{m} {k}" for m in methods for k in ("AUROC", "AUPRC", "dir")]
     table = cl.Table("connectivity", cols)
@@ -633,8 +646,11 @@ def claim_smoothing(args) -> str:
         "baseline's kernel width and penalty chosen by CV on the training split.",
         "",
         "Synthetic: the demo configuration (`recipes/pretrain.py` default: joint objective, hidden 128, 2 layers, "
-        "batch 8, learning rate 2e-3, 2000 steps), test split of the trained sessions. M1: MtM objective "
-        "(neuron + causal masks), 2000 steps, contiguous test block. co-bps pooled over neurons and sessions, 4 "
+        f"batch 8, learning rate 2e-3, {_steps(args, 2000, 40)} steps), test split of the trained sessions. M1: "
+        f"MtM objective (neuron + causal masks), {_steps(args, 2000, 40)} steps, contiguous test block. "
+        + (f"(This run used --budget {args.budget:g}: fewer steps than `make demo`'s 2000, so the model is "
+           "under-trained relative to the claim's budget.) " if args.budget < 1 and not q else "")
+        + "co-bps pooled over neurons and sessions, 4 "
         "folds of held-out neurons; the smoothing baseline is fitted per fold on the train split (kernel width "
         f"and penalty by 3-fold CV over training trials). {cl.seeds_note(args.seeds)}.",
         "",
@@ -658,7 +674,7 @@ def claim_drift(args) -> str:
     world = cl.synthetic(work / "world", world="drift", n_animals=n_pre + n_new, duration=60.0 if q else 240.0)
     new = [f"drift-{a:02d}-00" for a in range(n_pre, n_pre + n_new)]
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64} if q else {}
-    steps, ada_steps = (40, 20) if q else (1500, 300)
+    steps, ada_steps = _steps(args, 1500, 40), _steps(args, 300, 20)
     modes = ["--objectives", "mtm", "--mask_modes", "neuron", "causal"]
     cols = ["co-bps", "smoothing co-bps", "fp-bps"]
     table = cl.Table("drift", cols)
@@ -704,7 +720,8 @@ def claim_drift(args) -> str:
         f"and per-unit drifts of about 0.3 in log-rate, periods 120-480 s); bases pretrained on {n_pre} animals "
         f"({steps} steps, MtM neuron + causal masks), then LoRA on the {n_new} unseen animals ({ada_steps} steps), "
         f"or the same recipe from a random init (scratch). `level skip`: the window-level skip of the read-out "
-        f"(`config.level_skip`). M1: MtM on the real recording (2000 steps). Test block = the last 20% of each "
+        f"(`config.level_skip`). M1: MtM on the real recording "
+        f"({_steps(args, 2000, 40)} steps). Test block = the last 20% of each "
         f"recording. {cl.seeds_note(args.seeds)}.",
         "",
         table.markdown(["data", "model"]),
@@ -725,7 +742,13 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings (checks the machinery; minutes)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick: 0 1)")
     p.add_argument("--work", default=None, help="run folder (default outputs/claims, quick: outputs/claims_quick)")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="full setting only: every training stage runs this fraction of its steps (default 1; "
+                        "the sections state the steps used)")
     args = p.parse_args(argv)
+    if not 0 < args.budget <= 1:
+        p.error(f"--budget must be in (0, 1], got {args.budget}")
+    BUDGET["fraction"] = args.budget
     names = sorted(CLAIMS) if args.claim == "all" else [c.strip() for c in args.claim.split(",")]
     unknown = [n for n in names if n not in CLAIMS]
     if unknown:

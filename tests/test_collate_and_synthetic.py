@@ -57,6 +57,31 @@ def test_hub_network_ground_truth():
     assert after.mean() > 1.2 * before.mean()
 
 
+def test_drift_world_is_continuous_and_drifts(tmp_path):
+    from nfm.data.prepare import prepare
+
+    sessions = synthetic.make_drift_world(n_animals=2, duration=240.0, seed=5)
+    assert [s.session_id for s in sessions] == ["drift-00-00", "drift-01-00"]
+    for s in sessions:
+        s.validate()
+        start, stop = s.trials["start_time"], s.trials["stop_time"]
+        np.testing.assert_allclose(stop[:-1], start[1:])  # back-to-back 2 s windows over the recording
+        assert start[0] == 0.0 and stop[-1] == pytest.approx(240.0) and np.allclose(stop - start, 2.0)
+        # the population rate drifts: 40 s blocks differ far more than Poisson noise of their counts allows
+        counts = np.histogram(s.spike_times, bins=np.arange(0.0, 240.1, 40.0))[0]
+        assert (counts.max() - counts.min()) > 10 * np.sqrt(counts.mean())
+    again = synthetic.make_drift_world(n_animals=2, duration=240.0, seed=5)
+    np.testing.assert_array_equal(sessions[1].spike_times, again[1].spike_times)
+    # prepared as a dataset, the windows are split contiguously in time (test = the end of the recording)
+    prepare("synthetic", tmp_path / "drift", world="drift", source_options={"n_animals": 1, "duration": 60.0},
+            progress=False)
+    from nfm.data.hf import load_dataset
+
+    dd, meta = load_dataset(tmp_path / "drift")
+    t = {k: np.asarray(dd[k]["trial_start_time"]) for k in ("train", "test")}
+    assert t["train"].max() < t["test"].min()
+
+
 def test_calcium_world_shapes_and_tuning():
     ss = synthetic.make_calcium_world(n_animals=1, n_cells=10, n_trials=40, seed=2)
     s = ss[0].validate()

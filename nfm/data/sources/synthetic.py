@@ -421,6 +421,7 @@ def make_drift_world(
             extra={"world": "drift", "drift": {"shared_amplitude": shared_drift, "shared_period_s": period,
                                                "unit_amplitude": unit_drift}},
         ))
+    return sessions
 
 
 # --------------------------------------------------------------------------- one latent world, two modalities
