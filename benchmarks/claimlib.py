@@ -51,8 +51,9 @@ def synthetic(out: Path, world: str = "ibl_like", seed: int = 0, **options) -> P
     """A synthetic world saved as an nfm dataset (reused when it exists); ``options`` go to the world."""
     from nfm.data.prepare import prepare
 
-    if not (out / "nfm_meta.json").is_file():
-        prepare("synthetic", out, world=world, seed=seed, source_options=options or None, progress=False)
+    with _Lock(out):
+        if not (out / "nfm_meta.json").is_file():
+            prepare("synthetic", out, world=world, seed=seed, source_options=options or None, progress=False)
     return out
 
 
@@ -62,18 +63,44 @@ def m1(out: Path) -> Path:
 
     if not M1_NPZ.is_file():
         raise FileNotFoundError(f"{M1_NPZ} not found (the shared real-data folder)")
-    if not (out / "nfm_meta.json").is_file():
-        prepare("binned", out, inputs=[str(M1_NPZ)], progress=False)
+    with _Lock(out):
+        if not (out / "nfm_meta.json").is_file():
+            prepare("binned", out, inputs=[str(M1_NPZ)], progress=False)
     return out
 
 
 # --------------------------------------------------------------------------- training
+class _Lock:
+    """An exclusive lock file ``<path>.lock``: several claim runs (processes) share trained models and scores;
+    the second one waits for the first and then finds the result instead of training it again."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_name(path.name + ".lock")
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "w")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
 def pretrain(dataset: Path, out: Path, *, seed: int, steps: int, overrides: dict | None = None,
              extra: Sequence[str] = (), batch_size: int = 8, lr: float = 2e-3) -> Path:
     """``recipes/pretrain.py`` on ``dataset`` (the synthetic config's model size unless ``overrides`` says
     otherwise); skipped when ``out`` already holds a model.  Seed = model init and data order."""
-    if (out / "model.safetensors").is_file():
-        return out
+    with _Lock(out):
+        if not (out / "model.safetensors").is_file():
+            _pretrain(dataset, out, seed=seed, steps=steps, overrides=overrides, extra=extra,
+                      batch_size=batch_size, lr=lr)
+    return out
+
+
+def _pretrain(dataset, out, *, seed, steps, overrides, extra, batch_size, lr):
     model = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512,
              "decoder_layers": 1, "gen_windows_per_step": 1, **(overrides or {})}
     cmd = [sys.executable, REPO / "recipes" / "pretrain.py", "--dataset", dataset, "--output_dir", out,
@@ -81,14 +108,19 @@ def pretrain(dataset: Path, out: Path, *, seed: int, steps: int, overrides: dict
            "--learning_rate", lr, "--save_steps", 10 * steps + 1, "--logging_steps", max(1, steps // 10),
            "--report_to", "none", "--skip_eval", "true", "--model_overrides", json.dumps(model), *extra]
     run(cmd, out / "train.log")
-    return out
 
 
 def adapt(base: Path, dataset: Path, sessions: Sequence[str], out: Path, *, mode: str, seed: int, steps: int,
           fraction: float = 1.0, lr: float | None = None, extra: Sequence[str] = ()) -> Path:
     """``recipes/finetune_lora.py`` (``mode`` lora | full | scratch) on ``sessions``; skipped when done."""
-    if (out / "adapter_config.json").is_file() or (out / "model.safetensors").is_file():
-        return out
+    with _Lock(out):
+        if not ((out / "adapter_config.json").is_file() or (out / "model.safetensors").is_file()):
+            _adapt(base, dataset, sessions, out, mode=mode, seed=seed, steps=steps, fraction=fraction, lr=lr,
+                   extra=extra)
+    return out
+
+
+def _adapt(base, dataset, sessions, out, *, mode, seed, steps, fraction, lr, extra):
     lr = lr if lr is not None else {"lora": 3e-3, "full": 1e-3, "scratch": 2e-3}[mode]
     cmd = [sys.executable, REPO / "recipes" / "finetune_lora.py", "--model", base, "--dataset", dataset,
            "--sessions", *sessions, "--output_dir", out, "--mode", mode, "--seed", seed, "--scratch_seed", seed,
@@ -96,7 +128,6 @@ def adapt(base: Path, dataset: Path, sessions: Sequence[str], out: Path, *, mode
            "--save_steps", 10 * steps + 1, "--logging_steps", max(1, steps // 10), "--report_to", "none",
            "--skip_eval", "true", *extra]
     run(cmd, out / "train.log")
-    return out
 
 
 # --------------------------------------------------------------------------- scoring
@@ -110,13 +141,15 @@ def score(model_dir: Path, dataset: Path, tasks: Sequence[str], *, sessions="kno
     from nfm.evaluation.runner import evaluate, load_model
 
     output = output or (model_dir / f"eval_{split}_{'_'.join(tasks)}.json"[:200])
-    if output.is_file():
-        return json.loads(output.read_text())
-    torch.set_num_threads(1)
-    model = load_model(str(model_dir), adapter=str(adapter) if adapter else None)
-    res = evaluate(model, str(dataset), tasks=list(tasks), split=split, sessions=sessions,
-                   task_overrides=overrides, max_trials=max_trials, output=output)
-    return json.loads(output.read_text()) if output.is_file() else res
+    with _Lock(output):
+        cached = json.loads(output.read_text()) if output.is_file() else {}
+        if all(t in cached for t in tasks):  # (an interrupted evaluation leaves the tasks it finished)
+            return cached
+        torch.set_num_threads(1)
+        model = load_model(str(model_dir), adapter=str(adapter) if adapter else None)
+        res = evaluate(model, str(dataset), tasks=list(tasks), split=split, sessions=sessions,
+                       task_overrides=overrides, max_trials=max_trials, output=output)
+        return json.loads(output.read_text()) if output.is_file() else res
 
 
 def metric(res: dict, task: str, key: str) -> float:
@@ -195,17 +228,42 @@ def machine_line() -> str:
             f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at writing")
 
 
-def write_section(claim: str, text: str, results: Path = RESULTS) -> None:
-    """Replace (or append) the section between ``<!-- claim:<name>:begin -->`` and ``...:end -->``."""
+def write_section(claim: str, text: str, results: Path = RESULTS, top: bool = False) -> None:
+    """Replace the section between ``<!-- claim:<name>:begin -->`` and ``...:end -->``, or add it (at the end,
+    or after the title line with ``top``).  Holds a lock file beside ``results``: several claim runs may write
+    to one file."""
+    import fcntl
+
     begin, end = f"<!-- claim:{claim}:begin -->", f"<!-- claim:{claim}:end -->"
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    old = results.read_text() if results.is_file() else "# nfm results\n\n"
-    if begin in old and end in old:
-        a, b = old.index(begin), old.index(end) + len(end)
-        new = old[:a] + block.rstrip("\n") + old[b:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    results.write_text(new)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results.with_name(results.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = results.read_text() if results.is_file() else "# nfm results\n\n"
+        if begin in old and end in old:
+            a, b = old.index(begin), old.index(end) + len(end)
+            new = old[:a] + block.rstrip("\n") + old[b:]
+        elif top:
+            head, _, rest = old.partition("\n")
+            new = head + "\n\n" + block + "\n" + rest.lstrip("\n")
+        else:
+            new = old.rstrip("\n") + "\n\n" + block
+        results.write_text(new)
+
+
+def verdict_lines(results: Path, claims: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(claim, section title, verdict line)`` of each claim section present in ``results``."""
+    text = results.read_text() if results.is_file() else ""
+    out = []
+    for c in claims:
+        begin, end = f"<!-- claim:{c}:begin -->", f"<!-- claim:{c}:end -->"
+        if begin not in text or end not in text:
+            continue
+        body = text[text.index(begin) + len(begin):text.index(end)]
+        title = next((ln.lstrip("# ").strip() for ln in body.splitlines() if ln.startswith("## ")), c)
+        line = next((ln.strip() for ln in body.splitlines() if ln.startswith("**Verdict:**")), "")
+        out.append((c, title, line.removeprefix("**Verdict:**").strip()))
+    return out
 
 
 def verdict(holds: bool | None, partly: bool = False) -> str:
@@ -228,4 +286,4 @@ def paired(table: Table, column: str, a: dict, b: dict, by: str = "seed") -> lis
 
 
 __all__ = ["REPO", "RESULTS", "Table", "adapt", "env", "m1", "metric", "pretrain", "run", "score", "seeds_note",
-           "synthetic", "write_section", "verdict", "machine_line", "mean_of", "paired"]
+           "synthetic", "verdict_lines", "write_section", "verdict", "machine_line", "mean_of", "paired"]
