@@ -143,13 +143,21 @@ def score(model_dir: Path, dataset: Path, tasks: Sequence[str], *, sessions="kno
     output = output or (model_dir / f"eval_{split}_{'_'.join(tasks)}.json"[:200])
     with _Lock(output):
         cached = json.loads(output.read_text()) if output.is_file() else {}
-        if all(t in cached for t in tasks):  # (an interrupted evaluation leaves the tasks it finished)
+        missing = [t for t in tasks if t not in cached]  # an interrupted evaluation keeps the tasks it finished
+        if not missing:
             return cached
         torch.set_num_threads(1)
         model = load_model(str(model_dir), adapter=str(adapter) if adapter else None)
-        res = evaluate(model, str(dataset), tasks=list(tasks), split=split, sessions=sessions,
-                       task_overrides=overrides, max_trials=max_trials, output=output)
-        return json.loads(output.read_text()) if output.is_file() else res
+        part = output.with_name(output.stem + ".part.json")
+        over = {t: v for t, v in (overrides or {}).items() if t in missing} or None
+        res = evaluate(model, str(dataset), tasks=missing, split=split, sessions=sessions,
+                       task_overrides=over, max_trials=max_trials, output=part)
+        res = json.loads(part.read_text()) if part.is_file() else res
+        merged = {**cached, **{t: res[t] for t in missing if t in res}}
+        output.write_text(json.dumps(merged, indent=1, default=str))
+        part.unlink(missing_ok=True)
+        part.with_suffix(".md").unlink(missing_ok=True)
+        return merged
 
 
 def metric(res: dict, task: str, key: str) -> float:
