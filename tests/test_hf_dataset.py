@@ -1,5 +1,4 @@
 """Session -> Arrow DatasetDict -> disk -> back, checked against independent numpy counts."""
-import json
 import os
 
 import numpy as np

@@ -1,5 +1,4 @@
 """Binned-count npz source, contiguous splits, and the prepare_data recipe end to end."""
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -6,7 +6,7 @@ import torch
 
 from models_fixtures import make_batch, make_meta, setup_module_common, tiny_config
 from nfm.models import NfmForSpikeGeneration
-from nfm.models.modeling_nfm_generation import _FastWindowDecoder
+from nfm.models.generation_fast_paths import FastWindowDecoder
 
 
 def setup_module():
@@ -60,7 +60,7 @@ def test_fast_step_matches_the_decoder_layers(gen_model):
         units = torch.stack([torch.randint(0, int(tables.unit_mask[b].sum()), (L,), generator=g) for b in range(B)])
         dts = torch.randint(0, dec.n_dt, (B, L), generator=g).sort(1).values
         units[:, 0], dts[:, 0] = -1, dec.n_dt + 1  # SOS
-        fast = _FastWindowDecoder(dec, memory, mem_mask, unit_tok, tables, L + 1)
+        fast = FastWindowDecoder(dec, memory, mem_mask, unit_tok, tables, L + 1)
         ref, _, _, _ = dec.run(dec.embed_tokens(units.unsqueeze(1), dts.unsqueeze(1), unit_tok)[:, 0], memory,
                                mem_mask)
         nxt_dt = torch.cat([dts[:, 1:], torch.zeros(B, 1, dtype=torch.long)], 1)
@@ -290,7 +290,7 @@ def test_length_buckets_minimise_the_padded_area():
 
     import numpy as np
 
-    from nfm.models.modeling_nfm_generation import length_buckets
+    from nfm.models.generation_fast_paths import length_buckets
 
     rng = np.random.default_rng(0)
     for _ in range(30):
