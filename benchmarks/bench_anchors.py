@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,19 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchors as A  # noqa: E402
+from speedlib import cpu_name  # noqa: E402
 
 DEFAULT_OUTPUT = "benchmarks/results_anchors.md"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_rows(args):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training_fixtures import HELDOUT_SUBJECT, RECIPES, TINY_MODEL, make_tiny_dataset, python, subprocess_env
+from training_fixtures import (HELDOUT_SUBJECT, RECIPES, TINY_MODEL, kill_in_checkpoint_wrapper, make_tiny_dataset, python,
+                               subprocess_env)
 from test_cli import assert_user_error
 
 
@@ -52,21 +53,6 @@ def test_prepare_data_killed_mid_write_leaves_no_folder_and_a_rerun_succeeds(tmp
 
 
 # --------------------------------------------------------------------------- finetune_lora.py killed mid-run
-KILL_FINETUNE = """
-import os, signal, sys
-sys.path.insert(0, {recipes!r})
-import nfm.training as T
-_orig = T.NfmTrainer._save_rng_state
-def _die(self, output_dir):
-    if self.state.global_step == {kill_step}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return _orig(self, output_dir)
-T.NfmTrainer._save_rng_state = _die
-import finetune_lora
-sys.exit(finetune_lora.main(sys.argv[1:]))
-"""
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained base (random weights) on the tiny world without its held-out animal."""
@@ -90,7 +76,7 @@ def test_finetune_killed_mid_run_resumes_to_the_same_adapter(base, tmp_path):
               "--seed", "3", "--dataloader_pin_memory", "false"]
     a, b = tmp_path / "a", tmp_path / "b"
     wrapper = tmp_path / "kill_finetune.py"
-    wrapper.write_text(KILL_FINETUNE.format(recipes=str(RECIPES), kill_step=6))
+    wrapper.write_text(kill_in_checkpoint_wrapper("finetune_lora", kill_step=6))
     env = subprocess_env()
     pa = subprocess.Popen([python(), str(RECIPES / "finetune_lora.py"), *map(str, common), "--output_dir", str(a)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,29 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training_fixtures import RECIPES, make_tiny_dataset, python, subprocess_env, free_port, tiny_args
+from training_fixtures import RECIPES, kill_in_checkpoint_wrapper, make_tiny_dataset, python, subprocess_env, free_port, tiny_args
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
-
-
-# Self-kill inside the save of checkpoint-<kill_step>: the model and optimizer files are already written,
-# the RNG states and trainer_state.json not yet -- the worst moment for a non-atomic checkpoint.
-KILL_WRAPPER = """
-import os, signal, sys
-sys.path.insert(0, {recipes!r})
-import nfm.training as T
-_orig = T.NfmTrainer._save_rng_state
-def _die(self, output_dir):
-    if self.state.global_step == {kill_step}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return _orig(self, output_dir)
-T.NfmTrainer._save_rng_state = _die
-import pretrain
-sys.exit(pretrain.main(sys.argv[1:]))
-"""
 
 
 def _run(cmd, env, timeout=300):
@@ -73,7 +56,7 @@ def test_sigkill_mid_checkpoint_then_resume_equals_uninterrupted_run(dataset, tm
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     env = subprocess_env()
     wrapper = tmp_path / "kill_wrapper.py"
-    wrapper.write_text(KILL_WRAPPER.format(recipes=str(RECIPES), kill_step=15))
+    wrapper.write_text(kill_in_checkpoint_wrapper("pretrain", kill_step=15))
     # the uninterrupted run (also checks every output of the recipe) and the killed run, side by side
     pa = subprocess.Popen([python(), str(RECIPES / "pretrain.py"),
                            *tiny_args(dataset, a_dir, report_to="tensorboard", **common)],

@@ -58,3 +58,22 @@ def free_port() -> int:
 
 def python() -> str:
     return sys.executable
+
+
+def kill_in_checkpoint_wrapper(recipe: str, kill_step: int) -> str:
+    """Source of a script that runs ``recipes/<recipe>.py`` and SIGKILLs itself inside the save of
+    checkpoint-<kill_step>: the model and optimizer files are already written, the RNG states and
+    trainer_state.json not yet -- the worst moment for a non-atomic checkpoint."""
+    return f"""
+import os, signal, sys
+sys.path.insert(0, {str(RECIPES)!r})
+import nfm.training as T
+_orig = T.NfmTrainer._save_rng_state
+def _die(self, output_dir):
+    if self.state.global_step == {int(kill_step)}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _orig(self, output_dir)
+T.NfmTrainer._save_rng_state = _die
+import {recipe}
+sys.exit({recipe}.main(sys.argv[1:]))
+"""
