@@ -60,11 +60,19 @@ LIGHT = {"intra_region": {"baselines": ["null"]}, "inter_region": {"baselines": 
 QUICK = {t: {"decoder": {"n_splits": 2}} for t in ("choice", "block", "wheel_speed")}
 
 
-def _overrides(tasks, quick: bool, **extra) -> dict:
-    """Task overrides of a claim's scoring: :data:`LIGHT` (+ :data:`QUICK`) and ``extra``, for ``tasks`` only."""
+#: the smoothing baseline depends on the data only (world, split, folds, CV on training trials): it is fitted
+#: in one run per dataset and seed (``smoothing=True``: the MtM run of claim 1, the multi-task M1 run) and read
+#: from there by the claims that compare with it; the other runs score co-smoothing against the null model only
+NO_SMOOTHING = {"co_smoothing": {"baselines": ["null"]}}
+
+
+def _overrides(tasks, quick: bool, smoothing: bool = True, **extra) -> dict:
+    """Task overrides of a claim's scoring: :data:`LIGHT` (+ :data:`QUICK`, + :data:`NO_SMOOTHING` unless
+    ``smoothing``) and ``extra``, for ``tasks`` only."""
     out = {}
     for t in tasks:
-        o = {**LIGHT.get(t, {}), **(QUICK.get(t, {}) if quick else {}), **extra.get(t, {})}
+        o = {**LIGHT.get(t, {}), **(QUICK.get(t, {}) if quick else {}), **({} if smoothing else NO_SMOOTHING).get(t, {}),
+             **extra.get(t, {})}
         if o:
             out[t] = o
     return out
@@ -108,7 +116,7 @@ def claim_mtm(args) -> str:
                     m1 = cl.m1(args.work / "m1_data")
                     out = cl.pretrain(m1, work / "runs" / f"m1_{_slug(variant)}_s{seed}", seed=seed, steps=steps,
                                       overrides={**small, **extra}, extra=["--objectives", "mtm", "--mask_modes", *modes])
-                res = cl.score(out, m1, M1_TASKS, sessions="all")
+                res = cl.score(out, m1, M1_TASKS, sessions="all", overrides=_m1_overrides(variant))
                 m1_table.add(variant=variant, seed=seed, **{c: cl.metric(res, *k) for c, k in M1_COLS.items()})
     syn_table.write_csv(args.csv_dir / "claim_mtm_synthetic.csv")
     if m1_table.rows:
@@ -197,6 +205,24 @@ def _syn_run(args, name: str, seed: int):
                       overrides={**(SMALL if args.quick else {}), **extra},
                       extra=["--objectives", *objectives, "--mask_modes", *modes])
     return world, out, steps
+
+
+def _m1_overrides(variant: str | None = None) -> dict | None:
+    """M1 scoring: the smoothing baseline fitted in the multi-task runs only (see :data:`NO_SMOOTHING`)."""
+    return None if variant in (None, next(iter(M1_VARIANTS))) else NO_SMOOTHING
+
+
+def _m1_smoothing(args, seed: int) -> float:
+    """The CV-tuned smoothing baseline's co-bps on M1's test block (from the multi-task M1 run of ``seed``)."""
+    m1, out = _m1_model(args, seed)
+    return cl.metric(cl.score(out, m1, M1_TASKS, sessions="all"), "co_smoothing", "smoothing/bps")
+
+
+def _syn_smoothing(args, seed: int) -> float:
+    """The CV-tuned smoothing baseline's co-bps on the demo world's test split (from claim 1's MtM run)."""
+    world, out, _ = _syn_run(args, "mtm_all", seed)
+    return cl.metric(cl.score(out, world, SYN_TASKS, overrides=_overrides(SYN_TASKS, args.quick)),
+                     "co_smoothing", "smoothing/bps")
 
 
 def _m1_model(args, seed: int, **overrides):
@@ -396,7 +422,7 @@ def _objective_runs(args):
     q = args.quick
     variants = {"joint (MtM + generation)": "joint", "MtM only": "mtm_all", "generation only": "generation",
                 "joint, no contrastive alignment": "joint_nocontrastive"}
-    over = _overrides(JOINT_TASKS, q, **_gen_fidelity(q))
+    over = _overrides(JOINT_TASKS, q, smoothing=False, **_gen_fidelity(q))
     table = cl.Table("objectives", ["co-bps", "fp-bps", "choice acc", "wheel R2", "gen pearson r", "gen psth r",
                                     "gen F1", "id loss", "dt loss"])
     for variant, name in variants.items():
@@ -652,15 +678,16 @@ def claim_smoothing(args) -> str:
     table = cl.Table("smoothing", ["model co-bps", "smoothing co-bps", "model - smoothing"])
     for seed in args.seeds:
         world, out, _ = _syn_run(args, "joint", seed)  # the demo config (shared with claims 4, 6, 7)
-        res = cl.score(out, world, JOINT_TASKS, overrides=_overrides(JOINT_TASKS, q, **_gen_fidelity(q)))
-        m, sm = cl.metric(res, "co_smoothing", "bps"), cl.metric(res, "co_smoothing", "smoothing/bps")
+        res = cl.score(out, world, JOINT_TASKS, overrides=_overrides(JOINT_TASKS, q, smoothing=False,
+                                                                     **_gen_fidelity(q)))
+        m, sm = cl.metric(res, "co_smoothing", "bps"), _syn_smoothing(args, seed)
         table.add(data="synthetic (demo config)", seed=seed, **{"model co-bps": m, "smoothing co-bps": sm,
                                                                  "model - smoothing": m - sm})
     if not q:
         for seed in args.seeds:
             m1, out = _m1_model(args, seed)
             res = cl.score(out, m1, M1_TASKS, sessions="all")  # (the scores of claim 1's M1 runs)
-            m, sm = cl.metric(res, "co_smoothing", "bps"), cl.metric(res, "co_smoothing", "smoothing/bps")
+            m, sm = cl.metric(res, "co_smoothing", "bps"), _m1_smoothing(args, seed)
             table.add(data="M1 (real)", seed=seed, **{"model co-bps": m, "smoothing co-bps": sm,
                                                       "model - smoothing": m - sm})
     table.write_csv(args.csv_dir / "claim_smoothing.csv")
@@ -728,10 +755,10 @@ def claim_drift(args) -> str:
                                                      "fp-bps": cl.metric(res, "forward_prediction", "bps")})
             if not q:
                 m1, out = _m1_model(args, seed, **({"level_skip": True} if skip else {}))
-                res = cl.score(out, m1, M1_TASKS, sessions="all")
+                res = cl.score(out, m1, M1_TASKS, sessions="all", overrides=NO_SMOOTHING if skip else None)
                 table.add(data="M1 (real)", model=tag, seed=seed, **{
                     "co-bps": cl.metric(res, "co_smoothing", "bps"),
-                    "smoothing co-bps": cl.metric(res, "co_smoothing", "smoothing/bps"),
+                    "smoothing co-bps": _m1_smoothing(args, seed),
                     "fp-bps": cl.metric(res, "forward_prediction", "bps")})
     table.write_csv(args.csv_dir / "claim_drift.csv")
     g = lambda col, **w: cl.mean_of(table, col, **w)  # noqa: E731
