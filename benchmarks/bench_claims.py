@@ -631,7 +631,7 @@ def claim_simulation(args) -> str:
     """Closed-loop generation of held-out trials of the stimulus-driven world vs a PSTH sampler and a GLM."""
     q = args.quick
     table = cl.Table("simulation", ["psth_r_condition", "trial_count_r", "pearson_r"])
-    over = {"generation_simulation": {"max_trials": 4 if q else 8}}
+    over = {"generation_simulation": {"max_trials": 4}}
     for seed in args.seeds:
         world, out, _ = _syn_run(args, "joint", seed)  # the joint models (shared with claims 4, 7, 8)
         res = cl.score(out, world, ("generation_simulation",), overrides=over).get("generation_simulation", {})
@@ -651,7 +651,7 @@ def claim_simulation(args) -> str:
         "trial's stimulus and behaviour and given its first 0.5 s, closed-loop generation reproduces the trial: "
         "its condition-averaged PSTHs and which trials had more spikes, better than simpler simulators.",
         "",
-        "The joint models of claim 7 (stimulus-driven IBL-like world), test trials (up to 8 per session), "
+        "The joint models of claim 7 (stimulus-driven IBL-like world), test trials (up to 4 per session), "
         "`generation_simulation` task: per-neuron r of condition-averaged PSTHs (conditions: choice x "
         "feedback), per-neuron r across trials of the generated part's total counts, and per-neuron r of counts "
         "per 100 ms interval. Simulators fitted on the train split: PSTH sampler (Poisson samples of the "
