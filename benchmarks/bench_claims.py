@@ -422,11 +422,12 @@ def _objective_runs(args):
     q = args.quick
     variants = {"joint (MtM + generation)": "joint", "MtM only": "mtm_all", "generation only": "generation",
                 "joint, no contrastive alignment": "joint_nocontrastive"}
-    over = _overrides(JOINT_TASKS, q, smoothing=False, **_gen_fidelity(q))
+    over = _overrides(JOINT_TASKS, q, smoothing=False, **_gen_fidelity(q),
+                      **{t: {"decoder": {"n_splits": 2}} for t in ("choice", "wheel_speed")})
     table = cl.Table("objectives", ["co-bps", "fp-bps", "choice acc", "wheel R2", "gen pearson r", "gen psth r",
                                     "gen F1", "id loss", "dt loss"])
-    for variant, name in variants.items():
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted run leaves whole seeds of every variant
+        for variant, name in variants.items():
             world, out, steps = _syn_run(args, name, seed)
             objs = SYN_RUNS[name][0]
             res = cl.score(out, world, JOINT_TASKS, overrides=over)
@@ -486,7 +487,7 @@ def claim_joint(args) -> str:
         f"Synthetic IBL-like world, {steps} steps x batch 8 for every model (equal steps; the generation pass "
         f"makes a joint step costlier in wall-clock), test split; generation fidelity on 4 test trials per "
         f"session (prompt 0.5 s, closed loop, top-p 0.95); id / dt loss: teacher-forced cross-entropy per token "
-        f"on every test window. {cl.seeds_note(args.seeds)}.",
+        f"on every test window; decoders from the latents with 2 outer CV splits (time). {cl.seeds_note(args.seeds)}.",
         "",
         sub.markdown(["variant"]),
         "",
