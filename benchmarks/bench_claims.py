@@ -297,7 +297,11 @@ def claim_animals(args) -> str:
         "",
         f"![co-bps of the unseen animals against the number of pretraining animals]({png.name})",
         "",
-        f"Correlation of mean co-bps with log(number of animals): {rho:.2f}. Scratch: {scratch_mean:.3f}.",
+        f"Correlation of mean co-bps with log(number of animals): {rho:.2f}. Scratch: {scratch_mean:.3f}. "
+        f"Equal steps means fewer updates per animal as animals are added (each step is one session's batch): "
+        f"{steps} steps are ~{steps // max(counts)} per animal's read-in/read-out with {max(counts)} animals against "
+        f"{steps} with one, so this curve measures a fixed small budget, not models trained to convergence as in "
+        f"the MtM paper; pretraining on any number of animals beats scratch by a wide margin.",
         "",
         f"**Verdict:** {cl.verdict(holds, partly)} — unseen-animal co-bps "
         + " -> ".join(f"{m:.3f}" for m in means) + f" for {counts} pretraining animals.",
@@ -724,6 +728,15 @@ def claim_smoothing(args) -> str:
         "",
         table.markdown(["data"]),
         "",
+        "What was tried to close the gap (exploration before this run: validation split of the demo world, one "
+        "seed, MtM objective, 2000 steps unless stated; CV-tuned smoothing 0.556 there): the plain model 0.506; "
+        "6000 steps 0.603 (+0.047, the only change that came close); 4 layers 0.480; inverse-rate loss weights "
+        "0.459; raw counts as input 0.499; no read-in LayerNorm 0.174; an amplitude feature 0.500; input smoothing "
+        "(2 bins) 0.512; per-unit read-out refitted by a GLM 0.525. Per region the model wins where rates are high "
+        "and fast (MOs) and loses on slow, sparse regions (LP, CA1, PO). Claim 1's table points at the mask mix: "
+        "at equal steps, neuron-only masking reaches 0.570 co-bps on the test split against 0.352 for the full "
+        "multi-task mix (which trains the co-smoothing prompt on a fraction of its steps) and 0.538 for smoothing.",
+        "",
         f"**Verdict:** {cl.verdict(holds, partly)} — " + "; ".join(
             f"{d}: model - smoothing {m:+.3f} (worst seed {lo:+.3f})" for d, m, lo in verdicts) + ".",
         "",
@@ -776,7 +789,11 @@ def claim_drift(args) -> str:
     fp_plain, fp_skip = g("fp-bps", model="pretrained + LoRA, plain"), g("fp-bps", model="pretrained + LoRA, level skip")
     scr = g("co-bps", model="scratch, plain")
     beats_null = max(lora_plain, lora_skip) > 0 and max(fp_plain, fp_skip) > 0
-    beats_smooth = max(lora_plain, lora_skip) > g("smoothing co-bps", data="synthetic drift, unseen animals")
+    smooth = g("smoothing co-bps", data="synthetic drift, unseen animals")
+    best = "pretrained + LoRA, plain" if lora_plain >= lora_skip else "pretrained + LoRA, level skip"
+    per_seed = [r["co-bps"] - r["smoothing co-bps"] for r in table.rows if r["model"] == best]
+    beats_smooth_mean = max(lora_plain, lora_skip) > smooth
+    beats_smooth = beats_smooth_mean and all(d > 0 for d in per_seed)  # in every seed
     lines = [
         "## Recordings with drift: continuous recordings, contiguous splits, unseen animals",
         "",
@@ -794,9 +811,11 @@ def claim_drift(args) -> str:
         "",
         table.markdown(["data", "model"]),
         "",
-        f"**Verdict:** {cl.verdict(beats_null and beats_smooth, beats_null or beats_smooth)} — unseen-animal "
-        f"co-bps {lora_plain:+.3f} (plain) / {lora_skip:+.3f} (level skip) vs scratch {scr:+.3f}; forward "
-        f"prediction {fp_plain:+.3f} / {fp_skip:+.3f}.",
+        f"**Verdict:** {cl.verdict(beats_null and beats_smooth, beats_null or beats_smooth_mean)} — unseen-animal "
+        f"co-bps {lora_plain:+.3f} (plain) / {lora_skip:+.3f} (level skip) vs scratch {scr:+.3f} and smoothing "
+        f"{smooth:+.3f} (best model - smoothing per seed: {', '.join(f'{d:+.3f}' for d in per_seed)}); forward "
+        f"prediction {fp_plain:+.3f} / {fp_skip:+.3f}. Pretraining helps; beating smoothing "
+        f"{'holds in every seed' if beats_smooth else 'does not hold in every seed'}.",
         "",
         f"Command: `{_command('drift', q)}` · CSV: `benchmarks/results/claim_drift.csv` · {cl.machine_line()}",
     ]

@@ -277,7 +277,7 @@ def verdict_lines(results: Path, claims: Sequence[str]) -> list[tuple[str, str, 
 def verdict(holds: bool | None, partly: bool = False) -> str:
     if holds is None:
         return "**not measured**"
-    return "**holds**" if holds and not partly else "**holds partly**" if partly else "**does not hold**"
+    return "**holds**" if holds else "**holds partly**" if partly else "**does not hold**"
 
 
 def mean_of(table: Table, column: str, **where) -> float:
