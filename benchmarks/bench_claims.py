@@ -384,6 +384,8 @@ def claim_fewshot(args) -> str:
             best_pre = max(cl.mean_of(table, col, fraction=f, mode=m) for m in ("pretrained + LoRA", "pretrained + full")
                            if any(r["mode"] == m for r in table.rows))
             wins.append(best_pre > cl.mean_of(table, col, fraction=f, mode="scratch"))
+    scored = {f"{frac:.0%}": sum(1 for r in table.rows if r["fraction"] == f"{frac:.0%}" and r["mode"] == "scratch"
+                                 and r["choice acc"] == r["choice acc"]) for frac in fractions}  # (NaN != NaN)
     lines = [
         "## Claim 3: few-shot behaviour decoding after pretraining",
         "",
@@ -403,6 +405,12 @@ def claim_fewshot(args) -> str:
         + ("" if q or 1.0 in fractions else " (The 100% reference was left out of this run for time.)"),
         "",
         table.markdown(["fraction", "mode"]),
+        "",
+        "Seeds scored per share (a share whose training trials hold one choice only cannot train a choice "
+        "classifier, and the task reports not-applicable): "
+        + "; ".join(f"{f}: {n} of {len(args.seeds)}" for f, n in scored.items()) + ". Wheel speed: with LoRA the backbone stays frozen while the behaviour heads "
+        "train, with scratch every weight trains on the behaviour loss, which favours scratch on this per-bin "
+        "regression.",
         "",
         f"**Verdict:** {cl.verdict(all(wins), 0 < sum(wins) < len(wins))} — a pretrained arm beats scratch on "
         f"{sum(wins)} of {len(wins)} (share, metric) pairs.",
