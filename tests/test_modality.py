@@ -43,7 +43,7 @@ def test_legacy_checkpoints_load(modality, cls):
 def test_time_positions_equal_index_positions_on_the_unit_grid():
     """A config with continuous-time RoPE (rope_time_unit = bin_size) gives exactly the outputs of the same
     weights with bin-index positions; a coarser grid gets positions spaced by its bin duration."""
-    from nfm.models.modeling_nfm import time_positions
+    from nfm.models.positions import time_positions
 
     meta = make_meta()
     torch.manual_seed(0)

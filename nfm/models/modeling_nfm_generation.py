@@ -44,17 +44,15 @@ from transformers.utils import ModelOutput
 from .configuration_nfm import NfmConfig
 from .masking import MaskSample
 from .modeling_nfm import (
-    N_PREFIX,
     NfmAttention,
     NfmMLP,
     NfmModel,
     NfmPreTrainedModel,
     SessionTables,
-    StaticKVCache,
     _as_session_list,
     masked_modeling,
-    rope_cos_sin,
 )
+from .positions import N_PREFIX, StaticKVCache, rope_cos_sin
 from .generation_fast_paths import FastWindowDecoder, decode_buckets
 from .tokenization import NO_UNIT, EventTokens, bin_events, special_ids, tokenize_events, tokens_to_events
 
