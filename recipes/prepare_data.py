@@ -5,11 +5,15 @@ Examples:
     python recipes/prepare_data.py --source ibl --one_cache_dir ~/ibl --output_dir outputs/data/ibl
     python recipes/prepare_data.py --source ibl --one_cache_dir ~/ibl --eids datasets/ibl_repeated_site/mtm_40_eids.txt --output_dir outputs/data/ibl
     python recipes/prepare_data.py --source nwb --input a.nwb b.nwb --align_event start_time --window 0 2 --output_dir outputs/data/nwb
+    python recipes/prepare_data.py --source trials --input ../shared/data/steinmetz_2019/session*.npz --heldout_subjects Hench --output_dir outputs/data/steinmetz
 
 ``--source synthetic`` builds the world of ``make demo`` by default (``recipes/configs/synthetic.yaml``:
 5 animals x 2 sessions x 120 trials, seed 0, animal synth-mouse-04 held out for the LoRA step); the summary
 prints the held-out animals' session ids.  ``--source ibl --one_cache_dir DIR`` without ``--eid``/``--eids``
-takes every session of that local cache.  The folder is written atomically (a killed run leaves no
+takes every session of that local cache.  ``--source trials`` reads trial-aligned binned counts (one .npz per
+session: the nfm layout ``counts``/``bin_starts``/``unit_regions``, or the Steinmetz et al. 2019 files, told apart
+by their keys; see datasets/README.md) at the files' own bins and window; --bin_size may be a whole multiple of
+the file's bins.  The folder is written atomically (a killed run leaves no
 half-written folder); an existing one is replaced only with ``--overwrite``.  ``--debug`` shows tracebacks
 of input errors.
 """
@@ -46,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "session of it; omit for the public remote ONE")
     p.add_argument("--eids", help="file with one experiment id per line (IBL sources)")
     p.add_argument("--eid", nargs="+", default=[], help="experiment ids (IBL sources), space- or comma-separated")
-    p.add_argument("--input", nargs="+", default=[], help="NWB files, suite2p folders or binned-count .npz files")
+    p.add_argument("--input", nargs="+", default=[], help="NWB files, suite2p folders, binned-count .npz files (--source binned) or "
+                                                         "trial-binned count .npz files (--source trials)")
     p.add_argument("--world", default="ibl_like", choices=WORLDS, help="synthetic world")
     g = p.add_argument_group("synthetic ibl_like / calcium world (defaults: the demo's, recipes/configs/synthetic.yaml)")
     g.add_argument("--animals", type=int, default=None, help="animals (default 5)")
@@ -58,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "adapts to them); default: synth-mouse-04 for the synthetic ibl_like world, none otherwise; "
                         "'none' to keep none")
     p.add_argument("--bin_size", type=float, help="seconds (default per source; 2-photon: the imaging frame period "
-                   "x --frames_per_bin, never finer unless --calcium_interpolate)")
+                   "x --frames_per_bin, never finer unless --calcium_interpolate; binned/trials: the file's bins, "
+                   "trials: only whole multiples of them)")
     p.add_argument("--frames_per_bin", type=int, default=1, help="2-photon: frames averaged per bin (default 1)")
     p.add_argument("--calcium_interpolate", action="store_true",
                    help="2-photon: allow bins finer than the frame period by interpolating between frames "

@@ -14,17 +14,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "binned", "synthetic")
+SOURCES = ("ibl", "ibl-mesoscope", "suite2p", "nwb", "binned", "trials", "synthetic")
 WORLDS = ("ibl_like", "hub_network", "calcium", "drift")
 
 # (align_event, window (s), bin_size (s)) per source; a bin size of None for 2-photon sources means "the
-# imaging frame period" (see calcium_bin_size); "binned" takes the file's own
+# imaging frame period" (see calcium_bin_size); "binned" takes the file's own; "trials" (trial-aligned counts)
+# takes the files' own bin size and window (0, bins x bin size) on the first bin start (see sources.trials.dataset_grid)
 DEFAULTS = {
     "ibl": ("stimOn_times", (-0.5, 1.5), 0.02),
     "ibl-mesoscope": ("stimOn_times", (-0.5, 1.5), None),
     "suite2p": ("start_time", (0.0, 2.0), None),
     "nwb": ("start_time", (0.0, 2.0), 0.02),
     "binned": ("start_time", (0.0, 2.0), None),  # bin size: the file's own
+    "trials": ("start_time", None, None),  # window and bin size: the files' own
     "synthetic:ibl_like": ("stimOn_times", (-0.5, 1.5), 0.02),
     "synthetic:hub_network": ("start_time", (0.0, 2.0), 0.01),
     "synthetic:calcium": ("stimOn_times", (-0.5, 1.5), None),
@@ -80,7 +82,7 @@ def load_source_sessions(
         else:
             from .sources import ibl_mesoscope as mod
         return mod.load_sessions(list(eids), one_cache_dir=one_cache_dir, **opts)
-    if source in ("suite2p", "nwb", "binned"):
+    if source in ("suite2p", "nwb", "binned", "trials"):
         if not inputs:
             raise ValueError(f"--source {source} needs --input PATH ...")
         for p in inputs:
@@ -90,6 +92,10 @@ def load_source_sessions(
             from .sources.binned import load_npz
 
             return [load_npz(p, **opts) for p in inputs]
+        if source == "trials":
+            from .sources import trials as mod
+
+            return mod.load_sessions(list(inputs), **opts)
         if source == "suite2p":
             from .sources import suite2p as mod
         else:
@@ -168,6 +174,10 @@ def prepare(
     d_align, d_window, d_bin = DEFAULTS.get(key, DEFAULTS["nwb"])
     sessions = load_source_sessions(source, eids=eids, inputs=inputs, one_cache_dir=one_cache_dir,
                                     world=world, seed=seed, source_options=source_options)
+    if source == "trials":  # the files' own grid; a finer, off-grid or out-of-trial request is refused
+        from .sources.trials import dataset_grid
+
+        window, bin_size = dataset_grid(sessions, tuple(window) if window else None, bin_size or None)
     window = tuple(window or d_window)
     calcium = bool(sessions) and all(s.modality == "calcium" for s in sessions)
     if not bin_size and calcium:
