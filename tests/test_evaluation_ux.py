@@ -132,7 +132,7 @@ def test_task_option_maps_a_datasets_own_variable_name(world, tmp_path):
     dd, meta, model = world
     sid = meta.session_ids[0]
     over = {"stimulus_direction": {"target": {"trial_label": "direction"}, "modality": "any",
-                                   "decoder": {"n_splits": 2, "Cs": [1.0]}, "decoder_splits": "all"},
+                                   "decoder": {"n_splits": 2, "Cs": [1.0]}},
             "psth_r2": {"conditions": ["direction"], "smoothing": {"method": "ridge"}}}
     res = evaluate(model, (dd, meta), tasks="stimulus_direction,psth_r2", sessions=[sid], task_overrides=over)
     assert "not_applicable" not in res["stimulus_direction"], res["stimulus_direction"]

@@ -16,7 +16,9 @@ from nfm.evaluation.metrics import (
     bits_per_spike,
     co_bps,
     decode_choice,
+    decode_choice_split,
     decode_regression,
+    decode_regression_split,
     fp_bps,
     gaussian_nll,
     masked_r2,
@@ -267,6 +269,78 @@ def test_decode_regression_linear_vs_noise():
         decode_regression(x, np.where(np.arange(20) == 3, np.nan, y))
 
 
+def test_decode_choice_split_scores_only_the_eval_trials():
+    """Fitted on train, scored on eval: labels of the eval trials shuffled relative to their features score
+    near chance, while the nested CV over train + eval pooled (cv_all_splits) scores well above it."""
+    rng = np.random.default_rng(11)
+    y_tr, y_ev = np.repeat([-1, 1], 70), np.repeat([-1, 1], 30)
+    x_tr, x_ev = rng.normal(size=(140, 6)), rng.normal(size=(60, 6))
+    x_tr[:, 0] += 2.5 * y_tr
+    x_ev[:, 0] += 2.5 * y_ev
+    good = decode_choice_split(x_tr, y_tr, x_ev, y_ev, Cs=[0.01, 1.0], n_splits=3)
+    assert good["accuracy"] > 0.9 and good["balanced_accuracy"] > 0.9
+    assert good["n_train"] == 140 and good["n_eval"] == 60 and good["best_C"] in (0.01, 1.0)
+    assert set(np.unique(good["predictions"])) <= {-1, 1} and good["predictions"].shape == (60,)
+    y_shuf = rng.permutation(y_ev)
+    held = decode_choice_split(x_tr, y_tr, x_ev, y_shuf, Cs=[0.01, 1.0], n_splits=3)
+    assert abs(held["accuracy"] - 0.5) < 0.15 and abs(held["balanced_accuracy"] - 0.5) < 0.15
+    pooled = decode_choice(np.concatenate([x_tr, x_ev]), np.concatenate([y_tr, y_shuf]), Cs=[0.01, 1.0],
+                           n_splits=3)
+    assert pooled["accuracy"] > held["accuracy"] + 0.2  # the train trials (70%) carry the pooled score
+    # predictions equal to an independent sklearn fit at the chosen C
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=held["best_C"], max_iter=2000)).fit(x_tr, y_tr)
+    assert np.array_equal(ref.predict(x_ev), held["predictions"])
+
+
+def test_decode_choice_split_chance_labels_and_errors():
+    rng = np.random.default_rng(12)
+    y_tr = np.array([0.2] * 30 + [0.8] * 10)  # float labels (block prior); train majority 0.2
+    y_ev = np.array([0.2] * 3 + [0.8] * 7)
+    res = decode_choice_split(rng.normal(size=(40, 2, 3)), y_tr, rng.normal(size=(10, 2, 3)), y_ev, Cs=[1.0],
+                              n_splits=2)
+    assert res["chance"] == pytest.approx(0.3)  # the TRAIN majority class applied to eval
+    assert set(np.unique(res["predictions"])) <= {0.2, 0.8}
+    with pytest.raises(ValueError, match=r"eval labels \{0.5: 2\}.*absent from the train labels"):
+        decode_choice_split(rng.normal(size=(40, 3)), y_tr, rng.normal(size=(2, 3)), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match=r"train class counts \{0.2: 30, 0.8: 3\} too small for 4-fold"):
+        decode_choice_split(rng.normal(size=(33, 3)), y_tr[:33], rng.normal(size=(2, 3)), y_ev[:2], n_splits=4)
+    with pytest.raises(ValueError, match="1 class"):
+        decode_choice_split(rng.normal(size=(30, 3)), y_tr[:30], rng.normal(size=(2, 3)), y_ev[:2])
+    with pytest.raises(ValueError, match="same F"):
+        decode_choice_split(rng.normal(size=(40, 3)), y_tr, rng.normal(size=(10, 4)), y_ev)
+
+
+def test_decode_regression_split_fits_train_scores_eval():
+    rng = np.random.default_rng(13)
+    w = np.array([0.5, -1.0, 2.0, 0.0, 0.3])
+    x_tr, x_ev = rng.normal(size=(30, 20, 5)), rng.normal(size=(10, 20, 5))
+    y_tr = x_tr @ w + rng.normal(scale=0.05, size=(30, 20))
+    y_ev = x_ev @ w + rng.normal(scale=0.05, size=(10, 20))
+    res = decode_regression_split(x_tr, y_tr, x_ev, y_ev, alphas=[0.0, 1.0, 1e4], n_splits=3)
+    assert res["r2"] > 0.99 and res["predictions"].shape == (10, 20) and res["best_alpha"] in (0.0, 1.0)
+    assert res["cv_mse"].shape == (3,) and res["cv_mse"][2] > res["cv_mse"][0]
+    coef, icpt = ridge_fit(x_tr.reshape(-1, 5), y_tr.ravel(), [res["best_alpha"]])
+    assert np.allclose(res["predictions"], x_ev @ coef[0] + icpt[0])
+    ss = ((y_ev - res["predictions"]) ** 2).sum() / ((y_ev - y_ev.mean()) ** 2).sum()
+    assert res["r2"] == pytest.approx(1 - ss)  # pooled over eval trials x bins, eval mean as baseline
+    # eval targets shuffled across trials: the train fit does not transfer (R2 <= 0), while the nested CV over
+    # train + eval pooled still scores high on the train trials
+    y_shuf = y_ev[rng.permutation(10)]
+    held = decode_regression_split(x_tr, y_tr, x_ev, y_shuf, n_splits=3)
+    pooled = decode_regression(np.concatenate([x_tr, x_ev]), np.concatenate([y_tr, y_shuf]), n_splits=3)
+    assert held["r2"] < 0.0 and pooled["r2"] > held["r2"] + 0.5
+    with pytest.raises(ValueError, match="at least 3 train trials"):
+        decode_regression_split(x_tr[:2], y_tr[:2], x_ev, y_ev, n_splits=3)
+    with pytest.raises(ValueError, match="eval target is constant"):
+        decode_regression_split(x_tr, y_tr, x_ev, np.ones((10, 20)))
+    with pytest.raises(ValueError, match="eval: target has non-finite"):
+        decode_regression_split(x_tr, y_tr, x_ev, np.where(np.arange(20) == 3, np.nan, y_ev))
+
+
 # ----------------------------------------------------------------------- generation
 def _raster(rng, shape=(30, 25, 8)):
     rates = rng.gamma(1.5, 0.4, size=shape[-1]) * (1 + np.sin(np.arange(shape[1]) / 3.0))[:, None]
@@ -330,3 +404,89 @@ def test_plot_rasters_writes_png(tmp_path):
 
     img = matplotlib.image.imread(path)
     assert img.shape[0] == 600 and img.shape[1] == 800
+
+
+# --------------------------------------------------------------------------- Poisson D2 (IBL BrainWideBench)
+def d2_loop(rates, counts, mask):
+    """D2 per unit written out: 1 - (N_pred - N_sat) / (N_null - N_sat) with full Poisson NLLs (math.lgamma),
+    null = the unit's mean over its masked entries; NaN where BWB drops the unit (null rate < 1e-9 or a
+    null deviance < 1e-9)."""
+    rates, counts = np.asarray(rates, float), np.asarray(counts, float)
+    mask = np.broadcast_to(mask, counts.shape)
+    out = []
+    for i in range(counts.shape[-1]):
+        r, n = rates[..., i][mask[..., i]], counts[..., i][mask[..., i]]
+        if n.size == 0 or n.mean() < 1e-9:
+            out.append(np.nan)
+            continue
+
+        def nll(lam):
+            total = 0.0
+            for lam_k, n_k in zip(np.broadcast_to(lam, n.shape), n):
+                lam_k = max(lam_k, 1e-9)
+                total += lam_k - n_k * math.log(lam_k) + math.lgamma(n_k + 1)
+            return total
+
+        sat = sum((n_k - n_k * math.log(n_k) if n_k > 0 else 0.0) + math.lgamma(n_k + 1) for n_k in n)
+        den = nll(n.mean()) - sat
+        out.append(np.nan if den < 1e-9 else 1.0 - (nll(r) - sat) / den)
+    return np.array(out)
+
+
+def test_poisson_d2_matches_a_direct_per_unit_loop():
+    from nfm.evaluation.metrics import poisson_d2
+
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(rng.uniform(0.2, 3.0, 6), (8, 12, 6)).astype(float)
+    counts[..., 4] = 0.0  # silent unit: dropped (BWB), unlike NLB
+    counts[..., 5] = 2.0  # constant counts: null == saturated, D2 undefined -> dropped
+    rates = rng.uniform(0.05, 4.0, counts.shape)
+    rates[0, 0, 0] = 0.0  # floored at 1e-9
+    mask = rng.uniform(size=counts.shape) < 0.7
+    mask[..., 3] = False
+    mask[:, :6, 3] = True  # one unit with only part of the bins evaluated
+    rates_nan = np.where(mask, rates, np.nan)  # entries outside the mask are never read
+    want = d2_loop(rates, counts, mask)
+    got = poisson_d2(rates_nan, counts, mask=mask, reduce="none")
+    assert got.shape == (6,)
+    assert np.isnan(got[4]) and np.isnan(got[5]) and np.isfinite(got[:4]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert poisson_d2(rates_nan, counts, mask=mask) == pytest.approx(np.nanmean(want), rel=1e-9)
+    # no mask: every entry of every unit
+    np.testing.assert_allclose(poisson_d2(rates, counts, reduce="none"), d2_loop(rates, counts, True),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_poisson_d2_hand_values():
+    from nfm.evaluation.metrics import poisson_d2
+
+    # one unit, counts (0, 2), rates (0.5, 1.5): deviance/2 of the model 2 log(4/3), of the null (1, 1) 2 log 2
+    assert poisson_d2([[0.5], [1.5]], [[0.0], [2.0]]) == pytest.approx(1 - math.log(4 / 3) / math.log(2), rel=1e-12)
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, (10, 20, 5)).astype(float)
+    assert poisson_d2(counts, counts) == pytest.approx(1.0, abs=1e-8)  # perfect prediction (0-count rates floored)
+    null = np.broadcast_to(counts.mean(axis=(0, 1)), counts.shape)
+    assert poisson_d2(null, counts) == pytest.approx(0.0, abs=1e-12)  # the null model
+    assert poisson_d2(null * 3.0, counts) < 0  # worse than the null
+    with pytest.raises(ValueError, match="reduce='pooled'"):
+        poisson_d2(counts, counts, reduce="pooled")
+    with pytest.raises(ValueError, match="no unit to score"):
+        poisson_d2(np.ones((4, 2)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="rates must be finite"):
+        poisson_d2(-np.ones((4, 2)), np.ones((4, 2)))
+
+
+def test_bits_per_spike_bwb_drops_silent_units_that_nlb_penalises():
+    from nfm.evaluation.metrics import bits_per_spike_bwb
+
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(1.5, (6, 10, 4)).astype(float)
+    counts[..., 2] = 0.0
+    rates = rng.uniform(0.5, 2.5, counts.shape)
+    keep = [0, 1, 3]
+    want = nlb_bits_per_spike(rates[..., keep], counts[..., keep])
+    assert bits_per_spike_bwb(rates, counts) == pytest.approx(want, rel=1e-12)
+    # NLB keeps the silent unit: the rates given to it cost NLL, so NLB's value is lower
+    assert bits_per_spike(rates, counts) < want - 1e-3
+    with pytest.raises(ValueError, match="null rate"):
+        bits_per_spike_bwb(rates, np.zeros_like(counts))

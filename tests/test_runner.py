@@ -64,7 +64,9 @@ def test_all_tasks_on_tiny_model_write_json_md_png(ibl, tmp_path):
             continue
         assert set(r["per_session"]) <= set(meta.sessions), name
         for k, v in r.items():
-            if k != "per_session":
+            if k == "decoder_protocol":  # decoding tasks: how the decoder was fitted / scored (issue 17)
+                assert v == "train_to_eval", (name, v)
+            elif k != "per_session":
                 assert isinstance(v, (int, float)), (name, k, v)
     # masking tasks scored with the NLB null in the same table: exactly 0 bits/spike
     for name in ("co_smoothing", "forward_prediction", "intra_region", "inter_region"):
@@ -75,6 +77,9 @@ def test_all_tasks_on_tiny_model_write_json_md_png(ibl, tmp_path):
         assert res[name]["baseline_model/bps"] == pytest.approx(res[name]["bps"], rel=1e-12)
     assert np.isfinite(res["co_smoothing"]["smoothing/bps"])
     assert {"latents/accuracy", "rates/accuracy", "spikes/accuracy", "chance"} <= set(res["choice"])
+    n_test = {s: int(np.sum(np.asarray(dd["test"]["session_id"]) == s)) for s in meta.sessions}
+    for sid, e in res["wheel_speed"]["per_session"].items():  # fitted on train, scored on every test trial
+        assert e["n_eval_trials"] == n_test[sid] and e["n_train_trials"] > n_test[sid]
     assert "choice/accuracy" in res["behavior_finetuned"] and "wheel_speed/r2" in res["behavior_finetuned"]
     assert 0.0 <= res["generation_fidelity"]["f1"] <= 1.0
     # variables / modality / ground truth the IBL-like world lacks: not applicable, with the reason
@@ -231,6 +236,8 @@ def test_mtm_only_model_cannot_generate_and_calcium_scoring(tmp_path):
         assert np.isfinite(r["r2"]) and np.isfinite(r["gaussian_nll"])
         assert r["delta_nll"] == pytest.approx(r["gaussian_nll_baseline"] - r["gaussian_nll"])
     assert np.isfinite(res["running_speed"]["latents/r2"])
+    assert res["running_speed"]["decoder_protocol"] == "train_to_eval"
+    assert all(e["n_train_trials"] > e["n_eval_trials"] > 0 for e in res["running_speed"]["per_session"].values())
     assert "spikes" in res["generation_fidelity"]["not_applicable"]
     assert "spikes" in res["connectivity"]["not_applicable"]
     assert "'choice'" in res["choice"]["not_applicable"]

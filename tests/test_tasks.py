@@ -28,7 +28,8 @@ def test_shipped_tasks_load_with_their_kinds():
     assert not (DEFAULT_TASK_DIR / "__init__.py").exists()  # tasks/ must never be a package
     co = tasks["co_smoothing"]
     assert co.spec["mask"] == {"mode": "neuron", "held_out_folds": 4, "seed": 0}
-    assert co.metrics["spikes"] == ["bps", "bps_neuron_mean", "bps_session_mean"]
+    assert co.metrics["spikes"][:3] == ["bps", "bps_neuron_mean", "bps_session_mean"]
+    assert "poisson_d2" in co.metrics["spikes"]  # IBL BrainWideBench's deviance explained, beside NLB's bps
     assert "r2" in co.metrics["calcium"] and "gaussian_nll" in co.metrics["calcium"]
     assert co.baselines == ["null", "smoothing", "ridge", "psth", "baseline_model"]
     fp = tasks["forward_prediction"]
@@ -55,6 +56,12 @@ def write(tmp_path: Path, name: str, spec) -> Path:
     ({"kind": "decoding", "target": {"behavior": "wheel_speed"}, "decoder": {"type": "logistic"}},
      "decoder.type", "'logistic'"),
     ({"kind": "decoding", "target": {"trial_label": "choice"}, "decoder": {"Cs": [0.0, 1.0]}}, "decoder.Cs", "> 0"),
+    ({"kind": "decoding", "target": {"trial_label": "choice"}, "decoder_protocol": "cv_eval"},
+     "decoder_protocol", "'cv_eval' is not one of ['train_to_eval', 'cv_all_splits']"),
+    ({"kind": "decoding", "target": {"trial_label": "choice"}, "decoder_splits": "all"},
+     "decoder_splits", "decoder_protocol: cv_all_splits"),
+    ({"kind": "decoding", "target": {"behavior": "wheel_speed"}, "decoder_splits": "eval"},
+     "decoder_splits", "decoder_protocol: train_to_eval"),
     ({"kind": "psth", "mask": {"mode": "forward"}, "conditions": ["choice"]}, "mask.mode", "forward"),
     ({"kind": "masking", "mask": {"mode": "neuron"}, "primary": "r2_of_nothing"}, "primary", "r2_of_nothing"),
 ])
@@ -104,3 +111,17 @@ def test_validate_fills_defaults():
     assert t.metrics["spikes"][0] == "pearson_r"
     t = validate_task({"kind": "decoding", "target": {"behavior_prefix": "hand_velocity"}}, default_name="hv")
     assert t.spec["decoder"]["type"] == "ridge" and t.metrics_for("regression") == ["r2"]
+    assert t.spec["decoder_protocol"] == "train_to_eval"
+    t = validate_task({"kind": "decoding", "target": {"trial_label": "choice"}, "decoder_protocol": "cv_all_splits"},
+                      default_name="c")
+    assert t.spec["decoder_protocol"] == "cv_all_splits"
+
+
+def test_every_shipped_decoding_task_scores_unseen_trials():
+    """The shipped decoders are fitted on train and scored on the evaluated split (issue 17); none still
+    names the removed decoder_splits field."""
+    decoding = {n: t for n, t in available_tasks().items() if t.kind == "decoding"}
+    assert set(decoding) == {n for n, k in SHIPPED.items() if k == "decoding"}
+    for name, t in decoding.items():
+        assert t.spec["decoder_protocol"] == "train_to_eval", name
+        assert "decoder_splits" not in Path(t.source).read_text(), name

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from nfm.data.collate import NfmCollator
+from nfm.data.fewshot import fewshot_positions
 from nfm.data.meta import DatasetMeta
 from nfm.models.masking import MaskSample
 
@@ -107,6 +108,7 @@ class EvalContext:
         self.notes: dict[str, list[str]] = {}
         self._sessions: dict[tuple, SessionData] = {}
         self._rows: dict[str, np.ndarray] = {}
+        self._trial_id_cols: dict[str, np.ndarray] = {}
         self._pred: dict[tuple, Any] = {}
 
     # ---- data
@@ -115,13 +117,21 @@ class EvalContext:
             self._rows[split] = np.asarray([str(s) for s in self.dd[split]["session_id"]], dtype=object)
         return self._rows[split]
 
+    def _trial_ids(self, split: str) -> np.ndarray:
+        """(rows,) int64 trial id of every row of ``split`` (cached)."""
+        if split not in self._trial_id_cols:
+            self._trial_id_cols[split] = np.asarray(self.dd[split]["trial_id"], dtype=np.int64)
+        return self._trial_id_cols[split]
+
     def session(self, sid: str, splits: str | Sequence[str] | None = None, *, cap: bool = True,
                 batch_size: int | None = None, fraction: float = 1.0, seed: int = 0) -> SessionData:
         """The session's trials of ``splits`` (default: the evaluated split), cached.
 
         ``cap``: apply ``max_trials`` (to the evaluated split only); ``batch_size``: trials per collated
-        batch (default: the context's); ``fraction`` < 1: a seeded random ``ceil(fraction * n)`` (at least one)
-        of each split's trials, in their order (few-shot training sets).
+        batch (default: the context's); ``fraction`` < 1: each split's few-shot subset of the session's trials
+        (``max(1, ceil(fraction * n))``, in row order) drawn by :func:`nfm.data.fewshot.fewshot_positions` from
+        ``(session id, trial ids, fraction, seed)`` -- the same draw as
+        :func:`nfm.training.data.subset_split`, so few-shot heads and LoRA adaptation train on the same trials.
         """
         splits = (self.split,) if splits is None else ((splits,) if isinstance(splits, str) else tuple(splits))
         bs = int(batch_size or self.batch_size)
@@ -135,9 +145,8 @@ class EvalContext:
             idx = np.flatnonzero(self._session_rows(sp) == sid)
             if cap and sp == self.split and self.max_trials:
                 idx = idx[: int(self.max_trials)]
-            if fraction < 1.0 and len(idx):
-                k = max(1, int(np.ceil(fraction * len(idx))))
-                idx = np.sort(np.random.default_rng([int(seed), *_stable_seed(sid, sp)]).permutation(idx)[:k])
+            if fraction != 1.0 and len(idx):  # the draw of subset_split (LoRA adaptation): same trial ids
+                idx = idx[fewshot_positions(sid, self._trial_ids(sp)[idx], fraction, seed)]
             if len(idx):
                 rows.extend(self.dd[sp].select(idx).to_list())
         if not rows:

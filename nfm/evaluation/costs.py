@@ -3,10 +3,12 @@
 Each task's work is counted from the task file and the dataset (no model call):
 
 * ``trial_passes``: trials through the model (masked prediction, latents, silenced copies), summed over the
-  masks of the task's plan (:func:`nfm.evaluation.masking_tasks.mask_plan`: folds, regions);
+  masks of the task's plan (:func:`nfm.evaluation.masking_tasks.mask_plan`: folds, regions; with the masking
+  protocol ``mtm_per_neuron`` one mask per unit, so N passes per trial);
 * ``windows``: closed-loop generation windows x batches of trials;
-* ``fits``: logistic-regression decoder fits (nested CV: outer folds x (inner folds x grid + 1) per feature
-  source), ``ridge`` fits (per behaviour channel), ``glm`` fits of the NLB smoothing baseline (one per mask);
+* ``fits``: logistic-regression decoder fits per feature source (``decoder_protocol: train_to_eval``: folds x
+  grid + 1 refit on the train split; ``cv_all_splits``: outer folds x (inner folds x grid + 1) on every split),
+  ``ridge`` fits (the same, per behaviour channel), ``glm`` fits of the NLB smoothing baseline (one per mask);
 * ``steps``: optimiser steps of a fine-tuned decoder;
 * ``collate``: trials read and collated the first time a task needs them (later tasks reuse them).
 
@@ -58,10 +60,13 @@ def _trials(ctx: EvalContext, sid: str, splits: Sequence[str], cap: bool = True)
     return n
 
 
-def _n_masks(mask: dict, meta_session) -> int:
-    """Number of masks of a session's evaluation plan (see ``mask_plan``)."""
+def _n_masks(mask: dict, meta_session, protocol: str = "nlb") -> int:
+    """Number of masks of a session's evaluation plan (see ``mask_plan``): folds / regions / 1 forward window
+    with ``protocol="nlb"``; the number of units with ``"mtm_per_neuron"`` (each unit predicted alone)."""
     n = int(meta_session.n_units)
     mode = mask["mode"]
+    if protocol == "mtm_per_neuron":
+        return n
     if mode == "forward":
         return 1
     if mode == "neuron":
@@ -92,16 +97,21 @@ def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCo
     sessions = ctx.sessions
     models = 1 + (ctx.baseline is not None and "baseline_model" in task.baselines)
     if task.kind in ("masking", "psth"):
-        key = repr(sorted(spec["mask"].items()))
+        protocol = spec.get("protocol", "nlb")  # a psth task shares the NLB plan of its mask
+        key = repr((sorted(spec["mask"].items()), protocol))
+        n_plan = 0
         for sid in sessions:
             collate(sid, [ctx.split])
-            m = _n_masks(spec["mask"], ctx.meta.session(sid))
+            m = _n_masks(spec["mask"], ctx.meta.session(sid), protocol)
+            n_plan += m
             if key not in masks:
                 cost.trial_passes += models * m * _trials(ctx, sid, [ctx.split])
                 if "smoothing" in task.baselines and ctx.modality == "spikes":
                     cost.glm += m
                     collate(sid, ["train"], cap=False)
         masks.add(key)
+        if protocol != "nlb":
+            cost.notes.append(f"protocol {protocol}: one model pass per unit and batch ({n_plan} masks)")
     elif task.kind == "decoding":
         from .decoding_tasks import _resolve_target
         from .predictor import NotApplicable
@@ -111,14 +121,14 @@ def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCo
         except NotApplicable:
             cost.notes.append("not applicable")
             return cost
-        dec = spec["decoder"]
-        splits = SPLITS if spec["decoder_splits"] == "all" else (ctx.split,)
-        grid = len(dec.get("Cs") or dec.get("alphas") or [0] * 9)
-        sources = len(spec["features"]) * models + ("spikes" in task.baselines)
-        n_fits = sources * len(names) * dec["n_splits"] * (dec["n_splits"] * grid + 1)
+        if spec["decoder_protocol"] == "train_to_eval" and (ctx.split == "train" or "train" not in ctx.dd):
+            cost.notes.append("not applicable: train_to_eval needs a train split other than the evaluated one")
+            return cost
+        n_fits = _decoder_fits(spec, len(names), models, "spikes" in task.baselines)
         for sid in sessions:
-            collate(sid, splits)
-            cost.trial_passes += len(spec["features"]) * models * _trials(ctx, sid, splits)
+            for splits, cap in _decoder_trial_sets(ctx, spec):
+                collate(sid, splits, cap)
+                cost.trial_passes += len(spec["features"]) * models * _trials(ctx, sid, splits, cap)
             if "trial_label" in spec["target"]:
                 cost.fits += n_fits
             else:
@@ -156,6 +166,34 @@ def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCo
             if "perturbation" in spec["methods"]:
                 cost.trial_passes += r * (1 + n)
     return cost
+
+
+def _decoder_trial_sets(ctx: EvalContext, spec: dict) -> list[tuple[tuple[str, ...], bool]]:
+    """(splits, cap) of the trial sets a decoding task collates and runs through the model per session:
+    ``train_to_eval``: the whole train split (fit) and the evaluated split (score, capped at ``max_trials``);
+    ``cv_all_splits``: every split pooled."""
+    if spec["decoder_protocol"] == "cv_all_splits":
+        return [(tuple(s for s in SPLITS if s in ctx.dd), True)]
+    return [(("train",), False), ((ctx.split,), True)]
+
+
+def _decoder_fits(spec: dict, n_channels: int, models: int, spikes_baseline: bool) -> int:
+    """Decoder fits per session: feature sources x channels x (CV folds x grid + 1 refit) under
+    ``train_to_eval``, x outer folds of that under ``cv_all_splits`` (nested CV)."""
+    dec = spec["decoder"]
+    grid = len(dec.get("Cs") or dec.get("alphas") or [0] * 9)
+    sources = len(spec["features"]) * models + int(spikes_baseline)
+    per_fit_set = dec["n_splits"] * grid + 1
+    outer = dec["n_splits"] if spec["decoder_protocol"] == "cv_all_splits" else 1
+    return sources * n_channels * outer * per_fit_set
+
+
+def _decoder_fit_trials(ctx: EvalContext, sid: str, tasks: Sequence[Task]) -> int:
+    """Trials of the largest decoder fit set of the session among the decoding tasks (calibration size):
+    the train split (``train_to_eval``) or every split (``cv_all_splits``)."""
+    sizes = [_trials(ctx, sid, SPLITS if t.spec["decoder_protocol"] == "cv_all_splits" else ("train",), cap=False)
+             for t in tasks if t.kind == "decoding"]
+    return max(sizes or [0])
 
 
 def _generated_windows(ctx: EvalContext, prompt_s: float) -> int:
@@ -201,7 +239,7 @@ def calibrate(ctx: EvalContext, tasks: Sequence[Task]) -> dict[str, float]:
                                generator=torch.Generator().manual_seed(0))
         out["window"] = time.perf_counter() - t
     if any(t.kind == "decoding" for t in tasks):
-        out["fit"], out["ridge"] = _time_fits(_trials(ctx, sid, SPLITS, cap=False), tasks, ctx)
+        out["fit"], out["ridge"] = _time_fits(_decoder_fit_trials(ctx, sid, tasks), tasks, ctx)
     if ctx.modality == "spikes" and any(("smoothing" in t.baselines and t.kind in ("masking", "psth"))
                                         or ("glm" in t.baselines and t.kind == "generation") for t in tasks):
         out["glm"] = _time_smoothing(ctx, sd)
@@ -218,7 +256,7 @@ def _time_fits(n_trials: int, tasks: Sequence[Task], ctx: EvalContext) -> tuple[
     chunks = max([t.spec.get("time_chunks", 10) for t in tasks if t.kind == "decoding"] or [10])
     hidden = int(getattr(getattr(ctx.predictor, "config", None), "hidden_size", 64) or 64)
     rng = np.random.default_rng(0)
-    n = max(int(n_trials), 8)  # decoder_splits: all -> the session's trials of every split
+    n = max(int(n_trials), 8)  # the fit set: train split (train_to_eval) or every split (cv_all_splits)
     x = rng.normal(size=(n, chunks * hidden))
     y = (x[:, 0] + rng.normal(size=n) > 0).astype(int)
     t = time.perf_counter()

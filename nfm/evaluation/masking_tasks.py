@@ -11,10 +11,25 @@ Masks at evaluation (every unit scored once per task; :func:`mask_plan`)
 * ``inter_region``: each region in turn is hidden and predicted from the rest.
 Regions are the unit table's acronyms (``DatasetMeta.sessions[sid].regions``).  Every plan entry is a
 :class:`~nfm.models.masking.MaskSample` template of shape (1, T, N) built by :mod:`nfm.models.masking`.
+
+Protocols (task field ``protocol``, :data:`nfm.evaluation.tasks.MASK_PROTOCOLS`)
+--------------------------------------------------------------------------------
+* ``nlb`` (default): the plans above.
+* ``mtm_per_neuron``: MtM's ``per_neuron`` evaluation (``src/utils/eval_utils.py::co_smoothing_eval``): every
+  unit is a plan entry of its own, hidden and predicted alone with the task's prompt (``neuron``: all other
+  units visible; ``intra_region``: the other units of its region visible, every unit outside it hidden), so a
+  session of N units costs N model passes per batch (:class:`OneAtATimePlan`, built lazily: one (1, T, N)
+  template at a time).  Unit masks only.  Result keys get the prefix ``mtm/`` after the baseline's
+  (``mtm/bps_neuron_mean`` is MtM's number: the nanmean over units of each unit's own bits/spike).
+
+Spike scores (:func:`score_spikes`): NLB bits/spike (pooled, per neuron, per session), IBL BrainWideBench's
+Poisson D2 (:func:`nfm.evaluation.metrics.poisson_d2`) and BWB bits/spike (units with a null rate < 1e-9
+dropped, :func:`nfm.evaluation.metrics.bits_per_spike_bwb`).
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +37,7 @@ import torch
 
 from nfm.evaluation import baselines as bl
 from nfm.evaluation import metrics as mt
-from nfm.evaluation.tasks import Task
+from nfm.evaluation.tasks import MASK_PROTOCOLS, PROTOCOL_MODES, PROTOCOL_PREFIX, Task
 from nfm.models.masking import MaskSample, forward_prediction_mask, held_out_units_mask
 
 from .context import EvalContext, SessionData, _stable_seed, mean_or_nan, require
@@ -39,11 +54,58 @@ def forward_bins(forward_s: float, bin_size: float, frame_clock: bool = False) -
     return int(round(k))
 
 
-def mask_plan(mask: dict, sd: SessionData, n_bins: int, bin_size: float, frame_clock: bool = False) -> list[MaskSample]:
+class OneAtATimePlan(Sequence):
+    """The ``mtm_per_neuron`` plan of a session: entry ``i`` hides and predicts unit ``i`` alone.
+
+    ``mode`` ``"neuron"``: every other unit is visible; ``"intra_region"``: the other units of unit i's region are
+    visible and every unit outside that region is hidden too (not scored).  Entries are
+    :class:`~nfm.models.masking.MaskSample` templates (1, T, N), built when indexed, so the plan holds no
+    (N, T, N) array; ``len(plan) == N`` (one model pass per unit and batch).  ``units``: (N,) the target unit of
+    each entry.
+    """
+
+    def __init__(self, n_units: int, n_bins: int, mode: str, regions: np.ndarray | None = None):
+        if mode not in PROTOCOL_MODES["mtm_per_neuron"]:
+            raise ValueError(f"protocol 'mtm_per_neuron' needs a unit mask {list(PROTOCOL_MODES['mtm_per_neuron'])}"
+                             f", got mask.mode {mode!r}")
+        if mode == "intra_region" and (regions is None or len(regions) != n_units):
+            raise ValueError(f"intra_region one-at-a-time plan needs (N={n_units},) regions, got "
+                             f"{None if regions is None else len(regions)}")
+        self.n_units, self.n_bins, self.mode = int(n_units), int(n_bins), mode
+        self.regions = None if regions is None else np.asarray(regions)
+        self.units = np.arange(self.n_units)
+
+    def __len__(self) -> int:
+        return self.n_units
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n_units))]
+        i = int(i)
+        if not -self.n_units <= i < self.n_units:
+            raise IndexError(f"plan entry {i} of a {self.n_units}-unit session")
+        i %= self.n_units
+        units = torch.ones(1, self.n_units, dtype=torch.bool)
+        sel = torch.zeros(1, self.n_units, dtype=torch.bool)
+        sel[0, i] = True
+        also = None
+        if self.mode == "intra_region":
+            also = torch.from_numpy(self.regions != self.regions[i])[None]
+        return held_out_units_mask(units, sel, self.n_bins, mode=self.mode, also_hidden=also)
+
+
+def mask_plan(mask: dict, sd: SessionData, n_bins: int, bin_size: float, frame_clock: bool = False,
+              protocol: str = "nlb") -> Sequence[MaskSample]:
     """The evaluation masks of a session as (1, T, N) templates (see the module docstring); every scored unit is
-    a target once.  ``frame_clock``: 2-photon bins (forward windows rounded to whole bins, :func:`forward_bins`)."""
+    a target once.  ``frame_clock``: 2-photon bins (forward windows rounded to whole bins, :func:`forward_bins`);
+    ``protocol``: ``"nlb"`` (the folds / regions / forward window of ``mask``, a list) or ``"mtm_per_neuron"``
+    (each unit alone: a :class:`OneAtATimePlan` of N entries; ``mask.held_out_folds`` and ``seed`` unused)."""
     T, N = n_bins, sd.n_units
     mode = mask["mode"]
+    if protocol not in MASK_PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {list(MASK_PROTOCOLS)}")
+    if protocol == "mtm_per_neuron":
+        return OneAtATimePlan(N, T, mode, sd.regions if mode == "intra_region" else None)
     units = torch.ones(1, N, dtype=torch.bool)
     if mode == "forward":
         k = forward_bins(mask["forward_s"], bin_size, frame_clock)
@@ -78,8 +140,11 @@ def mask_plan(mask: dict, sd: SessionData, n_bins: int, bin_size: float, frame_c
     raise ValueError(f"unknown mask mode {mode!r}")
 
 
-def _plan_key(mask: dict) -> str:
-    return json.dumps(mask, sort_keys=True)
+def _plan_key(mask: dict, protocol: str = "nlb") -> str:
+    """Cache key of a plan's predictions (the NLB key is the mask alone: a psth task shares its masking task's)."""
+    if protocol == "nlb":
+        return json.dumps(mask, sort_keys=True)
+    return json.dumps({"mask": mask, "protocol": protocol}, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- scoring helpers
@@ -96,7 +161,14 @@ def _null_like(counts: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def score_spikes(rates: np.ndarray, counts: np.ndarray, m: np.ndarray) -> dict[str, Any]:
-    """Bits/spike of one session: pooled value, per-neuron values and the parts needed to pool sessions."""
+    """Scores of one session's predictions: ``rates`` (R, T, N) expected counts per bin, ``counts`` (R, T, N)
+    observed counts, ``m`` (R, T, N) bool evaluated entries.
+
+    Returns NLB bits/spike ``bps`` (pooled over units) and ``per_neuron`` (N,) (NaN: no evaluated spike), the
+    parts that pool sessions (``nll_model``, ``nll_null`` [nats], ``spikes``), ``n_neurons``; Poisson D2
+    ``d2_per_neuron`` (N,) (NaN: dropped unit, see :func:`~nfm.evaluation.metrics.poisson_d2`) and its mean
+    over the kept units ``poisson_d2`` (NaN if none); ``bps_bwb`` (bits/spike over the units with a null rate
+    >= 1e-9)."""
     n_spk = float(np.where(m, counts, 0.0).sum())
     if n_spk <= 0:
         raise NotApplicable("no spike in the evaluated entries")
@@ -106,8 +178,11 @@ def score_spikes(rates: np.ndarray, counts: np.ndarray, m: np.ndarray) -> dict[s
     per = np.where(evaluated, per, np.nan)
     nll_model = mt.poisson_nll(rates, counts, mask=m)
     nll_null = mt.poisson_nll(_null_like(counts, m), counts, mask=m)
+    d2 = mt.poisson_d2(rates, counts, mask=m, reduce="none")
     return {"bps": bps, "per_neuron": per, "nll_model": nll_model, "nll_null": nll_null, "spikes": n_spk,
-            "n_neurons": int(evaluated.sum())}
+            "n_neurons": int(evaluated.sum()), "d2_per_neuron": d2,
+            "poisson_d2": float(np.nanmean(d2)) if np.isfinite(d2).any() else float("nan"),
+            "bps_bwb": mt.bits_per_spike_bwb(rates, counts, mask=m)}
 
 
 def score_calcium(means: np.ndarray, var: np.ndarray | None, act: np.ndarray, m: np.ndarray) -> dict[str, Any]:
@@ -149,12 +224,16 @@ def _scatter(values: np.ndarray, where: np.ndarray) -> np.ndarray:
 def _masking_predictions(ctx: EvalContext, task: Task, predictor: Predictor, sid: str):
     sd = ctx.session(sid)
     frame_clock = ctx.modality == "calcium"
-    plan = mask_plan(task.spec["mask"], sd, ctx.n_bins, ctx.bin_size, frame_clock)
+    protocol = task.spec.get("protocol", "nlb")
+    plan = mask_plan(task.spec["mask"], sd, ctx.n_bins, ctx.bin_size, frame_clock, protocol=protocol)
+    if protocol != "nlb":
+        ctx.note(task.name, f"protocol {protocol}: each unit hidden and predicted alone (one model pass per unit "
+                            f"and batch of trials); keys prefixed {PROTOCOL_PREFIX[protocol]}")
     if frame_clock and task.spec["mask"]["mode"] == "forward":
         k = forward_bins(task.spec["mask"]["forward_s"], ctx.bin_size, True)
         ctx.note(task.name, f"forward window: {k} bin(s) of {ctx.bin_size:.4g} s = {k * ctx.bin_size:.4g} s (whole "
                             f"imaging frames nearest to forward_s={task.spec['mask']['forward_s']} s)")
-    rates, var, target = ctx.masked_predictions(predictor, sd, plan, _plan_key(task.spec["mask"]))
+    rates, var, target = ctx.masked_predictions(predictor, sd, plan, _plan_key(task.spec["mask"], protocol))
     return sd, plan, rates, var, target
 
 
@@ -247,6 +326,10 @@ def _psth_baseline(ctx: EvalContext, task: Task, sd: SessionData):
 
 
 def _aggregate_spikes(parts: dict[str, dict], prefix: str = "") -> dict[str, float]:
+    """Sessions' :func:`score_spikes` pooled: ``bps`` (NLB, over every unit of every session), ``bps_neuron_mean``
+    (nanmean over units), ``bps_session_mean`` (mean of the sessions' pooled bps), ``poisson_d2`` and
+    ``bps_bwb`` (BWB: each session's value, averaged over the sessions that have one).  ``prefix``: the
+    baseline's and the protocol's, e.g. ``null/mtm/``."""
     if not parts:
         return {}
     num = sum(p["nll_null"] - p["nll_model"] for p in parts.values())
@@ -254,19 +337,25 @@ def _aggregate_spikes(parts: dict[str, dict], prefix: str = "") -> dict[str, flo
     per = np.concatenate([p["per_neuron"] for p in parts.values()])
     return {f"{prefix}bps": float(num / den),
             f"{prefix}bps_neuron_mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan"),
-            f"{prefix}bps_session_mean": float(np.mean([p["bps"] for p in parts.values()]))}
+            f"{prefix}bps_session_mean": float(np.mean([p["bps"] for p in parts.values()])),
+            f"{prefix}poisson_d2": mean_or_nan(p["poisson_d2"] for p in parts.values()),
+            f"{prefix}bps_bwb": mean_or_nan(p["bps_bwb"] for p in parts.values())}
 
 
-def _session_spike_metrics(p: dict, prefix: str = "") -> dict[str, float]:
+def _session_spike_metrics(p: dict, prefix: str = "", wanted=()) -> dict[str, float]:
+    """A session's entry: ``bps`` and ``bps_neuron_mean`` always, ``poisson_d2`` / ``bps_bwb`` when wanted."""
     per = p["per_neuron"]
-    return {f"{prefix}bps": float(p["bps"]),
-            f"{prefix}bps_neuron_mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")}
+    out = {f"{prefix}bps": float(p["bps"]),
+           f"{prefix}bps_neuron_mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")}
+    out.update({f"{prefix}{k}": float(p[k]) for k in ("poisson_d2", "bps_bwb") if k in wanted})
+    return out
 
 
 def run_masking(ctx: EvalContext, task: Task) -> dict:
     require(ctx, task, "mtm")
     spikes = ctx.modality == "spikes"
     wanted = task.metrics_for(ctx.modality)
+    pp = PROTOCOL_PREFIX[task.spec.get("protocol", "nlb")]  # after the baseline's prefix: null/mtm/bps
     per_session: dict[str, dict] = {}
     parts: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "smoothing/": {}, "baseline_model/": {}}
     cal: dict[str, dict[str, dict]] = {"": {}, "null/": {}, "ridge/": {}, "psth/": {}, "baseline_model/": {}}
@@ -315,13 +404,13 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
                 if spikes:
                     sc = score_spikes(r, sd.counts, target)
                     parts[prefix][sid] = sc
-                    entry.update(_session_spike_metrics(sc, prefix))
+                    entry.update(_session_spike_metrics(sc, prefix + pp, wanted))
                     if prefix == "":
                         entry.update(n_neurons=sc["n_neurons"], n_spikes=sc["spikes"])
                 else:
                     sc = score_calcium(r, v, sd.counts, target)
                     cal[prefix][sid] = sc
-                    entry.update({f"{prefix}{k}": float(sc[k]) for k in
+                    entry.update({f"{prefix}{pp}{k}": float(sc[k]) for k in
                                   ("r2", "r2_pooled", "gaussian_nll", "gaussian_nll_baseline", "delta_nll")})
                     if prefix == "":
                         entry.update(n_neurons=sc["n_neurons"], n_entries=sc["n_entries"])
@@ -340,7 +429,7 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
     out: dict[str, Any] = {}
     if spikes:
         for prefix, d in parts.items():
-            agg = _aggregate_spikes(d, prefix)
+            agg = _aggregate_spikes(d, prefix + pp)
             out.update({k: v for k, v in agg.items() if k.split("/")[-1] in wanted})
     else:
         for prefix, d in cal.items():
@@ -351,9 +440,9 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
                     if k in ("gaussian_nll", "gaussian_nll_baseline", "delta_nll"):
                         w = np.array([c["n_entries"] for c in d.values()], dtype=float)
                         vals = np.array([c[k] for c in d.values()], dtype=float)
-                        out[f"{prefix}{k}"] = float((vals * w).sum() / w.sum())
+                        out[f"{prefix}{pp}{k}"] = float((vals * w).sum() / w.sum())
                     else:
-                        out[f"{prefix}{k}"] = mean_or_nan(c[k] for c in d.values())
+                        out[f"{prefix}{pp}{k}"] = mean_or_nan(c[k] for c in d.values())
     out["n_sessions"] = len(scored)
     out["per_session"] = per_session
     if ctx.figure_dir is not None:

@@ -36,7 +36,19 @@ outer training fold only, so the reported accuracy never saw its own test
 trials during model selection.  ``decode_regression``: ridge regression with
 alpha over ``[0, 1e-3 .. 1e4]`` chosen the same nested way, folds split by
 **trial** (never by bin), R2 pooled over trials x bins of the out-of-fold
-predictions.
+predictions.  These two score every trial they are given out of fold: given
+the train split too, they score trials a model may have been trained on (task
+protocol ``cv_all_splits``).
+
+Behaviour decoding on unseen trials (task protocol ``train_to_eval``, default)
+------------------------------------------------------------------------------
+``decode_choice_split`` / ``decode_regression_split``: the decoder is fitted on
+the train split only (C / alpha chosen by ``n_splits``-fold CV inside it:
+stratified for labels, by trial for per-bin behaviour; then refit on the whole
+train split) and scored on the evaluated split, which it never saw.
+``chance`` there is the accuracy on the evaluated trials of always predicting
+the majority class of the **train** labels; R2 is pooled over the evaluated
+trials x bins with the evaluated targets' own mean as baseline.
 """
 from __future__ import annotations
 
@@ -63,6 +75,8 @@ __all__ = [
     "ridge_fit",
     "decode_choice",
     "decode_regression",
+    "decode_choice_split",
+    "decode_regression_split",
 ]
 
 
@@ -477,6 +491,98 @@ def decode_choice(
     }
 
 
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over the classes present in ``y`` of their recall (sklearn's definition, without its warning
+    when a predicted class is absent from ``y``)."""
+    classes, inv = np.unique(y, return_inverse=True)
+    hit = (pred == y).astype(np.float64)
+    return float((np.bincount(inv.ravel(), weights=hit, minlength=classes.size) / np.bincount(inv.ravel())).mean())
+
+
+def _class_indices(train_y, eval_y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, train indices, eval indices): labels of any values (e.g. 0.2 / 0.8) as indices into the sorted
+    train classes.  ValueError when train holds one class or eval holds a class train lacks (counts named)."""
+    yt, ye = np.asarray(train_y), np.asarray(eval_y)
+    for name, y in (("train", yt), ("eval", ye)):
+        if y.ndim != 1:
+            raise ValueError(f"{name} labels must be (trials,), got shape {y.shape}")
+        if y.dtype.kind == "f" and np.isnan(y).any():
+            raise ValueError(f"{name} labels contain NaN at trials {np.flatnonzero(np.isnan(y))[:10].tolist()}")
+    classes, yt_idx = np.unique(yt, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"the train labels hold {classes.size} class(es) {classes.tolist()}; a decoder needs 2")
+    pos = np.clip(np.searchsorted(classes, ye), 0, classes.size - 1)
+    unseen = classes[pos] != ye
+    if unseen.any():
+        extra, n = np.unique(ye[unseen], return_counts=True)
+        raise ValueError(f"eval labels {dict(zip(extra.tolist(), n.tolist()))} (value: trials) are absent from the "
+                         f"train labels {classes.tolist()}")
+    return classes, yt_idx.ravel(), pos
+
+
+def decode_choice_split(
+    train_x,
+    train_y,
+    eval_x,
+    eval_y,
+    *,
+    Cs=DEFAULT_CS,
+    n_splits: int = 4,
+    seed: int = 0,
+    max_iter: int = 2000,
+) -> dict[str, Any]:
+    """Class-label decoding fitted on the train split only, scored on the (unseen) eval trials.
+
+    ``train_x``: ``(n_train, F...)``, ``eval_x``: ``(n_eval, F...)`` trial features (trailing axes are
+    flattened into F, equal in both); ``train_y`` / ``eval_y``: ``(n_train,)`` / ``(n_eval,)`` labels of any
+    values (e.g. -1/+1 choice, 0.2/0.8 block prior).  Model: ``StandardScaler`` + L2 ``LogisticRegression``;
+    C from ``Cs`` by ``StratifiedKFold(n_splits, shuffle, seed)`` CV accuracy over the train trials only,
+    refit on all of them, then applied to the eval trials.
+
+    Returns dict: ``accuracy``, ``balanced_accuracy`` (mean recall over the classes present in eval) of the
+    eval predictions; ``chance`` (eval accuracy of always predicting the majority class of the **train**
+    labels); ``best_C``; ``cv_accuracy`` (inner CV accuracy at ``best_C``); ``n_train``, ``n_eval``;
+    ``predictions`` ``(n_eval,)`` in the label values.  ValueError: one train class, an eval class absent
+    from train, or a train class with fewer than ``n_splits`` trials (the counts are in the message).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xt, xe = _check_features(train_x), _check_features(eval_x)
+    if xt.ndim < 2 or xt.shape[1:] != xe.shape[1:] or xe.shape[0] == 0:
+        raise ValueError(f"train features {xt.shape} and eval features {xe.shape} must be (trials, F...) with "
+                         "the same F and at least one eval trial")
+    classes, yt, ye = _class_indices(train_y, eval_y)
+    if yt.size != xt.shape[0] or ye.size != xe.shape[0]:
+        raise ValueError(f"labels ({yt.size} train, {ye.size} eval) and features ({xt.shape[0]}, {xe.shape[0]}) "
+                         "disagree on the number of trials")
+    counts = np.bincount(yt, minlength=classes.size)
+    if counts.min() < n_splits:
+        raise ValueError(f"decode_choice_split: train class counts {dict(zip(classes.tolist(), counts.tolist()))} "
+                         f"too small for {n_splits}-fold stratified CV (each class needs >= {n_splits} trials)")
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter)),
+        {"logisticregression__C": list(np.asarray(Cs, dtype=float))},
+        cv=StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed),
+        scoring="accuracy",
+        refit=True,
+    )
+    search.fit(xt.reshape(xt.shape[0], -1), yt)
+    pred = search.predict(xe.reshape(xe.shape[0], -1))
+    return {
+        "accuracy": float(np.mean(pred == ye)),
+        "balanced_accuracy": _balanced_accuracy(ye, pred),
+        "chance": float(np.mean(ye == int(np.argmax(counts)))),
+        "best_C": float(search.best_params_["logisticregression__C"]),
+        "cv_accuracy": float(search.best_score_),
+        "n_train": int(yt.size),
+        "n_eval": int(ye.size),
+        "predictions": classes[pred],
+    }
+
+
 def ridge_fit(x, y, alphas) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression for several penalties at once (intercept not penalised).
 
@@ -514,6 +620,33 @@ def _trial_folds(n_trials: int, n_splits: int, rng: np.random.Generator) -> np.n
     for k, part in enumerate(np.array_split(rng.permutation(n_trials), n_splits)):
         fold[part] = k
     return fold
+
+
+def _ridge_cv_sse(x: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """(A,) held-out squared error of each alpha summed over the folds of a trial-wise CV (one
+    :func:`ridge_fit` of every alpha per fold).  ``x``: ``(trials, bins, F)``, ``y``: ``(trials, bins)``,
+    ``folds``: ``(trials,)`` fold index of each trial."""
+    n_feat = x.shape[-1]
+    sse = np.zeros(alphas.size)
+    for j in np.unique(folds):  # one step per fold
+        tr, va = folds != j, folds == j
+        coef, icpt = ridge_fit(x[tr].reshape(-1, n_feat), y[tr].ravel(), alphas)
+        val_pred = x[va].reshape(-1, n_feat) @ coef.T + icpt[None, :]  # (samples, A)
+        sse += ((val_pred - y[va].reshape(-1, 1)) ** 2).sum(axis=0)
+    return sse
+
+
+def _check_per_bin(features, target, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``(trials, bins, F)`` features and ``(trials, bins)`` finite target of one split."""
+    x = _check_features(features)
+    y = np.asarray(target, dtype=np.float64)
+    if x.ndim != 3 or y.shape != x.shape[:2]:
+        raise ValueError(f"{name}: features must be (trials, bins, F) and target (trials, bins); got {x.shape}, "
+                         f"{y.shape}")
+    if not np.isfinite(y).all():
+        bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
+        raise ValueError(f"{name}: target has non-finite values in trials {bad[:10].tolist()}")
+    return x, y
 
 
 def decode_regression(
@@ -559,13 +692,7 @@ def decode_regression(
     for k in range(n_splits):
         train = np.flatnonzero(outer != k)
         test = np.flatnonzero(outer == k)
-        inner = _trial_folds(train.size, n_splits, rng)
-        sse = np.zeros(alphas.size)
-        for j in range(n_splits):
-            tr, va = train[inner != j], train[inner == j]
-            coef, icpt = ridge_fit(x[tr].reshape(-1, n_feat), y[tr].ravel(), alphas)
-            val_pred = x[va].reshape(-1, n_feat) @ coef.T + icpt[None, :]  # (samples, A)
-            sse += ((val_pred - y[va].reshape(-1, 1)) ** 2).sum(axis=0)
+        sse = _ridge_cv_sse(x[train], y[train], _trial_folds(train.size, n_splits, rng), alphas)
         a_best = alphas[int(np.argmin(sse))]
         coef, icpt = ridge_fit(x[train].reshape(-1, n_feat), y[train].ravel(), [a_best])
         pred[test] = (x[test] @ coef[0] + icpt[0])
@@ -582,3 +709,128 @@ def decode_regression(
         "best_alpha": best_alpha,
         "predictions": pred,
     }
+
+
+def decode_regression_split(
+    train_x,
+    train_y,
+    eval_x,
+    eval_y,
+    *,
+    alphas=DEFAULT_ALPHAS,
+    n_splits: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per-bin ridge decoding fitted on the train split only, scored on the (unseen) eval trials.
+
+    ``train_x``: ``(n_train, bins, F)``, ``eval_x``: ``(n_eval, bins', F)`` per-bin predictors;
+    ``train_y`` / ``eval_y``: ``(n_train, bins)`` / ``(n_eval, bins')`` per-bin behaviour (its own units,
+    e.g. wheel speed), no NaN.  One linear map from a bin's F features to its target (plus intercept).  alpha
+    from ``alphas`` by ``n_splits``-fold CV over the train **trials** (trials shuffled by ``seed``, minimum
+    held-out squared error), refit on every train trial, applied to the eval trials.
+
+    Returns dict: ``r2`` (pooled over eval trials x bins, baseline = the mean of the eval targets),
+    ``best_alpha``, ``cv_mse`` ``(len(alphas),)`` (held-out mean squared error of each alpha in the train CV),
+    ``n_train``, ``n_eval``, ``predictions`` ``(n_eval, bins')``.  ValueError: fewer than ``n_splits`` train
+    trials, no eval trial, a constant eval target.
+    """
+    xt, yt = _check_per_bin(train_x, train_y, "train")
+    xe, ye = _check_per_bin(eval_x, eval_y, "eval")
+    if xt.shape[2] != xe.shape[2]:
+        raise ValueError(f"train features have {xt.shape[2]} columns but eval features {xe.shape[2]}")
+    if xt.shape[0] < n_splits:
+        raise ValueError(f"decode_regression_split needs at least {n_splits} train trials for {n_splits}-fold CV, "
+                         f"got {xt.shape[0]}")
+    if xe.shape[0] == 0:
+        raise ValueError("decode_regression_split: no eval trial to score")
+    ss_tot = ((ye - ye.mean()) ** 2).sum()
+    if ss_tot <= 0:
+        raise ValueError("decode_regression_split: the eval target is constant, R2 undefined")
+    alphas = np.asarray(alphas, dtype=np.float64).ravel()
+    folds = _trial_folds(xt.shape[0], n_splits, np.random.default_rng(seed))
+    sse = _ridge_cv_sse(xt, yt, folds, alphas)
+    a_best = alphas[int(np.argmin(sse))]
+    coef, icpt = ridge_fit(xt.reshape(-1, xt.shape[2]), yt.ravel(), [a_best])
+    pred = xe @ coef[0] + icpt[0]
+    return {
+        "r2": float(1.0 - ((ye - pred) ** 2).sum() / ss_tot),
+        "best_alpha": float(a_best),
+        "cv_mse": sse / yt.size,
+        "n_train": int(xt.shape[0]),
+        "n_eval": int(xe.shape[0]),
+        "predictions": pred,
+    }
+
+
+# --------------------------------------------------------------------------- IBL BrainWideBench (BWB) metrics
+#: BWB drops units whose null rate (mean count per bin over the scored entries) is below this
+BWB_MIN_NULL_RATE = 1e-9
+
+
+def poisson_d2(rates, counts, *, mask=None, reduce: str = "mean"):
+    """Poisson deviance explained (pseudo-R2, "D2") per unit, as IBL BrainWideBench defines it.
+
+    For unit ``i`` over its evaluated entries::
+
+        D2_i = 1 - (N_pred - N_sat) / (N_null - N_sat)
+
+    where ``N_*`` are Poisson negative log-likelihoods (nats) of the model's ``rates``, of the saturated model
+    (rate = the observed counts) and of the null model (the unit's mean count per bin over its evaluated
+    entries).  ``N - N_sat`` is computed as the Poisson deviance / 2, ``sum(r - n + n log(n / r))`` (0 log 0 = 0),
+    so the ``log n!`` terms, which cancel, are never formed.  Predicted rates are floored at 1e-9 (as in
+    :func:`bits_per_spike`).  1 = perfect prediction, 0 = no better than the unit's mean rate, < 0 worse.
+
+    Units are **dropped** (NaN with ``reduce="none"``, left out of the mean) when their null rate is below
+    :data:`BWB_MIN_NULL_RATE` (no spike: BWB drops them, NLB's bits/spike keeps and penalises them), when they
+    have no evaluated entry, or when the null deviance ``N_null - N_sat`` is below 1e-9 nats (every evaluated
+    count equal: D2 undefined; BWB drops these too).
+
+    Parameters
+    ----------
+    rates, counts : array (..., neurons)
+        Predicted expected counts per bin (not log-rates, not Hz) and observed spike counts per bin.
+    mask : bool array broadcastable to ``counts.shape``, optional
+        Evaluate only these entries (module doc); the null rate of unit ``i`` is its mean over them.
+    reduce : ``"mean"`` | ``"none"``
+        ``"mean"``: the mean over the kept units (float; ``ValueError`` when no unit is kept);
+        ``"none"``: the per-unit values, array ``(neurons,)``, NaN for dropped units.
+    """
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"poisson_d2: reduce={reduce!r} must be 'mean' or 'none'")
+    from scipy.special import xlogy
+
+    r, n, m = _prepare(rates, counts, mask)
+    axes = _leading_axes(n.ndim)
+    nn = np.where(m, n, 0.0)
+    support = m.sum(axis=axes)
+    null = _masked_mean_per_neuron(n, m)  # (neurons,) mean count per bin over the evaluated entries
+    rr = np.where(m, np.maximum(r, RATE_FLOOR), 1.0)
+    mu = np.where(m, np.maximum(np.broadcast_to(null, n.shape), RATE_FLOOR), 1.0)
+    dev_pred = np.where(m, rr - nn + xlogy(nn, nn / rr), 0.0).sum(axis=axes)  # N_pred - N_sat
+    dev_null = np.where(m, mu - nn + xlogy(nn, nn / mu), 0.0).sum(axis=axes)  # N_null - N_sat
+    keep = (support > 0) & (null >= BWB_MIN_NULL_RATE) & (dev_null >= 1e-9)
+    out = np.full(null.shape, np.nan)
+    out[keep] = 1.0 - dev_pred[keep] / dev_null[keep]
+    if reduce == "none":
+        return out
+    if not keep.any():
+        raise ValueError("poisson_d2: no unit to score (every unit is silent, constant or has no evaluated entry)")
+    return float(out[keep].mean())
+
+
+def bits_per_spike_bwb(rates, counts, *, mask=None) -> float:
+    """Bits per spike pooled over units as IBL BrainWideBench scores a recording: :func:`bits_per_spike` (NLB
+    formula, null = each unit's mean count per bin over the evaluated entries) over the units whose null rate is
+    at least :data:`BWB_MIN_NULL_RATE` only (units without a spike are dropped; NLB keeps them, and a model
+    that gives them any rate is penalised there).  ``rates``, ``counts``: (..., neurons) expected counts per bin
+    and observed counts; ``mask`` as in :func:`bits_per_spike`.  Returns bits/spike; ``ValueError`` when no unit
+    is kept."""
+    r, n, m = _prepare(rates, counts, mask)
+    support = m.sum(axis=_leading_axes(n.ndim))
+    keep = (support > 0) & (_masked_mean_per_neuron(n, m) >= BWB_MIN_NULL_RATE)
+    if not keep.any():
+        raise ValueError("bits_per_spike_bwb: no unit with a null rate >= 1e-9 in the evaluated entries")
+    return bits_per_spike(r, n, mask=m & keep)
+
+
+__all__ += ["poisson_d2", "bits_per_spike_bwb", "BWB_MIN_NULL_RATE"]

@@ -30,7 +30,15 @@ Kinds and their own fields
     frame, fitted on the train split with CV over the penalty: the
     co-smoothing analogue; unit masks only) and ``psth`` (the mean over the
     training trials of the trial's condition, ``conditions`` as in ``psth``:
-    default ``[[stimulus_direction], [choice]]``).
+    default ``[[stimulus_direction], [choice]]``).  ``protocol`` (see
+    :data:`MASK_PROTOCOLS`): ``nlb`` (default: the ``held_out_folds`` folds /
+    regions above) or ``mtm_per_neuron`` (MtM's ``per_neuron`` evaluation:
+    every unit is hidden and predicted alone, all others visible, one model
+    pass per unit; unit masks ``neuron`` / ``intra_region`` only; every result
+    key gets the prefix ``mtm/`` after the baseline's, e.g. ``mtm/bps``,
+    ``null/mtm/bps``).  Spike metrics also include ``poisson_d2`` (Poisson
+    deviance explained, IBL BrainWideBench) and ``bps_bwb`` (bits/spike over
+    the units with a null rate >= 1e-9, per session, averaged).
 ``psth``
     the ``mask`` block of the masking task whose predictions are used;
     ``conditions``: list of trial columns (their joint values are the
@@ -43,9 +51,13 @@ Kinds and their own fields
     ``features``: list from ``latents``, ``rates``; ``exclude_values`` (label
     values left out, e.g. no-go choice 0); ``time_chunks`` (int: trial-level
     features are bin states averaged into this many chunks, then flattened);
-    ``decoder_splits``: ``eval`` (the evaluated split) or ``all`` (every
-    split: the self-supervised model never saw labels; the nested CV keeps
-    scores held out); ``smoothing_sigma_ms`` (the ``spikes`` baseline).
+    ``decoder_protocol`` (see :data:`DECODER_PROTOCOLS`): ``train_to_eval``
+    (default: the decoder is fitted on the train split only, C / alpha by
+    ``n_splits``-fold CV inside it, and scored on the evaluated split, trials
+    it never saw; refused when the evaluated split is ``train``) or
+    ``cv_all_splits`` (nested CV over the trials of every split pooled: ~70%
+    of the scored trials are training trials of the model, so the report
+    labels it); ``smoothing_sigma_ms`` (the ``spikes`` baseline).
 ``finetune_decoding``
     ``targets``: list of target blocks as in ``decoding``; ``exclude_values``:
     ``{label: [values]}``; ``train``: ``{max_steps, learning_rate,
@@ -85,11 +97,19 @@ from nfm import resources as _resources
 KINDS = ("masking", "psth", "decoding", "finetune_decoding", "generation", "connectivity")
 MODALITIES = ("spikes", "calcium", "any")
 MASK_MODES = ("neuron", "forward", "intra_region", "inter_region")
+#: Evaluation protocols of the masking tasks (field ``protocol``; the first is the default): ``nlb`` scores the
+#: task's own plan (folds / regions / forward window); ``mtm_per_neuron`` hides and predicts every unit alone
+#: (MtM ``eval_utils.co_smoothing_eval(mode='per_neuron')``; unit masks only).
+MASK_PROTOCOLS = ("nlb", "mtm_per_neuron")
+#: mask modes each protocol can be run with
+PROTOCOL_MODES = {"nlb": MASK_MODES, "mtm_per_neuron": ("neuron", "intra_region")}
+#: prefix of every result key of a protocol (after a baseline's prefix: ``null/mtm/bps``)
+PROTOCOL_PREFIX = {"nlb": "", "mtm_per_neuron": "mtm/"}
 
 #: Metric names each kind can report (per modality where it matters).
 METRICS: dict[str, dict[str, tuple[str, ...]]] = {
     "masking": {
-        "spikes": ("bps", "bps_neuron_mean", "bps_session_mean"),
+        "spikes": ("bps", "bps_neuron_mean", "bps_session_mean", "poisson_d2", "bps_bwb"),
         "calcium": ("r2", "r2_pooled", "gaussian_nll", "gaussian_nll_baseline", "delta_nll"),
     },
     "psth": {"spikes": ("psth_r2",), "calcium": ("psth_r2",)},
@@ -102,6 +122,11 @@ METRICS: dict[str, dict[str, tuple[str, ...]]] = {
                               "trial_count_r", "psth_r_condition")},
     "connectivity": {"spikes": ("auroc", "auprc", "direction_accuracy")},
 }
+
+#: How a decoding task fits and scores its decoder (field ``decoder_protocol``; the first is the default):
+#: ``train_to_eval`` fits on the train split and scores the evaluated split; ``cv_all_splits`` runs nested CV
+#: over the trials of every split together (the scored trials include the model's training trials).
+DECODER_PROTOCOLS = ("train_to_eval", "cv_all_splits")
 
 #: Baselines each kind knows.
 BASELINES: dict[str, tuple[str, ...]] = {
@@ -215,6 +240,24 @@ def _check_mask(spec: dict, src: str) -> None:
         raise TaskError(src, f"mask.{sorted(unknown)[0]}", "unknown mask field")
 
 
+def _check_protocol(spec: dict, src: str, kind: str) -> None:
+    """``protocol``: one of :data:`MASK_PROTOCOLS` (default ``nlb``); ``mtm_per_neuron`` only with the unit
+    masks of :data:`PROTOCOL_MODES` and only on masking tasks (a ``psth`` task reads its mask's NLB plan)."""
+    if kind != "masking":
+        if spec.get("protocol", "nlb") != "nlb":
+            raise TaskError(src, "protocol", f"{spec['protocol']!r}: only masking tasks take a protocol (a {kind} "
+                                             "task scores the NLB plan of its mask)")
+        return
+    protocol = spec.setdefault("protocol", MASK_PROTOCOLS[0])
+    if protocol not in MASK_PROTOCOLS:
+        raise TaskError(src, "protocol", f"{protocol!r} is not one of {list(MASK_PROTOCOLS)}")
+    mode = spec["mask"]["mode"]
+    if mode not in PROTOCOL_MODES[protocol]:
+        raise TaskError(src, "protocol", f"{protocol!r} predicts each unit alone and needs a unit mask "
+                                         f"(mask.mode one of {list(PROTOCOL_MODES[protocol])}); mask.mode is "
+                                         f"{mode!r}")
+
+
 #: smoothing-baseline grid: kernel widths [ms] and GLM penalties, chosen by CV on each session's training trials
 SMOOTHING_DEFAULTS = {"sigma_ms": [25.0, 50.0, 100.0], "alpha": [1e-3, 1e-2, 1e-1, 1.0], "cv_folds": 3,
                       "method": "poisson"}
@@ -278,10 +321,22 @@ def _check_decoding(spec: dict, src: str) -> str:
         raise TaskError(src, "exclude_values", f"{ex!r} must be a list of numbers")
     _number(spec, "time_chunks", 10, src, "", integer=True, minimum=1)
     _number(spec, "smoothing_sigma_ms", 50.0, src, "")
-    ds = spec.setdefault("decoder_splits", "eval")
-    if ds not in ("eval", "all"):
-        raise TaskError(src, "decoder_splits", f"{ds!r} must be 'eval' or 'all'")
+    _check_decoder_protocol(spec, src)
     return variant
+
+
+def _check_decoder_protocol(spec: dict, src: str) -> None:
+    """``decoder_protocol``: one of :data:`DECODER_PROTOCOLS` (default ``train_to_eval``); the removed field
+    ``decoder_splits`` is refused with the protocol that replaces its value."""
+    if "decoder_splits" in spec:
+        old = spec["decoder_splits"]
+        hint = {"all": "'decoder_protocol: cv_all_splits' (the same nested CV over every split)",
+                "eval": "'decoder_protocol: train_to_eval' (the evaluated split is now scored by a decoder "
+                        "fitted on the train split)"}.get(old, f"decoder_protocol: one of {list(DECODER_PROTOCOLS)}")
+        raise TaskError(src, "decoder_splits", f"{old!r}: the field was replaced by decoder_protocol; write {hint}")
+    dp = spec.setdefault("decoder_protocol", DECODER_PROTOCOLS[0])
+    if dp not in DECODER_PROTOCOLS:
+        raise TaskError(src, "decoder_protocol", f"{dp!r} is not one of {list(DECODER_PROTOCOLS)}")
 
 
 def _check_finetune(spec: dict, src: str) -> None:
@@ -333,6 +388,7 @@ def validate_task(raw: dict, source: str = "<memory>", default_name: str | None 
     if kind in ("masking", "psth"):
         _check_mask(spec, src)
         variants = ("spikes", "calcium") if modality == "any" else (modality,)
+        _check_protocol(spec, src, kind)
         if kind == "masking":
             conds = spec.setdefault("conditions", [["stimulus_direction"], ["choice"]])
             if not (isinstance(conds, list) and conds and all(isinstance(c, list) and c for c in conds)):
@@ -510,9 +566,10 @@ QUICK_MAX_TRIALS = 32
 def quick_overrides(task: Task) -> dict:
     """Field overrides of ``--quick`` (a first look: scores are noisier and not comparable to a full run).
 
-    masking / psth: 2 held-out folds (neuron, intra-region masks); decoding: 2 outer and inner CV folds and
-    every other value of the regularisation grid; fine-tuned decoding: 25 training steps; generation: 4 trials
-    per session; connectivity: 8 trials per session.  Evaluated trials are also capped at
+    masking / psth: 2 held-out folds (neuron, intra-region masks); decoding: 2 CV folds (inside the train
+    split; outer and inner with ``cv_all_splits``) and every other value of the regularisation grid;
+    fine-tuned decoding: 25 training steps; generation: 4 trials per session; connectivity: 8 trials per
+    session.  Evaluated trials are also capped at
     :data:`QUICK_MAX_TRIALS` per session (the runner's ``max_trials``).
     """
     spec = task.spec
@@ -547,5 +604,6 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-__all__ = ["Task", "TaskError", "KINDS", "METRICS", "BASELINES", "MASK_MODES", "validate_task", "load_task_file",
+__all__ = ["Task", "TaskError", "KINDS", "METRICS", "BASELINES", "DECODER_PROTOCOLS", "MASK_MODES", "MASK_PROTOCOLS",
+           "validate_task", "load_task_file",
            "available_tasks", "load_tasks", "quick_overrides", "QUICK_MAX_TRIALS", "task_dir", "DEFAULT_TASK_DIR"]

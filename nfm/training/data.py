@@ -2,7 +2,6 @@
 trials, and the data-dependent initialisation of each session's read-in / read-out."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Iterable
@@ -145,22 +144,14 @@ def select_sessions_multi(metas: list[DatasetMeta], data_args: DataArguments) ->
 
 
 def subset_split(ds, session_ids: Iterable[str], fraction: float = 1.0, seed: int = 0):
-    """Rows of ``ds`` whose session is in ``session_ids``; with ``fraction < 1`` a
-    seeded random ``ceil(fraction * n)`` of each session's rows (at least one)."""
-    wanted = list(session_ids)
-    sids = np.asarray(list(ds["session_id"]), dtype=object).astype(str)
-    keep = np.isin(sids, wanted)
-    if fraction < 1.0:
-        rng = np.random.default_rng(seed)
-        sub = np.zeros_like(keep)
-        for s in wanted:  # one step per session
-            rows = np.flatnonzero(sids == s)
-            if len(rows) == 0:
-                continue
-            k = max(1, int(math.ceil(fraction * len(rows))))
-            sub[rng.permutation(rows)[:k]] = True
-        keep &= sub
-    return ds.select(np.flatnonzero(keep))
+    """Rows of ``ds`` whose session is in ``session_ids``; with ``fraction < 1`` each session's few-shot subset
+    (``max(1, ceil(fraction * n))`` of its ``n`` rows) drawn by :func:`nfm.data.fewshot.fewshot_rows` -- the
+    same draw as the fine-tuned behaviour heads (``EvalContext.session(..., fraction=, seed=)``), so one
+    ``(fraction, seed)`` selects the same trial ids in both.  Rows keep their order in ``ds``."""
+    from nfm.data.fewshot import fewshot_rows
+
+    trial_ids = ds["trial_id"] if fraction < 1.0 else np.zeros(len(ds), dtype=np.int64)
+    return ds.select(fewshot_rows(ds["session_id"], trial_ids, session_ids, fraction, seed))
 
 
 def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | None = None,
