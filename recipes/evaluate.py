@@ -95,6 +95,9 @@ def build_parser():
                    help="override a task field, e.g. choice.decoder.n_splits=5 or "
                         "stimulus_direction.target.trial_label=direction (repeatable)")
     p.add_argument("--no_estimate", action="store_true", help="skip the cost estimate printed before starting")
+    p.add_argument("--no_baseline_cache", action="store_true",
+                   help="refit the data baselines (smoothing) instead of reading them from the cache of earlier runs "
+                        "on the same data ($NFM_CACHE_DIR or ~/.cache/nfm; nfm/evaluation/baseline_cache.py)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list_tasks", action="store_true", help="print the available tasks and exit (no model needed)")
@@ -189,7 +192,7 @@ def main(argv=None) -> int:
     results = evaluate(model, dataset, tasks=tasks, split=args.split, baseline_model=baseline, output=output,
                        sessions=sessions, batch_size=args.batch_size, max_trials=args.max_trials,
                        task_dir=args.task_dir, task_overrides=overrides, seed=args.seed, progress=True,
-                       quick=args.quick, show_costs=not args.no_estimate,
+                       quick=args.quick, show_costs=not args.no_estimate, baseline_cache=not args.no_baseline_cache,
                        info={"model": args.model, "adapter": args.adapter, "baseline_model": args.baseline_model})
     md = Path(output).with_suffix(".md").read_text()
     head, rest = md.split("## Summary", 1)

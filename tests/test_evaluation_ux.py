@@ -74,11 +74,14 @@ def test_cost_estimate_counts_the_work(world):
     n_test = int((np.asarray(dd["test"]["session_id"]) == sid).sum())
     n_all = sum(int((np.asarray(dd[s]["session_id"]) == sid).sum()) for s in ("train", "validation", "test"))
     folds = min(4, meta.sessions[sid].n_units)
-    assert by["co_smoothing"].trial_passes == folds * n_test and by["co_smoothing"].glm == folds
+    assert by["co_smoothing"].trial_passes == folds * n_test
+    # one fit per fold + the CV: 3 widths x 3 folds x (1 + 3 warm-started penalties at half a fit) x 2/3 of the trials
+    assert by["co_smoothing"].glm == pytest.approx(folds + 3 * 3 * (1 + 0.5 * 3) * 2 / 3)
     assert by["psth_r2"].trial_passes == 0  # shares co-smoothing's masks (cached predictions)
     assert by["forward_prediction"].trial_passes == n_test
-    assert by["choice"].trial_passes == 2 * n_all  # latents + rates on every split
-    assert by["choice"].fits == 3 * 4 * (4 * 9 + 1)  # 3 sources x outer 4 x (inner 4 x 9 Cs + refit)
+    n_train = int((np.asarray(dd["train"]["session_id"]) == sid).sum())
+    assert by["choice"].trial_passes == 2 * (n_train + n_test)  # latents + rates, train (decoder fit) and test
+    assert by["choice"].fits == 3 * (4 * 9 + 1)  # 3 sources x (4 CV folds on train x 9 Cs + the refit)
     w = int(model.config.window_bins)
     windows = meta.n_bins // w - int(np.ceil(0.5 / (w * meta.bin_size) - 1e-6))
     assert by["generation_fidelity"].windows == int(np.ceil(min(n_test, 32) / 8)) * windows

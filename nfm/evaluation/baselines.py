@@ -27,6 +27,8 @@ from nfm.evaluation.metrics import co_bps, ridge_fit
 
 __all__ = [
     "poisson_glm_fit",
+    "poisson_glm_path",
+    "pca_basis",
     "null_rates",
     "predict_null",
     "sigma_ms_to_bins",
@@ -115,6 +117,138 @@ def poisson_glm_fit(x, y, alpha: float, max_iter: int = 1000, tol: float = 1e-7,
     return w[:, :F], w[:, F]
 
 
+# --------------------------------------------------------------------------- Poisson GLM, Newton path
+#: memory of the (rows x D(D+1)/2) float32 feature-product block of :func:`poisson_glm_path` (kept when it fits)
+_HESSIAN_BLOCK_BYTES = 256 * 2 ** 20
+#: rows used for the Newton Hessians (a fixed random subset of them beyond this; the gradient uses every row)
+HESSIAN_ROWS = 16384
+
+
+class _Hessians:
+    """Per-output Hessians ``(K, D, D)`` float64 of a Poisson GLM, ``(n / m) sum_{n in S} mu[n, k] xb[n] xb[n]^T``
+    over a fixed random subset ``S`` of ``m = min(n, rows)`` rows (a sub-sampled Newton method: the step's
+    direction is approximate, its fixed point is not, because the gradient uses every row), as one float32 GEMM
+    ``mu[S]^T @ Z`` with ``Z[n] = `` the upper triangle of ``xb[n] xb[n]^T`` (``m x D(D+1)/2``), built once and
+    kept when it fits :data:`_HESSIAN_BLOCK_BYTES`, else rebuilt per block of rows at each call."""
+
+    def __init__(self, xb, rows: int = HESSIAN_ROWS, seed: int = 0):
+        import torch
+
+        n, self.D = xb.shape
+        self.sel = None if n <= rows else torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(n)[:rows]))
+        self.xb = (xb if self.sel is None else xb[self.sel]).float()
+        self.scale = n / self.xb.shape[0]
+        self.iu, self.ju = torch.triu_indices(self.D, self.D)
+        self.P = self.iu.numel()
+        self.block = max(1, _HESSIAN_BLOCK_BYTES // (4 * self.P))
+        m = self.xb.shape[0]
+        self.z = self._rows(0, m) if self.block >= m else None
+        self.torch = torch
+
+    def _rows(self, a, b):
+        x = self.xb[a:b]
+        return x[:, self.iu] * x[:, self.ju]
+
+    def __call__(self, mu):
+        mu32 = (mu if self.sel is None else mu[self.sel]).float()
+        if self.z is not None:
+            flat = mu32.T @ self.z
+        else:
+            flat = self.torch.zeros(mu.shape[1], self.P)
+            m = self.xb.shape[0]
+            for a in range(0, m, self.block):  # one GEMM per block of rows
+                flat += mu32[a:a + self.block].T @ self._rows(a, min(a + self.block, m))
+        flat = flat.double() * self.scale
+        h = self.torch.zeros(mu.shape[1], self.D, self.D, dtype=self.torch.float64)
+        h[:, self.iu, self.ju] = flat
+        h[:, self.ju, self.iu] = flat
+        return h
+
+
+def poisson_glm_path(x, y, alphas, *, tol: float = 1e-10, max_iter: int = 100, coef=None, intercept=None):
+    """L2-penalised Poisson GLMs (log link) of every column of ``y`` on the same features, for each penalty of
+    ``alphas`` in turn (each fit warm-started from the previous one): batched Newton steps in torch.
+
+    Same objective as :func:`poisson_glm_fit` (sklearn ``PoissonRegressor(alpha)``): per output k,
+    ``mean_n(exp(eta_nk) - y_nk eta_nk) + alpha / 2 ||w_k||^2``, ``eta = x w + b``, intercept not penalised.
+    Every output's Newton system ``H_k d_k = g_k`` (``D = F + 1`` unknowns) is solved at once; the Hessians come
+    from one float32 GEMM over the feature products (:class:`_Hessians`), gradients,
+    objectives and the solve are float64; a backtracking (Armijo) line search per output keeps every step a
+    descent.  An output stops when its Newton decrement ``g^T H^-1 g / 2`` is below ``tol``.  Cost per
+    iteration ~ ``n K D^2`` flops, so project many features first (:class:`SmoothingBaseline` ``max_features``).
+
+    Args:
+        x: (n, F) features (standardised); y: (n, K) counts >= 0; alphas: penalties, fitted in the given order
+            (largest first converges fastest); coef / intercept: (K, F) / (K,) warm start.
+    Returns a list, one ``(coef (K, F), intercept (K,))`` float64 numpy pair per alpha.
+    """
+    import torch
+
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    n, F = xt.shape
+    K = yt.shape[1]
+    xb = torch.cat([xt, torch.ones(n, 1, dtype=torch.float64)], dim=1)  # (n, D)
+    D = F + 1
+    w = torch.zeros(K, D, dtype=torch.float64)
+    if coef is not None:
+        w[:, :F] = torch.as_tensor(np.asarray(coef, dtype=np.float64))
+        w[:, F] = torch.as_tensor(np.asarray(intercept, dtype=np.float64))
+    else:
+        w[:, F] = torch.log(torch.clamp(yt.mean(0), min=1e-8))
+    hessians = _Hessians(xb)
+    ymean = yt.mean(0)
+
+    def objective(eta, y_, w_, pen):  # (n, k) linear predictors -> (k,) objectives
+        eta = torch.clamp(eta, -30.0, 30.0)
+        return (torch.exp(eta) - y_ * eta).mean(0) + 0.5 * (pen * w_ ** 2).sum(1)
+
+    out = []
+    for alpha in alphas:
+        pen = torch.full((D,), float(alpha), dtype=torch.float64)
+        pen[F] = 0.0
+        active = torch.arange(K)
+        for _ in range(max_iter):  # one Newton step of every unconverged output per iteration
+            if active.numel() == 0:
+                break
+            wa = w[active]
+            yt_k = yt[:, active]
+            eta = xb @ wa.T
+            mu = torch.exp(torch.clamp(eta, -30.0, 30.0))
+            g = (mu - yt_k).T @ xb / n + pen * wa  # (k, D)
+            h = hessians(mu) / n
+            h += torch.diag(pen)
+            h[:, F, F] += 1e-12 * (1.0 + ymean[active])  # an all-silent output keeps a solvable system
+            d = torch.linalg.solve(h, g.unsqueeze(-1)).squeeze(-1)
+            dec = (g * d).sum(1)  # Newton decrement^2
+            f0 = objective(eta, yt_k, wa, pen)
+            step = torch.ones(active.numel(), dtype=torch.float64)
+            ok = torch.zeros(active.numel(), dtype=torch.bool)
+            for _ls in range(40):  # backtracking: halve the step of the outputs whose objective did not drop
+                trial = wa - step[:, None] * d
+                f1 = objective(xb @ trial.T, yt_k, trial, pen)
+                ok = f1 <= f0 - 0.25 * step * dec + 1e-15 * torch.abs(f0)
+                if bool(ok.all()):
+                    break
+                step = torch.where(ok, step, 0.5 * step)
+            w[active] = torch.where(ok[:, None], wa - step[:, None] * d, wa)
+            done = (dec / 2 <= tol) | ~ok
+            active = active[~done]
+        out.append((w[:, :F].numpy().copy(), w[:, F].numpy().copy()))
+    return out
+
+
+def pca_basis(x, n_components: int) -> np.ndarray:
+    """``(F, r)`` orthonormal basis of the top ``r = min(n_components, F)`` principal directions of ``x`` (n, F)
+    (already centred, e.g. standardised): eigenvectors of ``x^T x`` by decreasing eigenvalue, each column's sign
+    fixed so that its largest-magnitude entry is positive (a deterministic basis)."""
+    x = np.asarray(x, dtype=np.float64)
+    evals, evecs = np.linalg.eigh(x.T @ x)
+    basis = evecs[:, ::-1][:, : min(int(n_components), x.shape[1])]
+    flip = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(basis.shape[1])])
+    return basis * np.where(flip == 0, 1.0, flip)
+
+
 # --------------------------------------------------------------------------- smoothing
 def sigma_ms_to_bins(sigma_ms: float, bin_size_s: float) -> float:
     """Convert a Gaussian kernel width in milliseconds to bins of ``bin_size_s`` seconds."""
@@ -145,6 +279,10 @@ def smooth_spikes(counts, sigma_bins: float, *, causal: bool = False, truncate: 
     return lfilter(kernel, [1.0], c, axis=1)
 
 
+#: held-in neurons above which :class:`SmoothingBaseline` regresses on principal components (``max_features``)
+DEFAULT_MAX_FEATURES = 64
+
+
 class SmoothingBaseline:
     """NLB smoothing baseline for co-smoothing (held-in -> held-out neurons).
 
@@ -166,6 +304,16 @@ class SmoothingBaseline:
     log_floor : float
         Counts per bin added before the log in the ridge method (0.05 worked
         best of 1e-3..0.5 on simulated 0.1-0.6 counts/bin data).
+    max_features : int or None
+        With more held-in neurons than this, the standardised smoothed held-in
+        activity is projected on its top ``max_features`` principal directions
+        (fitted on the training trials, :func:`pca_basis`) before the GLM: the
+        L2 problem restricted to that subspace (unwhitened scores, so the
+        penalty means the same), as NLB's baseline regresses on smoothed
+        held-in activity.  ``None``: every held-in neuron is a feature.
+    solver : {"newton", "lbfgs"}
+        ``"newton"``: :func:`poisson_glm_path` (batched Newton, torch; the
+        default); ``"lbfgs"``: :func:`poisson_glm_fit` (scipy, the reference).
 
     A held-out neuron without a single training spike gets rate 0 (the null
     model's prediction too), which the metrics clip to 1e-9.
@@ -179,9 +327,17 @@ class SmoothingBaseline:
         causal: bool = False,
         max_iter: int = 1000,
         log_floor: float = 0.05,
+        max_features: int | None = DEFAULT_MAX_FEATURES,
+        solver: str = "newton",
     ):
         if method not in ("poisson", "ridge"):
             raise ValueError(f"method must be 'poisson' or 'ridge', got {method!r}")
+        if solver not in ("newton", "lbfgs"):
+            raise ValueError(f"solver must be 'newton' or 'lbfgs', got {solver!r}")
+        if max_features is not None and int(max_features) < 1:
+            raise ValueError(f"max_features must be >= 1 or None, got {max_features!r}")
+        self.max_features = None if max_features is None else int(max_features)
+        self.solver = solver
         self.sigma_bins = float(sigma_bins)
         self.alpha = float(alpha)
         self.method = method
@@ -199,9 +355,24 @@ class SmoothingBaseline:
             self.x_mean_ = x.mean(axis=0)
             std = x.std(axis=0)
             self.x_scale_ = np.where(std > 0, std, 1.0)
+            z = (x - self.x_mean_) / self.x_scale_
+            big = self.max_features is not None and z.shape[1] > self.max_features
+            self.basis_ = pca_basis(z, self.max_features) if big else None
         elif x.shape[1] != self.x_mean_.shape[0]:
             raise ValueError(f"held-in neurons {x.shape[1]} != {self.x_mean_.shape[0]} seen in fit")
-        return (x - self.x_mean_) / self.x_scale_
+        else:
+            z = (x - self.x_mean_) / self.x_scale_
+        return z if self.basis_ is None else z @ self.basis_
+
+    def _glm(self, x, y, alphas, coef=None, intercept=None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One ``(coef, intercept)`` per penalty (in the given order, warm-started) with the chosen solver."""
+        if self.solver == "newton":
+            return poisson_glm_path(x, y, alphas, coef=coef, intercept=intercept)
+        out = []
+        for a in alphas:
+            coef, intercept = poisson_glm_fit(x, y, a, max_iter=self.max_iter, coef=coef, intercept=intercept)
+            out.append((coef, intercept))
+        return out
 
     def fit(self, heldin_counts, heldout_counts) -> "SmoothingBaseline":
         """Fit on training trials.
@@ -222,7 +393,7 @@ class SmoothingBaseline:
         active = np.flatnonzero(~self.silent_)
         if self.method == "poisson":
             if active.size:
-                c, b = poisson_glm_fit(x, y[:, active], self.alpha, max_iter=self.max_iter)
+                c, b = self._glm(x, y[:, active], [self.alpha])[0]
                 coef[active], intercept[active] = c, b
         elif active.size:
             target = np.log(
@@ -241,14 +412,15 @@ class SmoothingBaseline:
 
     @classmethod
     def fit_cv(cls, heldin_counts, heldout_counts, sigmas_bins, alphas, n_folds: int = 3, seed: int = 0,
-               method: str = "poisson") -> "SmoothingBaseline":
+               method: str = "poisson", **options) -> "SmoothingBaseline":
         """Choose the kernel width and penalty by ``n_folds``-fold cross-validation over the given (training)
         trials, then refit on all of them.
 
         The CV score is the held-out-fold Poisson log-likelihood summed over folds, trials, bins and neurons
         (the bits/spike numerator, up to a constant).  For each width and fold, the penalties are fitted from
         the largest down, each warm-started from the previous.  ``cv_scores_`` keeps ``{(sigma_bins, alpha):
-        score}``; ``sigma_bins`` / ``alpha`` hold the choice.  Never pass evaluation trials here.
+        score}``; ``sigma_bins`` / ``alpha`` hold the choice.  ``options`` (``max_features``, ``solver``, ...) go
+        to the baseline.  Never pass evaluation trials here.
         """
         hin = _counts3(heldin_counts, "heldin_counts")
         hout = _counts3(heldout_counts, "heldout_counts")
@@ -256,7 +428,7 @@ class SmoothingBaseline:
         sigmas = [float(x) for x in sigmas_bins]
         alphas = sorted((float(x) for x in alphas), reverse=True)
         if n < 2 * n_folds or len(sigmas) * len(alphas) == 1:  # nothing to choose, or too few trials to CV
-            out = cls(sigma_bins=sigmas[0], alpha=alphas[-1], method=method).fit(hin, hout)
+            out = cls(sigma_bins=sigmas[0], alpha=alphas[-1], method=method, **options).fit(hin, hout)
             out.cv_scores_ = {}
             return out
         folds = np.array_split(np.random.default_rng(seed).permutation(n), n_folds)
@@ -264,16 +436,16 @@ class SmoothingBaseline:
         for sb in sigmas:
             for f in folds:  # fit on the other folds, score this one
                 train = np.setdiff1d(np.arange(n), f)
-                m = cls(sigma_bins=sb, method=method)
+                m = cls(sigma_bins=sb, method=method, **options)
                 x = m._features(hin[train], fit=True)
                 y = hout[train].reshape(-1, hout.shape[-1])
                 xt = m._features(hin[f], fit=False)
                 yt = hout[f].reshape(-1, hout.shape[-1])
                 active = y.sum(axis=0) > 0
-                coef = icpt = None
-                for a in alphas:
+                path = m._glm(x, y[:, active], alphas) if method == "poisson" else None
+                for i, a in enumerate(alphas):
                     if method == "poisson":
-                        coef, icpt = poisson_glm_fit(x, y[:, active], a, coef=coef, intercept=icpt)
+                        coef, icpt = path[i]
                         eta = xt @ coef.T + icpt
                     else:
                         m.alpha = a
@@ -283,7 +455,7 @@ class SmoothingBaseline:
                     r = np.maximum(r, 1e-9)
                     scores[(sb, a)] += float((yt[:, active] * np.log(r) - r).sum())  # silent ones: same for all
         best = max(scores, key=scores.get)
-        out = cls(sigma_bins=best[0], alpha=best[1], method=method).fit(hin, hout)
+        out = cls(sigma_bins=best[0], alpha=best[1], method=method, **options).fit(hin, hout)
         out.cv_scores_ = scores
         return out
 

@@ -90,7 +90,7 @@ class EvalContext:
 
     def __init__(self, dd, meta: DatasetMeta, predictor: Predictor, split: str, sessions: list[str], *,
                  baseline: Predictor | None = None, batch_size: int = 32, max_trials: int | None = None,
-                 figure_dir: Path | None = None, progress: bool = False, seed: int = 0):
+                 figure_dir: Path | None = None, progress: bool = False, seed: int = 0, baseline_cache=None):
         self.dd, self.meta = dd, meta
         self.predictor, self.baseline = predictor, baseline
         self.split, self.sessions = split, sessions
@@ -98,6 +98,8 @@ class EvalContext:
         self.figure_dir = figure_dir
         self.progress = progress
         self.seed = seed
+        #: :class:`~nfm.evaluation.baseline_cache.BaselineCache` of the data baselines, or None (always refit)
+        self.baseline_cache = baseline_cache
         self.modality = meta.modality
         self.collator = NfmCollator(meta, region_vocab=predictor.region_vocab, bin_size=predictor.bin_size)
         self.bin_size = self.collator.bin_size

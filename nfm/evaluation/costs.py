@@ -77,6 +77,16 @@ def _n_masks(mask: dict, meta_session, protocol: str = "nlb") -> int:
     return int(sum(min(int(mask["held_out_folds"]), int(c)) for c in counts))
 
 
+def _cv_fits(sm: dict) -> float:
+    """The smoothing baseline's CV in units of one full fit: per kernel width and CV fold one penalty path (the
+    first penalty a full fit, the next ones warm-started, about half each) on (k-1)/k of the trials."""
+    k = int(sm["cv_folds"])
+    n_s, n_a = len(sm["sigma_ms"]), len(sm["alpha"])
+    if n_s * n_a == 1:
+        return 0.0
+    return n_s * k * (1.0 + 0.5 * (n_a - 1)) * (k - 1) / k
+
+
 def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCost:
     """The work of ``task`` on the context's sessions (no model call).  ``seen``: what tasks counted before
     left cached (``"masks"``: mask specs whose predictions are shared, e.g. co-smoothing and its PSTH;
@@ -106,9 +116,14 @@ def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCo
             n_plan += m
             if key not in masks:
                 cost.trial_passes += models * m * _trials(ctx, sid, [ctx.split])
-                if "smoothing" in task.baselines and ctx.modality == "spikes":
-                    cost.glm += m
+                if "smoothing" in task.baselines and ctx.modality == "spikes" and spec["mask"]["mode"] != "forward":
+                    from .masking_tasks import smoothing_cached
+
                     collate(sid, ["train"], cap=False)
+                    if smoothing_cached(ctx, sid, task):
+                        cost.notes.append(f"smoothing baseline of {sid}: in the baseline cache (no fit)")
+                    else:
+                        cost.glm += m + _cv_fits(spec["smoothing"])
         masks.add(key)
         if protocol != "nlb":
             cost.notes.append(f"protocol {protocol}: one model pass per unit and batch ({n_plan} masks)")

@@ -237,18 +237,87 @@ def _masking_predictions(ctx: EvalContext, task: Task, predictor: Predictor, sid
     return sd, plan, rates, var, target
 
 
-def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], spec: dict) -> np.ndarray:
-    """NLB smoothing baseline per mask pass: held-in (not hidden) units -> target units, fitted on train."""
-    ck = ("smoothing", sd.session_id, sd.splits, json.dumps([p.target[0].any(0).tolist() for p in plan]),
-          json.dumps(spec, sort_keys=True))
+def _plan_fingerprint(plan: list[MaskSample]) -> str:
+    """BLAKE2b of every pass's hidden and target units (the masks the baseline is fitted for)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for p in plan:
+        h.update(np.packbits(p.hidden[0].any(0).numpy()).tobytes() + b"|")
+        h.update(np.packbits(p.target[0].any(0).numpy()).tobytes() + b";")
+    return h.hexdigest()
+
+
+def _smoothing_spec(spec: dict) -> dict:
+    """The smoothing spec with the fit's defaults filled in (``max_features``, ``solver``): the cache key."""
+    return {"max_features": bl.DEFAULT_MAX_FEATURES, "solver": "newton", **spec}
+
+
+def smoothing_cache_key(ctx: EvalContext, sd: SessionData, train: SessionData, plan_fp: str, spec: dict):
+    """``(name, key)`` of a session's smoothing baseline in the baseline cache: the training and evaluated counts
+    (content fingerprints), the masks (:func:`_plan_fingerprint`), the spec with defaults, the CV seed, the bin."""
+    from nfm.evaluation.baseline_cache import array_fingerprint
+
+    key = {"baseline": "smoothing", "spec": _smoothing_spec(spec), "seed": ctx.seed, "plan": plan_fp,
+           "bin_size": ctx.bin_size, "train": array_fingerprint(train.counts), "evaluated": array_fingerprint(sd.counts)}
+    return f"smoothing-{sd.session_id}-{'+'.join(sd.splits)}", key
+
+
+def smoothing_cached(ctx: EvalContext, sid: str, task: Task) -> bool:
+    """Whether the baseline cache already holds this task's smoothing baseline of session ``sid`` (the cost
+    estimate counts no fit then)."""
+    if ctx.baseline_cache is None:
+        return False
+    try:
+        sd = ctx.session(sid)
+        plan = mask_plan(task.spec["mask"], sd, ctx.n_bins, ctx.bin_size, ctx.modality == "calcium",
+                         protocol=task.spec.get("protocol", "nlb"))
+        train = ctx.session(sid, "train", cap=False)
+    except (NotApplicable, ValueError):
+        return False
+    name, key = smoothing_cache_key(ctx, sd, train, _plan_fingerprint(plan), task.spec["smoothing"])
+    return ctx.baseline_cache.path(name, key).is_file()
+
+
+def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], spec: dict,
+                     task_name: str = "smoothing") -> np.ndarray:
+    """NLB smoothing baseline per mask pass: held-in (not hidden) units -> target units, fitted on train.
+
+    Read from ``ctx.baseline_cache`` (:mod:`nfm.evaluation.baseline_cache`) when an entry for the same training
+    and evaluated counts, masks, spec and CV seed exists; fitted and written there otherwise."""
+    spec = _smoothing_spec(spec)
+    plan_fp = _plan_fingerprint(plan)
+    ck = ("smoothing", sd.session_id, sd.splits, plan_fp, json.dumps(spec, sort_keys=True))
     if ck in ctx._pred:
         return ctx._pred[ck]
     train = ctx.session(sd.session_id, "train", cap=False)
+    cache = ctx.baseline_cache
+    name, key = smoothing_cache_key(ctx, sd, train, plan_fp, spec)
+    hit = cache.load(name, key, sd.counts.shape) if cache is not None else None
+    if cache is not None and cache.last_status.startswith("corrupt"):
+        ctx.note(task_name, f"smoothing baseline: cache entry refused and refitted ({cache.last_status[len('corrupt: '):]})")
+    if hit is not None:
+        out, info = hit
+        chosen = info.get("chosen")
+    else:
+        out, chosen = _fit_smoothing(ctx, train, sd, plan, spec)
+        if cache is not None:
+            cache.save(name, key, out, {"chosen": chosen})
+    if chosen is not None:
+        ctx.smoothing_choices[sd.session_id] = {"sigma_ms": chosen[0] * ctx.bin_size * 1000.0, "alpha": chosen[1]}
+    ctx._pred[ck] = out
+    return out
+
+
+def _fit_smoothing(ctx: EvalContext, train: SessionData, sd: SessionData, plan: list[MaskSample], spec: dict):
+    """``(rates (R, T, N), (sigma_bins, alpha) or None)``: the kernel width and penalty chosen once per session by
+    CV over its training trials (on the first pass), then one fit per mask pass."""
     sigmas = [bl.sigma_ms_to_bins(s, ctx.bin_size) for s in np.atleast_1d(spec["sigma_ms"])]
     alphas = [float(a) for a in np.atleast_1d(spec["alpha"])]
-    chosen = None  # (sigma_bins, alpha): chosen once per session by CV over its training trials
+    options = {"method": spec["method"], "max_features": spec["max_features"], "solver": spec["solver"]}
+    chosen = None
     out = np.full(sd.counts.shape, np.nan)
-    for p in plan:  # one baseline fit per mask pass
+    for p in ctx.track(plan, "smoothing baseline", unit="fold"):  # one baseline fit per mask pass
         tgt = np.flatnonzero(p.target[0].any(0).numpy())
         hin = np.flatnonzero(~p.hidden[0].any(0).numpy())
         if hin.size == 0:  # nothing to smooth: the training mean rate
@@ -256,16 +325,15 @@ def _smoothing_rates(ctx: EvalContext, sd: SessionData, plan: list[MaskSample], 
             continue
         if chosen is None:
             model = bl.SmoothingBaseline.fit_cv(train.counts[..., hin], train.counts[..., tgt], sigmas, alphas,
-                                                n_folds=int(spec["cv_folds"]), seed=ctx.seed, method=spec["method"])
+                                                n_folds=int(spec["cv_folds"]), seed=ctx.seed, **options)
             chosen = (model.sigma_bins, model.alpha)
         else:
-            model = bl.SmoothingBaseline(sigma_bins=chosen[0], alpha=chosen[1], method=spec["method"])
+            model = bl.SmoothingBaseline(sigma_bins=chosen[0], alpha=chosen[1], **options)
             model.fit(train.counts[..., hin], train.counts[..., tgt])
         out[..., tgt] = model.predict(sd.counts[..., hin])
-    if chosen is not None and len(sigmas) * len(alphas) > 1:
-        ctx.smoothing_choices[sd.session_id] = {"sigma_ms": chosen[0] * ctx.bin_size * 1000.0, "alpha": chosen[1]}
-    ctx._pred[ck] = out
-    return out
+    if len(sigmas) * len(alphas) == 1:
+        chosen = None  # nothing was chosen
+    return out, chosen
 
 
 def _ridge_baseline(ctx: EvalContext, task: Task, sd: SessionData, plan: list[MaskSample]):
@@ -377,7 +445,8 @@ def run_masking(ctx: EvalContext, task: Task) -> dict:
                 ctx.note(task.name, "smoothing baseline: defined for unit masks, not forward prediction")
             else:
                 try:
-                    candidates.append(("smoothing/", _smoothing_rates(ctx, sd, plan, task.spec["smoothing"]), None))
+                    rates_s = _smoothing_rates(ctx, sd, plan, task.spec["smoothing"], task.name)
+                    candidates.append(("smoothing/", rates_s, None))
                     for k, v in ctx.smoothing_choices.get(sid, {}).items():  # the CV choice, for the report
                         entry[f"smoothing/{k}"] = v
                 except NotApplicable as err:
@@ -514,7 +583,7 @@ def run_psth(ctx: EvalContext, task: Task) -> dict:
         if "null" in task.baselines:
             cands.append(("null/", _null_like(sd.counts, target)))
         if "smoothing" in task.baselines and spikes:
-            cands.append(("smoothing/", _smoothing_rates(ctx, sd, plan, task.spec["smoothing"])))
+            cands.append(("smoothing/", _smoothing_rates(ctx, sd, plan, task.spec["smoothing"], task.name)))
         if "baseline_model" in task.baselines and ctx.baseline is not None and ctx.baseline.can("mtm") is None:
             cands.append(("baseline_model/", _masking_predictions(ctx, task, ctx.baseline, sid)[2]))
         entry: dict[str, Any] = {"n_trials": int(len(rows)), "n_conditions": int(keep_cond.sum()),

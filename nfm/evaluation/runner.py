@@ -101,6 +101,7 @@ def evaluate(
     info: dict | None = None,
     quick: bool = False,
     show_costs: bool = False,
+    baseline_cache: bool | str | os.PathLike = True,
 ) -> dict:
     """Run evaluation tasks and return ``{task name: metrics}`` (see the module docstring).
 
@@ -121,6 +122,9 @@ def evaluate(
         quick: a first look: :func:`nfm.evaluation.tasks.quick_overrides` (fewer folds, CV splits, steps and
             trials) and at most :data:`~nfm.evaluation.tasks.QUICK_MAX_TRIALS` trials per session.
         show_costs: print the estimated cost of each task (:mod:`nfm.evaluation.costs`) before starting.
+        baseline_cache: ``True`` (default): data baselines that do not depend on the model (the smoothing
+            baseline) are read from / written to the user cache (:mod:`nfm.evaluation.baseline_cache`); a folder:
+            that cache folder; ``False``: refit them.
 
     With ``output``, the report is rewritten after every task (``status`` in its header says how many are
     done), so an interrupted run keeps the tasks it finished.
@@ -152,8 +156,12 @@ def evaluate(
     fig_dir = (out_path.parent / "figures") if out_path is not None else None
     if fig_dir is not None:
         fig_dir.mkdir(parents=True, exist_ok=True)
+    from .baseline_cache import BaselineCache
+
+    cache = None if baseline_cache is False or baseline_cache is None else \
+        BaselineCache(None if baseline_cache is True else baseline_cache)
     ctx = EvalContext(dd, meta, predictor, split, chosen, baseline=base, batch_size=batch_size,
-                      max_trials=max_trials, figure_dir=fig_dir, progress=progress, seed=seed)
+                      max_trials=max_trials, figure_dir=fig_dir, progress=progress, seed=seed, baseline_cache=cache)
     if show_costs:
         from .costs import calibrate, estimate_costs, format_costs
 

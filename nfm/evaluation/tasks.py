@@ -259,8 +259,10 @@ def _check_protocol(spec: dict, src: str, kind: str) -> None:
 
 
 #: smoothing-baseline grid: kernel widths [ms] and GLM penalties, chosen by CV on each session's training trials
+#: (``max_features``: held-in units above which the GLM regresses on that many principal components; ``solver``:
+#: ``newton`` (batched, torch) or ``lbfgs`` (scipy, the reference); see nfm.evaluation.baselines.SmoothingBaseline)
 SMOOTHING_DEFAULTS = {"sigma_ms": [25.0, 50.0, 100.0], "alpha": [1e-3, 1e-2, 1e-1, 1.0], "cv_folds": 3,
-                      "method": "poisson"}
+                      "method": "poisson", "max_features": 64, "solver": "newton"}
 
 
 def _check_smoothing(spec: dict, src: str) -> None:
@@ -278,6 +280,11 @@ def _check_smoothing(spec: dict, src: str) -> None:
     _number(sm, "cv_folds", 3, src, "smoothing.", integer=True, minimum=2)
     if sm["method"] not in ("poisson", "ridge"):
         raise TaskError(src, "smoothing.method", f"{sm['method']!r} must be 'poisson' or 'ridge'")
+    mf = sm["max_features"]
+    if mf is not None and (isinstance(mf, bool) or not isinstance(mf, int) or mf < 1):
+        raise TaskError(src, "smoothing.max_features", f"{mf!r} must be an integer >= 1 or null (every held-in unit)")
+    if sm["solver"] not in ("newton", "lbfgs"):
+        raise TaskError(src, "smoothing.solver", f"{sm['solver']!r} must be 'newton' or 'lbfgs'")
     unknown = set(sm) - set(SMOOTHING_DEFAULTS)
     if unknown:
         raise TaskError(src, f"smoothing.{sorted(unknown)[0]}", "unknown smoothing field")
