@@ -56,23 +56,36 @@ def _nfm_model(model):
     return model
 
 
+def spike_bin_size_of(config) -> float | None:
+    """The bin size [s] at which a model with ``config`` reads spike sessions: its primary ``bin_size`` when its
+    primary modality is spikes (a mixed-modality model's primary dataset is its first spike dataset), else None:
+    a base pretrained on 2-photon data only has a frame clock, not a spike grid, so new spike sessions keep the
+    dataset's own bins (they then get their own ``session_grid``, as every non-primary dataset of a mixed
+    model does)."""
+    if config is None or getattr(config, "modality", "spikes") != "spikes":
+        return None
+    return float(config.bin_size)
+
+
 def new_sessions_spec(meta, session_ids: Iterable[str], config=None) -> dict[str, dict[str, Any]]:
     """``{session_id: {"n_units", "regions", "subject_id", "modality", "window", "bin_size"}}`` of
     ``session_ids`` from a dataset's :class:`~nfm.data.meta.DatasetMeta`.
 
     The time grid the model will read them at: with the base's ``config``, spike sessions are re-binned at its
-    ``bin_size`` when the dataset allows it (:meth:`DatasetMeta.grid`), in their own trial window; 2-photon
-    sessions keep their frame clock.  Without ``config``: the dataset's own grid."""
+    spike bin size (:func:`spike_bin_size_of`; a 2-photon-only base has none: the dataset's own grid) when the
+    dataset allows it (:meth:`DatasetMeta.grid`), in their own trial window; 2-photon sessions keep their frame
+    clock.  Without ``config``: the dataset's own grid."""
     out = {}
+    spike_bin = spike_bin_size_of(config)
     for sid in session_ids:
         if sid not in meta.sessions:
             known = meta.session_ids
             raise ValueError(f"session {sid!r} is not in the dataset (it has {known[:8]}{' ...' if len(known) > 8 else ''})")
         m = meta.sessions[sid]
         window, size, _ = meta.grid(None)
-        if config is not None and meta.modality == "spikes":
+        if spike_bin is not None and meta.modality == "spikes":
             try:
-                window, size, _ = meta.grid(float(config.bin_size))
+                window, size, _ = meta.grid(spike_bin)
             except ValueError:
                 pass  # per-bin behaviour not on a multiple of the base's bins: the dataset's own grid
         out[sid] = {"n_units": int(m.n_units), "regions": m.regions, "subject_id": m.subject_id,
