@@ -39,6 +39,12 @@ def test_synthetic_default_is_the_demo_world_with_its_heldout_animal(tmp_path):
     assert heldout_sessions(meta2) == heldout_sessions(meta)
     # pretraining leaves the held-out animal out (and only it)
     assert select_sessions(meta, DataArguments()) == [s for s in meta.session_ids if not s.startswith("synth-04")]
+    # an explicit list is trained as given, never cut (the 8-animal base of the animals claim trained on 7)
+    every = meta.session_ids
+    assert select_sessions(meta, DataArguments(sessions=every)) == every
+    assert select_sessions(meta, DataArguments(sessions=["synth-04-00", "synth-00-00"])) == ["synth-00-00", "synth-04-00"]
+    with pytest.raises(ValueError, match="'synth-04-00' is named by --sessions and excluded"):
+        select_sessions(meta, DataArguments(sessions=["synth-04-00"], exclude_subjects=["synth-mouse-04"]))
 
 
 def test_heldout_subjects_option_and_pretraining_follow_the_dataset(tmp_path):

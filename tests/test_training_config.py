@@ -96,8 +96,10 @@ def test_session_selection(tiny, tmp_path):
 
     assert "synth-02-00" not in select_sessions(dataclasses.replace(meta, source="synthetic:ibl_like"), args)
     assert "synth-02-00" in select_sessions(dataclasses.replace(meta, source="nwb"), args)
-    with pytest.raises(ValueError, match="no session left"):
+    with pytest.raises(ValueError, match="'synth-00-00' is named by --sessions and excluded"):
         select_sessions(meta, DataArguments(sessions=["synth-00-00"], exclude_sessions=["synth-00-00"]))
+    with pytest.raises(ValueError, match="no session left"):
+        select_sessions(meta, DataArguments(exclude_subjects=sorted(meta.subjects)))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         select_sessions(meta, DataArguments(sessions_file=str(tmp_path / "missing.txt")))
     sub = meta.subset(["synth-01-00"])

@@ -76,7 +76,10 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
     against a dataset that holds only the 35 pretraining sessions).  Without
     ``--sessions``, the animals the dataset marks as held out
     (``prepare_data.py --heldout_subjects``) are left out; a dataset that marks
-    any replaces ``synthetic_heldout_subjects`` of the config.
+    any replaces ``synthetic_heldout_subjects`` of the config.  An explicit
+    ``--sessions`` list is trained as given, held-out animals included (it is
+    never cut); naming a session there and excluding it with ``--exclude_*``
+    is an error.
     """
     available = meta.session_ids
     include = list(data_args.sessions or [])
@@ -102,8 +105,15 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
                          f"(subjects: {sorted(known_subjects)})")
     from nfm.data.prepare import heldout_sessions
 
+    if include:  # an explicit list is honoured as given: the held-out marks do not cut it
+        dropped = [s for s in chosen if s in excluded or meta.sessions[s].subject_id in subjects]
+        if dropped:
+            s = dropped[0]
+            raise ValueError(f"session {s!r} is named by --sessions and excluded by --exclude_* (subject "
+                             f"{meta.sessions[s].subject_id!r}); name it in one of them only")
+        return chosen
     marked = heldout_sessions(meta)
-    if marked and not include:
+    if marked:
         excluded |= set(marked)
     elif meta.is_synthetic:
         subjects |= set(data_args.synthetic_heldout_subjects or []) & known_subjects
