@@ -5,6 +5,11 @@ Every number comes from the code a user runs: models are trained by ``recipes/pr
 ``recipes/finetune_lora.py`` (subprocesses, 1 thread), and scored by :func:`nfm.evaluation.runner.evaluate`
 on the **test** split (never used for any choice: early stopping is not used, every hyper-parameter is fixed
 before the run or chosen by CV on training data, e.g. the smoothing baseline).
+
+A claim run leaves per-seed CSVs and a run record (``claim_<name>.json``: date, command, budget, seeds, steps,
+decoder protocol, commit, machine); a report reads them back (:func:`read_table`, :func:`read_record`), decides
+every comparison with :func:`nfm.evaluation.verdict.compare` and prints them with :func:`verdict_block` (no rule
+of its own here).
 """
 from __future__ import annotations
 
@@ -135,7 +140,9 @@ def score(model_dir: Path, dataset: Path, tasks: Sequence[str], *, sessions="kno
           split: str = "test", overrides: dict | None = None, output: Path | None = None,
           max_trials: int | None = None) -> dict:
     """``nfm.evaluation.evaluate`` of a saved model (merged with its adapter) on ``split``; cached in
-    ``output`` (default ``<model>/eval_<tasks>.json``)."""
+    ``output`` (default ``<model>/eval_<tasks>.json``).  A cached decoding result scored under another
+    ``decoder_protocol`` than the one asked for (the task's default unless ``overrides`` say otherwise; a result
+    without the key came from the old nested CV over every split) is scored again."""
     import torch
 
     from nfm.evaluation.runner import evaluate, load_model
@@ -143,6 +150,8 @@ def score(model_dir: Path, dataset: Path, tasks: Sequence[str], *, sessions="kno
     output = output or (model_dir / f"eval_{split}_{'_'.join(tasks)}.json"[:200])
     with _Lock(output):
         cached = json.loads(output.read_text()) if output.is_file() else {}
+        for t in _stale_decoding(cached, tasks, overrides or {}):
+            cached.pop(t)
         missing = [t for t in tasks if t not in cached]  # an interrupted evaluation keeps the tasks it finished
         if not missing:
             return cached
@@ -158,6 +167,24 @@ def score(model_dir: Path, dataset: Path, tasks: Sequence[str], *, sessions="kno
         part.unlink(missing_ok=True)
         part.with_suffix(".md").unlink(missing_ok=True)
         return merged
+
+
+def _stale_decoding(cached: dict, tasks: Sequence[str], overrides: dict) -> list[str]:
+    """Cached decoding results (of ``tasks``) whose ``decoder_protocol`` is not the one this scoring asks for."""
+    from nfm.evaluation.tasks import load_tasks
+
+    scored = [t for t in tasks if isinstance(cached.get(t), dict)
+              and any(isinstance(v, float) for v in cached[t].values())]
+    if not scored:
+        return []
+    stale = []
+    for task in load_tasks(scored):
+        if task.kind != "decoding":
+            continue
+        wanted = (overrides.get(task.name) or {}).get("decoder_protocol", task.spec["decoder_protocol"])
+        if cached[task.name].get("decoder_protocol", "cv_all_splits") != wanted:
+            stale.append(task.name)
+    return stale
 
 
 def metric(res: dict, task: str, key: str) -> float:
@@ -274,24 +301,217 @@ def verdict_lines(results: Path, claims: Sequence[str]) -> list[tuple[str, str, 
     return out
 
 
-def verdict(holds: bool | None, partly: bool = False) -> str:
-    if holds is None:
-        return "**not measured**"
-    return "**holds**" if holds else "**holds partly**" if partly else "**does not hold**"
-
-
 def mean_of(table: Table, column: str, **where) -> float:
+    """Mean over the rows matching ``where`` of ``column`` (finite values only; NaN when none)."""
     vals = [r[column] for r in table.rows if all(r.get(k) == v for k, v in where.items())
             and column in r and np.isfinite(r[column])]
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def paired(table: Table, column: str, a: dict, b: dict, by: str = "seed") -> list[float]:
-    """Per-seed differences ``a - b`` of ``column`` (rows matched on ``by``)."""
-    ra = {r[by]: r[column] for r in table.rows if all(r.get(k) == v for k, v in a.items())}
-    rb = {r[by]: r[column] for r in table.rows if all(r.get(k) == v for k, v in b.items())}
-    return [ra[s] - rb[s] for s in sorted(set(ra) & set(rb))]
+def by_seed(table: Table, column: str, **where) -> dict:
+    """``{seed: value}`` of ``column`` over the rows matching ``where`` (non-finite values left out), the input
+    of :func:`nfm.evaluation.verdict.compare`."""
+    out = {}
+    for r in table.rows:
+        if all(r.get(k) == v for k, v in where.items()) and column in r:
+            v = r[column]
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out[r["seed"]] = float(v)
+    return out
+
+
+# --------------------------------------------------------------------------- reading a run back
+def read_table(path: Path, name: str, columns: Sequence[str], labels: Sequence[str]) -> Table:
+    """A per-seed CSV written by :meth:`Table.write_csv` read back: ``labels`` columns stay strings, ``seed`` is an
+    int, every other column a float (NaN for an empty cell).  ``columns``: the metric columns of the table."""
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for k, v in raw.items():
+                if k in labels:
+                    row[k] = v
+                elif k == "seed":
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v) if v not in ("", None) else float("nan")
+            rows.append(row)
+    return Table(name, [c for c in columns], rows)
+
+
+def without(table: Table, columns: Sequence[str]) -> Table:
+    """The table with ``columns`` left out of its displayed metric columns."""
+    return Table(table.name, [c for c in table.columns if c not in columns], table.rows)
+
+
+def where(table: Table, **match) -> Table:
+    """The rows of ``table`` whose label columns take the given values (a value may be a tuple of allowed ones)."""
+    ok = lambda r: all(r.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items())  # noqa: E731
+    return Table(table.name, table.columns, [r for r in table.rows if ok(r)])
+
+
+# --------------------------------------------------------------------------- run records
+#: the decoder protocol every claim run uses now (decoders fitted on the train split, scored on the test split)
+HELD_OUT_PROTOCOL = "train_to_eval"
+#: the result columns of the claims that come from linear decoders (dropped from a report whose run record does
+#: not say :data:`HELD_OUT_PROTOCOL`)
+DECODING_COLUMNS = ("choice acc", "block acc", "wheel R2")
+DECODING_DROPPED = ("decoders of this run were scored on trials the model trained on; rerun for held-out scores")
+
+
+def git_commit() -> str:
+    """This checkout's commit (``+dirty`` when tracked files under nfm/, recipes/ or benchmarks/ differ)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "nfm", "recipes",
+                                "benchmarks"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def protocols_seen(results: Sequence[dict], tasks: Sequence[str] = ("choice", "block", "wheel_speed")) -> set:
+    """The ``decoder_protocol`` of every scored decoding task in ``results`` (a scored result without the key
+    came from the old evaluation: nested CV over every split, ``cv_all_splits``)."""
+    seen = set()
+    for res in results:
+        for t in tasks:
+            r = res.get(t)
+            if isinstance(r, dict) and any(isinstance(v, float) for v in r.values()):
+                seen.add(r.get("decoder_protocol", "cv_all_splits"))
+    return seen
+
+
+def protocol_of(seen: set) -> str | None:
+    """One protocol name for a run record: the protocol when every decoding task used it, ``mixed: a, b`` when
+    they differ, None when the claim scored no decoding task."""
+    if not seen:
+        return None
+    return next(iter(seen)) if len(seen) == 1 else "mixed: " + ", ".join(sorted(seen))
+
+
+def record_path(csv_dir: Path, claim: str) -> Path:
+    return Path(csv_dir) / f"claim_{claim}.json"
+
+
+def write_record(csv_dir: Path, claim: str, record: dict) -> Path:
+    path = record_path(csv_dir, claim)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"claim": claim, **record}, indent=1) + "\n")
+    return path
+
+
+def read_record(csv_dir: Path, claim: str) -> dict:
+    path = record_path(csv_dir, claim)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no run record of claim {claim!r} (run the claim first)")
+    return json.loads(path.read_text())
+
+
+def decoding_ok(record: dict) -> bool:
+    """Whether the run's decoders were scored on held-out trials (decoder protocol :data:`HELD_OUT_PROTOCOL`)."""
+    return record.get("decoder_protocol") == HELD_OUT_PROTOCOL
+
+
+def decoding_dropped_why(record: dict) -> str | None:
+    """Why a report leaves its decoding columns out (None when the decoders were scored on held-out trials)."""
+    if decoding_ok(record):
+        return None
+    if record.get("decoder_protocol") is None:
+        return "no decoding task was scored in this run"
+    return DECODING_DROPPED
+
+
+# --------------------------------------------------------------------------- verdicts (nfm.evaluation.verdict)
+class NotBeaten:
+    """A non-inferiority comparison: won when ``comparison.a`` does **not** beat ``comparison.b`` by the one rule
+    (so :func:`nfm.evaluation.verdict.claim_verdict` counts it as won); undecided when the comparison is."""
+
+    def __init__(self, comparison):
+        self.comparison = comparison
+
+    @property
+    def beats(self) -> bool | None:
+        b = self.comparison.beats
+        return None if b is None else not b
+
+    def sentence(self) -> str:
+        c = self.comparison
+        kept = {None: "undecided", True: "kept", False: "lost"}[self.beats]
+        return f"{c.sentence()} — non-inferiority of {c.b}: {kept}"
+
+
+def _pair(c) -> tuple[str, str]:
+    """``(arms, metric)`` of a comparison (or of a :class:`NotBeaten`)."""
+    if isinstance(c, NotBeaten):
+        return f"{c.comparison.a} not better than {c.comparison.b}", c.comparison.metric
+    versus = f"the goal {c.b_goal:g}" if c.b_goal is not None else c.b
+    return f"{c.a} vs {versus}" + (f" by {c.margin:g}" if c.margin > 0 else ""), c.metric
+
+
+def label(c) -> str:
+    """A short name of a comparison for the verdict line."""
+    arms, metric = _pair(c)
+    return f"{arms} ({metric})"
+
+
+def _grouped(comparisons: Sequence) -> str:
+    """Labels of ``comparisons``, those between the same arms joined: ``A vs B (m1 / m2); C vs D (m3)``."""
+    groups: dict[str, list[str]] = {}
+    for c in comparisons:
+        arms, metric = _pair(c)
+        groups.setdefault(arms, []).append(metric)
+    return "; ".join(f"{arms} ({' / '.join(ms)})" for arms, ms in groups.items())
+
+
+RULE = ("One rule for every claim (`nfm.evaluation.verdict`): A beats B when, paired by seed, A is better in every "
+        "seed (by more than the margin, where one is stated) and the mean paired difference exceeds the larger of "
+        "the two arms' seed standard deviations; with fewer than 3 paired seeds a comparison is not measured.")
+
+
+def verdict_block(comparisons: Sequence, *, unmeasured_why: str | None = None, intro: str = "Comparisons:",
+                  extra: Sequence = (), extra_intro: str = "") -> list[str]:
+    """The comparison sentences (each from :meth:`Comparison.sentence`), the rule, and the verdict line
+    ``**Verdict:** **<claim_verdict>** — ...`` (read back by :func:`verdict_lines`).  ``extra``: comparisons shown
+    under ``extra_intro`` that are not part of the verdict (ablations)."""
+    from nfm.evaluation.verdict import MIN_SEEDS, claim_verdict
+
+    lines = [RULE, "", intro, ""] + [f"- {c.sentence()}" for c in comparisons]
+    if not comparisons:
+        lines.append(f"- none measured: {unmeasured_why or 'no comparison could be made'}")
+    if extra:
+        lines += ["", extra_intro, ""] + [f"- {c.sentence()}" for c in extra]
+    v = claim_verdict(list(comparisons))
+    won = [c for c in comparisons if c.beats is True]
+    lost = [c for c in comparisons if c.beats is False]
+    undecided = [c for c in comparisons if c.beats is None]
+    if not comparisons:
+        why = f"no comparison measured ({unmeasured_why or 'none could be made'})"
+    elif len(undecided) == len(comparisons):
+        why = (f"none of the {len(comparisons)} comparisons could be decided (fewer than {MIN_SEEDS} paired seeds): "
+               + _grouped(undecided))
+    else:
+        why = f"{len(won)} of {len(comparisons)} comparisons won"
+        if lost:
+            why += "; not won: " + _grouped(lost)
+        if undecided:
+            why += "; not measured: " + _grouped(undecided)
+    lines += ["", f"**Verdict:** **{v}** — {why}."]
+    return lines
+
+
+def footer(record: dict, csvs: str) -> str:
+    """The section's last line: command, CSV, run date, commit, machine (from the run record)."""
+    commit = str(record.get("nfm_commit", "unknown"))
+    short = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+    return (f"Command: `{record['reproduce']}` · CSV: `{csvs}` · run record: `benchmarks/results/claim_"
+            f"{record['claim']}.json` (dated {record['date']}, nfm {short}, decoders: "
+            f"{record.get('decoder_protocol') or 'none'}) · {record['machine']}")
 
 
 __all__ = ["REPO", "RESULTS", "Table", "adapt", "env", "m1", "metric", "pretrain", "run", "score", "seeds_note",
-           "synthetic", "verdict_lines", "write_section", "verdict", "machine_line", "mean_of", "paired"]
+           "synthetic", "verdict_lines", "write_section", "machine_line", "mean_of", "by_seed", "read_table",
+           "without", "where", "write_record", "read_record", "record_path", "decoding_ok", "decoding_dropped_why",
+           "protocols_seen", "protocol_of", "git_commit", "NotBeaten", "label", "verdict_block", "footer",
+           "HELD_OUT_PROTOCOL", "DECODING_COLUMNS", "DECODING_DROPPED", "RULE"]
