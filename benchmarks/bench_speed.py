@@ -8,7 +8,10 @@ paired ratios with min-max ranges, the load average with each table):
 1. joint pretraining step (``NfmForPretraining``) vs Neuroformer's training step at equal size, 16 trials;
 2. generation of one 256-event window, 1 and 8 trials, vs Neuroformer's ``generate_spikes`` (+ events/s);
 3. MtM training step vs NDT1 at H128 x 4 and H512 x 5, and nfm's model FLOP utilisation (analytic FLOPs of the
-   step / its time / the dense fp32 matmul throughput timed in the same rounds); with CUDA, bf16 MFU too;
+   step / its time / the dense fp32 matmul throughput timed in the same rounds); the H512 x 5 step in fp32 and
+   under bf16 autocast with the fp32 *and* bf16 matmul peaks timed in the same rounds, each step's MFU against
+   the peak of its own precision, and (``--mtm_repo``) NDT1 as released and under the same autocast; on a CPU
+   without AMX / AVX512-BF16 the bf16 rows say it is emulated there; with CUDA, bf16 MFU too;
 4. ``recipes/pretrain.py`` (default synthetic config; loader, collation, logging, checkpoints) vs the bare step
    on the same model and batches: trials/s ratio;
 5. ``torch.compile`` of the MtM step: graph breaks, compile time, speed-up.
@@ -123,6 +126,72 @@ def anchor_rows(args, rounds, quick):
     return rows
 
 
+def _autocast(run, device="cpu"):
+    """The contender ``run`` under bf16 autocast (forward, loss and backward; float32 master weights and AdamW state,
+    as ``--precision bf16`` trains)."""
+    def wrapped():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return run()
+    return wrapped
+
+
+NO_BF16 = "no AMX/AVX512-BF16 on this CPU: bf16 emulated, not a supported speed path"
+
+
+def bf16_rows(args, rounds):
+    """The MtM step at H512x5 (16 x 100 bins x 69 units) in fp32 and under bf16 autocast, with the fp32 and bf16
+    1024^3 matmul peaks timed in the same rounds; each step's MFU against the peak of the precision it ran in;
+    with ``--mtm_repo`` also NDT1 as released (fp32) and NDT1 under the same autocast.  On a CPU without AMX /
+    AVX512-BF16 (``/proc/cpuinfo``) the rows say bf16 is emulated there."""
+    sys.path.insert(0, str(REPO))
+    from nfm.training.precision import cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
+    cpu = f"{L.cpu_name()}, flags: {', '.join(flags) if flags else 'no amx_bf16 / avx512_bf16'}"
+    note = "" if flags else NO_BF16
+    h, layers, heads, mlp = 512, 5, 8, 1024
+    sizes = dict(hidden=h, layers=layers, heads=heads, mlp=mlp, n_units=69, n_bins=100, batch=16)
+    contenders = {"nfm fp32": A.nfm_mtm_step(**sizes).run, "nfm bf16": _autocast(A.nfm_mtm_step(**sizes).run),
+                  "peak fp32": L.matmul_peak(1024, 4, torch.float32),
+                  "peak bf16": L.matmul_peak(1024, 4 if flags else 1, torch.bfloat16)}
+    if args.mtm_repo:
+        contenders["ndt1 fp32"] = A.mtm_ndt1_step(args.mtm_repo, **sizes).run
+        contenders["ndt1 bf16"] = _autocast(A.mtm_ndt1_step(args.mtm_repo, **sizes).run)
+    n_rounds = rounds if flags else 1  # emulated bf16 is ~15x slower than fp32 here: one round says enough
+    print(f"MtM H{h}x{layers}: fp32 vs bf16 autocast, with both matmul peaks ({cpu}; {n_rounds} round(s))", flush=True)
+    t = L.interleave(contenders, n_rounds)
+    sec = {k: [x for x, _ in v] for k, v in t.items()}
+    gfs = {k: [f / x / 1e9 for x, f in t[k]] for k in ("peak fp32", "peak bf16")}
+    flops = mtm_step_flops(h, layers, mlp, 16, 100, 69)
+    cmd = "bench_speed.py --only 3"
+    out = []
+    m, r = L.fmt([a / b for a, b in zip(sec["nfm fp32"], sec["nfm bf16"])])
+    out.append(row(3, f"MtM step H{h}x{layers}, bf16 autocast vs fp32 (16 x 100 bins x 69 units; {cpu})", f"{m}x",
+                   ">= 2x on AMX CPUs", float(m) >= 2.0 if flags else None, r, note=note, command=cmd))
+    pf, pb = L.stats(gfs["peak fp32"])[0], L.stats(gfs["peak bf16"])[0]
+    pm, pr = L.fmt([b / a for a, b in zip(gfs["peak fp32"], gfs["peak bf16"])])
+    out.append(row(3, f"1024^3 matmul peak, 1 thread: bf16 {pb:.1f} vs fp32 {pf:.1f} GFLOP/s ({cpu})", f"{pm}x",
+                   "-", None, pr, note=note, command=cmd))
+    for prec in ("fp32", "bf16"):
+        mfu = [flops / n / (g * 1e9) for n, g in zip(sec[f"nfm {prec}"], gfs[f"peak {prec}"])]
+        mm, mr = L.fmt([100 * x for x in mfu], 0)
+        step_gfs = flops / L.stats(sec[f"nfm {prec}"])[0] / 1e9
+        emulated = prec == "bf16" and not flags  # no bf16 peak to speak of: the 1024^3 bf16 matmul is emulated too
+        out.append(row(3, f"MtM step H{h}x{layers} in {prec}: MFU against the {prec} matmul peak ({flops / 1e9:.1f} "
+                          f"GFLOP/step, {step_gfs:.1f} GFLOP/s vs {L.stats(gfs[f'peak {prec}'])[0]:.1f} GFLOP/s)",
+                       "n/a" if emulated else f"{mm}%", "-", None, "" if emulated else f"{mr}%",
+                       note=note if prec == "bf16" else "", command=cmd))
+    if args.mtm_repo:
+        for other, label in (("ndt1 fp32", "NDT1 as released (fp32)"), ("ndt1 bf16", "NDT1 under the same autocast")):
+            m, r = L.fmt([b / a for a, b in zip(sec["nfm bf16"], sec[other])])
+            goal = other == "ndt1 fp32"
+            out.append(row(3, f"MtM step H{h}x{layers}: nfm in bf16 vs {label}", f"{m}x",
+                           f">= {TARGETS['mtm']}x on AMX CPUs" if goal else "-",
+                           (float(m) >= TARGETS["mtm"] if flags else None) if goal else None, r, note=note,
+                           command=cmd))
+    return out
+
+
 def gpu_rows(rounds):
     """bf16 MFU of the MtM step at the paper size on a CUDA device (SDPA flash attention, fused AdamW, autocast)."""
     if not torch.cuda.is_available():
@@ -183,7 +252,7 @@ def e2e_rows(rounds, quick, work):
         build_synthetic_dataset(data, args0[0])
     common = ["--dataset", str(data), "--max_steps", str(steps), "--logging_steps", "10",
               "--save_steps", str(steps // 2), "--save_total_limit", "1", "--skip_eval", "true",
-              "--report_to", "tensorboard", "--dataloader_pin_memory", "false", "--disable_tqdm", "true"]
+              "--report_to", "tensorboard", "--dataloader_pin_memory", "false", "--disable_tqdm", "true", "--overwrite_output_dir"]
     recipe = _load_recipe()
     runs = {"n": 0}
 
@@ -297,6 +366,7 @@ def run(args) -> dict:
         rows += anchor_rows(a, rounds, args.quick)
         rows = [r for r in rows if r["goal"] in only]
     if 3 in only:
+        rows += bf16_rows(args, rounds)
         rows += gpu_rows(rounds)
     if 4 in only:
         with tempfile.TemporaryDirectory() as work:

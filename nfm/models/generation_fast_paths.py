@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling_nfm import SessionTables
+from .modeling_nfm import SessionTables, full_precision
 
 if TYPE_CHECKING:
     from .modeling_nfm_generation import NfmEventDecoder
@@ -189,7 +189,8 @@ class FastWindowDecoder:
         # id query of (state + next_dt_embed[dt]) = state @ W^T + (next_dt_embed[dt] @ W^T + b)
         w_q, b_q = _linear_params(decoder.id_query)
         self.id_w = w_q.T.contiguous()
-        self.id_q0 = torch.addmm(_bias(b_q, H, w_q), decoder.next_dt_embed.weight, self.id_w)  # (n_dt, H)
+        with full_precision(memory):  # the id head in float32 also under autocast (as NfmEventDecoder.id_logits)
+            self.id_q0 = torch.addmm(_bias(b_q, H, w_q), decoder.next_dt_embed.weight.to(w_q.dtype), self.id_w)
         self.dt_embed = decoder.dt_embed.weight
         self.unit_tok = F.pad(unit_tok, (0, 0, 1, 0))  # (B, 1 + N, H): row 0 = no unit (specials)
         keys = tables.unit_embed.to(dt)
@@ -221,12 +222,14 @@ class FastWindowDecoder:
         return F.layer_norm(x, (H,), *self.norm[:2], self.norm[2])
 
     def dt_logits(self, state: torch.Tensor, cur_dt: torch.Tensor) -> torch.Tensor:
-        """As :meth:`NfmEventDecoder.dt_logits` for (B, H) states -> (B, n_dt + 1) float32."""
-        return torch.addmm(self.dt_bias[cur_dt], state.float(), self.dt_w.float())
+        """As :meth:`NfmEventDecoder.dt_logits` for (B, H) states -> (B, n_dt + 1) float32 (also under autocast)."""
+        with full_precision(state):
+            return torch.addmm(self.dt_bias[cur_dt], state.float(), self.dt_w.float())
 
     def id_logits(self, state, nxt_dt, cur_u, cur_dt) -> torch.Tensor:
-        """As :meth:`NfmEventDecoder.id_logits` for (B, H) states -> (B, N) float32."""
-        q = torch.addmm(self.id_q0[nxt_dt.clamp(0, self.n_dt - 1)], state, self.id_w)
-        logits = torch.baddbmm(self.id_bias, q.unsqueeze(1).float(), self.keys_t).squeeze(1)
+        """As :meth:`NfmEventDecoder.id_logits` for (B, H) states -> (B, N) float32 (also under autocast)."""
+        with full_precision(state):
+            q = torch.addmm(self.id_q0[nxt_dt.clamp(0, self.n_dt - 1)], state.to(self.id_w.dtype), self.id_w)
+            logits = torch.baddbmm(self.id_bias, q.unsqueeze(1).float(), self.keys_t).squeeze(1)
         floor = (cur_u * (nxt_dt == cur_dt)).clamp_min(0)  # same dt class: units from the current one up
         return logits.masked_fill(self.units < floor.unsqueeze(-1), float("-inf"))

@@ -41,6 +41,7 @@ behaviour decoding) or ``generate`` (nothing masked, causal: the past state of t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
@@ -60,6 +61,23 @@ from .positions import N_PREFIX, StaticKVCache, apply_rope, rope_cos_sin, time_p
 
 #: per-unit Gaussian log-variances are clamped to this range [log units^2]
 LOG_VAR_RANGE = (-10.0, 10.0)
+
+
+def full_precision(x: torch.Tensor):
+    """A context with autocast off on ``x``'s device while it is on (else a no-op): the float32 regions of
+    mixed-precision (bf16 autocast) training and generation -- read-out log-rates / means and the likelihood,
+    the event decoder's dt and unit-id logits, the contrastive logits, behaviour heads and explicit attention
+    maps.  Inside it, feed a module ``x.to(param_dtype(module))``: float32 master weights give float32 math; a
+    model stored in bf16 (no autocast) keeps its own dtype."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s (first) parameter (float32 under autocast: the master weights)."""
+    return next(module.parameters()).dtype
 
 
 _SESSION_KEYS: dict[str, str] = {}
@@ -204,11 +222,12 @@ class NfmAttention(nn.Module):
             is_causal = False
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
-            scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
-            if attn_mask is not None:
-                scores = scores.masked_fill(~attn_mask, float("-inf"))
-            weights = scores.softmax(-1)
-            out = (F.dropout(weights, dropout, self.training) @ v.float()).to(v.dtype)
+            with full_precision(q):  # the maps (connectivity inference) in float32, also under autocast
+                scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
+                if attn_mask is not None:
+                    scores = scores.masked_fill(~attn_mask, float("-inf"))
+                weights = scores.softmax(-1)
+                out = (F.dropout(weights, dropout, self.training) @ v.float()).to(v.dtype)
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout,
@@ -747,10 +766,13 @@ class NfmModel(NfmPreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
     def readout(self, bin_states: torch.Tensor, tables: SessionTables) -> torch.Tensor:
-        """(B, T, H) states -> (B, T, N) log-rates (Poisson) or means (Gaussian); padding units get 0."""
-        pred = torch.einsum("bth,bnh->btn", bin_states, tables.readout.to(bin_states.dtype))
-        pred = pred + tables.readout_bias.to(pred.dtype).unsqueeze(1)
-        return pred * tables.unit_mask.unsqueeze(1)
+        """(B, T, H) states -> (B, T, N) log-rates (Poisson) or means (Gaussian); padding units get 0.  Under
+        autocast in float32 (:func:`full_precision`): the likelihood's inputs are never rounded to bf16."""
+        with full_precision(bin_states):
+            dtype = tables.readout.dtype  # float32 master weights under autocast
+            pred = torch.einsum("bth,bnh->btn", bin_states.to(dtype), tables.readout)
+            pred = pred + tables.readout_bias.to(pred.dtype).unsqueeze(1)
+            return pred * tables.unit_mask.unsqueeze(1)
 
     def log_variance(self, tables: SessionTables) -> torch.Tensor | None:
         """(B, N) float32 Gaussian per-unit log-variances (learned, clamped to :data:`LOG_VAR_RANGE`, or
@@ -808,16 +830,17 @@ def masked_nll(pred: NfmMaskedPrediction, values: torch.Tensor) -> torch.Tensor:
     Poisson (``pred.prediction`` = log-rate l, clamped to +-max_log_rate): ``exp(l) - y l + log y!``.
     Gaussian (mean m, per-unit log-variance v): ``0.5 (log 2 pi + v + (y - m)^2 / e^v)``.
     """
-    y = values.float()
-    m = pred.target.float()
-    denom = m.sum().clamp_min(1.0)
-    if pred.log_variance is None:
-        lr = pred.prediction.clamp(-pred.max_log_rate, pred.max_log_rate)
-        nll = torch.exp(lr) - y * lr + torch.lgamma(y.clamp_min(0) + 1.0)
-    else:
-        lv = pred.log_variance.unsqueeze(1)
-        nll = 0.5 * (math.log(2 * math.pi) + lv + (y - pred.prediction) ** 2 * torch.exp(-lv))
-    return (nll * m).sum() / denom
+    with full_precision(values):  # float32 also under autocast
+        y = values.float()
+        m = pred.target.float()
+        denom = m.sum().clamp_min(1.0)
+        if pred.log_variance is None:
+            lr = pred.prediction.float().clamp(-pred.max_log_rate, pred.max_log_rate)
+            nll = torch.exp(lr) - y * lr + torch.lgamma(y.clamp_min(0) + 1.0)
+        else:
+            lv = pred.log_variance.float().unsqueeze(1)
+            nll = 0.5 * (math.log(2 * math.pi) + lv + (y - pred.prediction.float()) ** 2 * torch.exp(-lv))
+        return (nll * m).sum() / denom
 
 
 def masked_modeling(backbone: NfmModel, spikes, *, unit_mask=None, unit_region=None, session_ids=None,

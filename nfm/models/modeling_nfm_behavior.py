@@ -14,7 +14,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_nfm import NfmConfig
-from .modeling_nfm import NfmModel, NfmPreTrainedModel
+from .modeling_nfm import NfmModel, NfmPreTrainedModel, full_precision
 
 
 @dataclass
@@ -49,12 +49,17 @@ class NfmBehaviorHead(nn.Module):
     def forward(self, bin_states: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """(B, T, H) -> per-bin predictions (B, T, K) float32 or None, and ``{label: (B, C) logits or (B,)}``
         from the mean bin state."""
-        per_bin = self.per_bin(bin_states).float() if self.per_bin is not None else None
-        pooled = bin_states.mean(1)
-        trial = {}
-        for name in self.config.trial_label_names:
-            logits = self.trial[_label_key(name)](pooled).float()
-            trial[name] = logits if self.config.trial_label_classes.get(name) else logits[:, 0]
+        params = next(self.parameters(), None)
+        if params is None:
+            return None, {}
+        with full_precision(bin_states):  # the heads and their losses in float32, also under autocast
+            bin_states = bin_states.to(params.dtype)
+            per_bin = self.per_bin(bin_states).float() if self.per_bin is not None else None
+            pooled = bin_states.mean(1)
+            trial = {}
+            for name in self.config.trial_label_names:
+                logits = self.trial[_label_key(name)](pooled).float()
+                trial[name] = logits if self.config.trial_label_classes.get(name) else logits[:, 0]
         return per_bin, trial
 
 

@@ -50,7 +50,9 @@ from .modeling_nfm import (
     NfmPreTrainedModel,
     SessionTables,
     _as_session_list,
+    full_precision,
     masked_modeling,
+    param_dtype,
 )
 from .positions import N_PREFIX, StaticKVCache, rope_cos_sin
 from .generation_fast_paths import FastWindowDecoder, decode_buckets
@@ -326,7 +328,8 @@ class NfmEventDecoder(nn.Module):
     def dt_logits(self, states, cur_dts):
         """(..., H) states, (...) current dt tokens -> (..., n_dt + 1) logits; classes below the current dt are
         -inf (canonical order), EOS (last class) always allowed."""
-        logits = self.dt_head(states).float()
+        with full_precision(states):  # softmax statistics in float32, also under autocast
+            logits = self.dt_head(states.to(param_dtype(self.dt_head))).float()
         cur = torch.where(cur_dts < self.n_dt, cur_dts, torch.zeros_like(cur_dts))
         allowed = torch.arange(self.n_dt + 1, device=states.device) >= cur.unsqueeze(-1)
         return logits.masked_fill(~allowed, float("-inf"))
@@ -336,13 +339,15 @@ class NfmEventDecoder(nn.Module):
         breaking the canonical order (same dt class, lower unit) are -inf.  ``rows`` (B,): the trial of ``tables``
         each state row belongs to (default: row b is trial b)."""
         B = states.shape[0]
-        q = self.id_query(states + self.next_dt_embed(next_dts.clamp(0, self.n_dt - 1)))
         keys, bias, unit_mask = tables.unit_embed, tables.id_bias, tables.unit_mask
         if rows is not None:
             keys, bias, unit_mask = keys[rows], bias[rows], unit_mask[rows]
-        keys = keys.to(q.dtype)
-        logits = torch.einsum("bkqh,bnh->bkqn", q, keys).float() / math.sqrt(q.shape[-1])
-        logits = logits + bias.float().view(B, 1, 1, -1)
+        with full_precision(states):  # softmax statistics in float32, also under autocast
+            dtype = param_dtype(self.id_query)
+            q = self.id_query(states.to(dtype) + self.next_dt_embed(next_dts.clamp(0, self.n_dt - 1)).to(dtype))
+            keys = keys.to(q.dtype)
+            logits = torch.einsum("bkqh,bnh->bkqn", q, keys).float() / math.sqrt(q.shape[-1])
+            logits = logits + bias.float().view(B, 1, 1, -1)
         same = (cur_dts < self.n_dt) & (next_dts == cur_dts) & (cur_units >= 0)
         floor = torch.where(same, cur_units, torch.zeros_like(cur_units))
         N = keys.shape[1]
@@ -368,11 +373,13 @@ class NfmEventDecoder(nn.Module):
                 return None
             if not bool(keep.all()):
                 neural, modal = neural[keep], modal[keep]
-        zn = F.normalize(self.contrast_neural(neural).float(), dim=-1)
-        zm = F.normalize(self.contrast_modality(modal.to(neural.dtype)).float(), dim=-1)
-        logits = zn @ zm.T / self.config.contrastive_temperature
-        labels = torch.arange(zn.shape[0], device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        with full_precision(neural):  # the InfoNCE logits (softmax statistics) in float32, also under autocast
+            dtype = param_dtype(self.contrast_neural)
+            zn = F.normalize(self.contrast_neural(neural.to(dtype)).float(), dim=-1)
+            zm = F.normalize(self.contrast_modality(modal.to(dtype)).float(), dim=-1)
+            logits = zn @ zm.T / self.config.contrastive_temperature
+            labels = torch.arange(zn.shape[0], device=logits.device)
+            return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
 def _check_events(event_times, event_units, event_mask, tables: SessionTables):
