@@ -81,7 +81,7 @@ def adaptation(base: Path, work: Path, steps: int) -> list[dict]:
             cmd = [PY, REPO / "recipes" / "finetune_lora.py", "--model", base, "--dataset", base / "dataset",
                    "--sessions", *HELDOUT, "--output_dir", out, "--mode", mode, "--train_fraction", fraction,
                    "--max_steps", steps, "--learning_rate", MODE_LR[mode], "--save_steps", 100000,
-                   "--report_to", "none", "--disable_tqdm", "true", "--eval_split", "test"]
+                   "--report_to", "none", "--disable_tqdm", "true", "--eval_split", "test", "--overwrite_output_dir"]
             jobs.append((mode, fraction, out, cmd))
     rows = []
     # two at a time (one thread each) on the 2-core box

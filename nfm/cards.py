@@ -6,13 +6,16 @@ it), so a card never ships with a blank where a fact should be.
 
 The YAML front matter follows the Hugging Face Hub model-card metadata:
 ``library_name: nfm``, ``license``, ``tags``, ``datasets``, ``metrics``,
-``base_model`` (fine-tunes and adapters) and a ``model-index`` with the
-evaluation results, so the Hub shows them in the results widget.
+``base_model`` (fine-tunes and adapters; a Hub id only -- a local base is left out, the card names its
+fingerprint) and a ``model-index`` with the evaluation results, so the Hub shows them in the results widget.
+
+A card holds no absolute local path (:func:`strip_local_paths`): it is meant to be uploaded with the model.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from string import Template
 from typing import Any, Mapping, Sequence
@@ -50,7 +53,7 @@ def card_metadata(
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))}
     if clean:
         meta["metrics"] = sorted(clean)
-    if base_model:
+    if base_model and hub_id(base_model):
         meta["base_model"] = base_model
     if clean:
         meta["model-index"] = [{
@@ -65,12 +68,31 @@ def card_metadata(
 
 
 def render_card(template: str, metadata: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
-    """``---\\n<yaml>---\\n`` + the template with ``fields`` substituted (all placeholders required)."""
+    """``---\\n<yaml>---\\n`` + the template with ``fields`` substituted (all placeholders required); absolute
+    local paths are shortened to their last part (:func:`strip_local_paths`)."""
     import yaml
 
     body = Template(template).substitute({k: _fmt(v) for k, v in fields.items()})
     front = yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n{body}"
+    return strip_local_paths(f"---\n{front}---\n\n{body}")
+
+
+#: an absolute POSIX path (not the end of a URL, a unit like spikes/s or a relative path)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/`'\"|()<>\[\],]+/)+([^\s/`'\"|()<>\[\],]+)")
+
+
+def strip_local_paths(text: str) -> str:
+    """``/home/me/data/ibl`` -> ``.../ibl`` everywhere in ``text``: a card names folders, never where they were
+    on the machine that wrote it."""
+    return _ABSOLUTE_PATH.sub(lambda m: f".../{m.group(1)}", text)
+
+
+def hub_id(value: str) -> str | None:
+    """``value`` if it is a Hugging Face Hub repo id (``org/name``, not a local folder), else None."""
+    from nfm.cli import looks_like_path
+
+    v = str(value)
+    return None if looks_like_path(v) or Path(v).expanduser().exists() else v
 
 
 def _fmt(v: Any) -> str:

@@ -9,6 +9,11 @@
 * :func:`split_ids`: ids given space- or comma-separated (``--sessions a b``, ``--sessions a,b``).
 * :func:`check_model_arg`: a ``--model`` value that looks like a path but is no model folder, or a Hub id
   that cannot be reached, is a one-line error before anything heavy is imported.
+* :func:`did_you_mean` (numbers read without leading zeros: ``synth-4-00`` -> ``synth-04-00``) and
+  :func:`check_session_ids`: the one "session ... is not in the dataset ...; did you mean" line of every recipe.
+* :func:`check_output_dir`: a training recipe refuses an ``--output_dir`` that holds an earlier run's model or
+  checkpoints unless ``--overwrite_output_dir`` or ``--resume_from_checkpoint`` (never a silent overwrite).
+* :func:`recipe_command`: how a printed next-step command starts (``.venv/bin/python recipes/evaluate.py``).
 
 Nothing here imports torch or transformers.
 """
@@ -38,11 +43,21 @@ class UsageError(ValueError):
 def did_you_mean(value: str, choices: Iterable[str], what: str = "") -> str:
     """``"did you mean 'co_smoothing'?"`` for the closest of ``choices``, else the list of choices."""
     choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    same = [c for c in choices if _normalised(c) == _normalised(value)]  # synth-4-00 -> synth-04-00
+    if len(same) == 1:
+        return f"did you mean {same[0]!r}?"
+    close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.6)
     if close:
-        return f"did you mean {close[0]!r}?"
+        best = difflib.SequenceMatcher(None, str(value), close[0]).ratio()
+        tied = [c for c in close if difflib.SequenceMatcher(None, str(value), c).ratio() >= best - 1e-12]
+        return "did you mean " + " or ".join(repr(c) for c in tied) + "?"
     shown = ", ".join(choices[:12]) + (" ..." if len(choices) > 12 else "")
     return f"available{(' ' + what) if what else ''}: {shown}"
+
+
+def _normalised(value) -> str:
+    """Lower case, numbers without leading zeros: ``Synth-04-00`` and ``synth-4-0`` read alike."""
+    return re.sub(r"\d+", lambda m: str(int(m.group())), str(value).lower())
 
 
 def split_ids(values: str | Sequence[str] | None) -> list[str]:
@@ -144,6 +159,65 @@ def check_dataset_arg(value: str, flag: str = "--dataset") -> None:
                                "recipes/prepare_data.py)")
 
 
+def dataset_folder_of(meta) -> str:
+    """The dataset folder of a :class:`~nfm.data.meta.DatasetMeta` (its ``path`` may name ``nfm_meta.json``)."""
+    path = str(getattr(meta, "path", "") or "<memory>")
+    return str(Path(path).parent) if path.endswith("nfm_meta.json") else path
+
+
+def unknown_session_error(session_id: str, known: Iterable[str], where: str, flag: str = "--sessions") -> UsageError:
+    """``--sessions: session 'synth-4-00' is not in the dataset <where>; did you mean 'synth-04-00'?`` -- the one
+    message of every recipe for a session id the dataset does not have."""
+    return UsageError(flag, f"session {session_id!r} is not in the dataset {where}; "
+                            f"{did_you_mean(session_id, list(known), 'sessions')}")
+
+
+def check_session_ids(ids: Iterable[str], known: Iterable[str], where: str, flag: str = "--sessions") -> None:
+    """Raise :func:`unknown_session_error` for the first of ``ids`` that is not among ``known``."""
+    known = list(known)
+    have = set(known)
+    for sid in ids:
+        if sid not in have:
+            raise unknown_session_error(sid, known, where, flag)
+
+
+# --------------------------------------------------------------------------- output folders of training recipes
+#: what a trained model leaves in its folder: the weights of a full model or of a PEFT adapter
+MODEL_FILES = ("model.safetensors", "adapter_model.safetensors")
+
+
+def previous_run(path: str | os.PathLike) -> list[str]:
+    """What an earlier training run left in ``path``: its weights (:data:`MODEL_FILES`) and ``checkpoint-N``
+    folders, in that order (checkpoints by step); ``[]`` for a missing or empty folder."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return []
+    found = [name for name in MODEL_FILES if (p / name).is_file()]
+    ckpts = [c.name for c in p.glob("checkpoint-*") if c.is_dir() and c.name[len("checkpoint-"):].isdigit()]
+    return found + sorted(ckpts, key=lambda n: int(n.split("-", 1)[1]))
+
+
+def resume_requested(value) -> bool:
+    """True when ``--resume_from_checkpoint`` asks for a resume (a folder, ``true`` or ``last``)."""
+    return value not in (None, False, "") and str(value).lower() not in ("false", "no", "none")
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool, resume=None, flag: str = "--output_dir") -> None:
+    """A training recipe's ``--output_dir`` must not hold an earlier run (:func:`previous_run`) unless
+    ``--overwrite_output_dir`` (replace it) or ``--resume_from_checkpoint`` (continue it) says so; giving both is
+    an error too (overwriting removes the checkpoints a resume would continue from)."""
+    if overwrite and resume_requested(resume):
+        raise UsageError("--overwrite_output_dir", "give it or --resume_from_checkpoint, not both (overwriting "
+                                                   "removes the checkpoints a resume continues from)")
+    found = previous_run(path)
+    if not found or overwrite or resume_requested(resume):
+        return
+    shown = ", ".join(found[:4]) + (f" ... ({len(found)} in all)" if len(found) > 4 else "")
+    raise UsageError(flag, f"{path} already holds a trained model ({shown}); pass --overwrite_output_dir to "
+                           f"replace it, --resume_from_checkpoint last to continue its training, or choose another "
+                           f"{flag}")
+
+
 def check_hub_id(repo_id: str, flag: str = "--model", filename: str = "config.json") -> None:
     """Fetch ``filename`` of a Hub repo (or find it in the local cache); one-line errors for the usual failures."""
     from huggingface_hub import constants, hf_hub_download
@@ -166,6 +240,26 @@ def check_hub_id(repo_id: str, flag: str = "--model", filename: str = "config.js
                                "the local Hugging Face cache") from None
     except hf_errors.EntryNotFoundError:
         raise UsageError(flag, f"Hub repository {repo_id} has no {filename}: not a saved model") from None
+
+
+def _below_cwd(path: Path) -> str | None:
+    try:
+        return str(path.absolute().relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return None
+
+
+def python_command() -> str:
+    """How to call this Python in a printed command: ``.venv/bin/python`` when it lies below the working
+    directory (as the README writes it), else ``python``."""
+    return _below_cwd(Path(sys.executable)) or "python"
+
+
+def recipe_command(name: str, recipes_dir: str | os.PathLike) -> str:
+    """A printed command line's start for the recipe ``name`` (e.g. ``evaluate.py``) in ``recipes_dir``:
+    ``.venv/bin/python recipes/evaluate.py`` in the repository, the recipe's absolute path elsewhere."""
+    recipe = Path(recipes_dir) / name
+    return f"{python_command()} {_below_cwd(recipe) or recipe.absolute()}"
 
 
 # --------------------------------------------------------------------------- running a recipe
@@ -251,4 +345,6 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
 
 
 __all__ = ["ArgumentParser", "UsageError", "did_you_mean", "split_ids", "looks_like_path", "check_model_arg", "check_model_config", "check_dataset_arg", "check_hub_id",
+           "dataset_folder_of", "unknown_session_error", "check_session_ids", "MODEL_FILES", "previous_run",
+           "resume_requested", "check_output_dir", "python_command", "recipe_command",
            "is_main_process", "is_user_error", "error_line", "debug_requested", "run", "EXIT_USAGE"]

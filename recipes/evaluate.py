@@ -9,8 +9,9 @@
         --baseline_model outputs/temporal_only --task_option behavior_finetuned.train.max_steps=50
 
 ``--model`` is a folder written by ``save_pretrained`` or a Hugging Face Hub id; ``--dataset``
-defaults to the adapter's dataset (``--adapter``) or ``<model>/dataset`` (where ``recipes/pretrain.py``
-builds the synthetic default); ``--output`` to ``<adapter or model>/evaluation/results.json``, or
+defaults to the dataset the adapter (``--adapter``) or the model was trained on, as its folder records it
+(``nfm_training_data.json``: path and content fingerprint; a dataset that is gone or has changed since is
+refused), or ``<model>/dataset`` for an older folder; ``--output`` to ``<adapter or model>/evaluation/results.json``, or
 ``outputs/evaluation/results.json`` for a Hub model.  Beside the JSON: ``results.md`` and ``figures/``,
 rewritten after every task (an interrupted run keeps what it finished; ``status`` in results.md).
 
@@ -73,7 +74,8 @@ def build_parser():
     p.add_argument("--allow_base_mismatch", action="store_true",
                    help="load --adapter even if --model is not the base it was trained on (fingerprints differ)")
     p.add_argument("--dataset", default=None,
-                   help="nfm dataset folder (default: the adapter's dataset, else <model>/dataset)")
+                   help="nfm dataset folder (default: the one the adapter, else the model, was trained on, as its "
+                        "nfm_training_data.json records it; else <model>/dataset)")
     p.add_argument("--split", default="test", help="evaluated split (default: test)")
     p.add_argument("--tasks", nargs="+", default=["all"],
                    help="'all' or task names / YAML files, space- or comma-separated (default: all)")
@@ -116,17 +118,14 @@ def default_output(model: str, adapter: str | None = None) -> str:
 
 def resolve_sessions(arg: list[str] | None, meta, default: str) -> str | list[str]:
     """``--sessions`` -> ``"all"``, ``"known"`` or a list of ids of the dataset (unknown ids: one-line error)."""
-    from nfm.cli import UsageError, did_you_mean, split_ids
+    from nfm.cli import check_session_ids, dataset_folder_of, split_ids
 
     ids = split_ids(arg)
     if not ids:
         return default
     if ids in (["all"], ["known"]):
         return ids[0]
-    for sid in ids:
-        if sid not in meta.sessions:
-            raise UsageError("--sessions", f"session {sid!r} is not in the dataset {meta.path}; "
-                                           f"{did_you_mean(sid, meta.session_ids, 'sessions')}")
+    check_session_ids(ids, meta.session_ids, dataset_folder_of(meta))
     return ids
 
 
@@ -158,15 +157,14 @@ def main(argv=None) -> int:
         if not Path(args.adapter).is_dir():
             raise UsageError("--adapter", f"no adapter folder at {args.adapter}")
         adapter_meta = read_adapter_meta(args.adapter)
-    model_dir = Path(args.model)
     dataset, default_sessions = args.dataset, "all"
-    if dataset is None:
-        if adapter_meta and adapter_meta.get("dataset") and Path(adapter_meta["dataset"]).is_dir():
-            dataset = adapter_meta["dataset"]
-        elif (model_dir / "dataset").is_dir():
-            dataset, default_sessions = str(model_dir / "dataset"), "known"
-        else:
-            raise UsageError("--dataset", f"required ({model_dir / 'dataset'} does not exist)")
+    if dataset is None:  # the dataset the adapter / model was trained on (its nfm_training_data.json)
+        from nfm.training.record import default_dataset
+
+        dataset, owner = default_dataset(args.model, args.adapter, adapter_meta)
+        if owner == "model":
+            default_sessions = "known"
+        print(f"--dataset not given: {dataset}, the dataset the {owner} was trained on", flush=True)
     check_dataset_arg(dataset)
     from nfm.data.meta import DatasetMeta
 

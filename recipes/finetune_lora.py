@@ -16,7 +16,13 @@
 All three share this code path (same data, sampler, Trainer, evaluation); the
 output folder also holds ``eval_summary.json`` (``--eval_split``, default
 ``test``: masked losses and co-smoothing bits/spike on the new sessions),
-``losses.csv``/``.json`` and TensorBoard logs.
+``losses.csv``/``.json``/``.png``, TensorBoard logs and ``nfm_training_data.json`` (the dataset, with its
+content fingerprint, and the sessions adapted to: ``evaluate.py`` / ``generate.py --adapter`` default to it).
+
+Without ``--dataset``, the dataset the base was pretrained on (the base's ``nfm_training_data.json``; refused
+when it is gone or has changed since), whose held-out animal it never saw.  As in ``pretrain.py``: the final
+outputs are moved into place together, an ``--output_dir`` holding an earlier run is refused unless
+``--overwrite_output_dir`` or ``--resume_from_checkpoint``, and the run ends with the commands to run next.
 """
 from __future__ import annotations
 
@@ -59,18 +65,54 @@ def load_base(model_id: str):
 
 
 def _check_paths(ns) -> None:
-    """Fast checks before torch is imported: the base model and the dataset exist."""
-    from nfm.cli import UsageError, check_dataset_arg, check_model_arg
+    """Fast checks before torch is imported: the base model and the dataset exist (without ``--dataset``: the
+    base's recorded training data, unchanged), and ``--output_dir`` holds no earlier run."""
+    from nfm.cli import check_dataset_arg, check_model_arg, check_output_dir
 
     paths = [ns.dataset] if isinstance(ns.dataset, str) else list(ns.dataset or [])
     paths += [ns.datasets] if isinstance(ns.datasets, str) else list(ns.datasets or [])
-    if not paths:
-        raise UsageError("--dataset", "required: the nfm dataset folder that holds the new animal's sessions (e.g. "
-                                      "the one the base was pretrained on, whose held-out animal it never saw)")
+    if paths:
+        dataset_of(ns.model, paths)
+        check_dataset_arg(paths[0])
+        check_model_arg(ns.model, "--model")
+    else:
+        check_model_arg(ns.model, "--model")
+        check_dataset_arg(dataset_of(ns.model, paths))
+    check_output_dir(ns.output_dir, overwrite=ns.overwrite_output_dir, resume=ns.resume_from_checkpoint)
+
+
+def _check_mode_settings(ft, argv) -> None:
+    """LoRA settings given on the command line with ``--mode full`` / ``scratch`` would not be used: refused."""
+    from nfm.cli import UsageError
+    from nfm.training.arguments import TRAINING_ARGUMENTS, DataArguments, RunArguments, given_arguments
+
+    if ft.mode == "lora":
+        return
+    given = given_arguments(argv, (FinetuneArguments, DataArguments, RunArguments, TRAINING_ARGUMENTS))
+    unused = [n for n in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge") if n in given]
+    if unused:
+        raise UsageError(f"--{unused[0]}", f"not used with --mode {ft.mode} (it applies to --mode lora only); drop "
+                                           "one of them")
+
+
+def dataset_of(model: str, paths: list[str]) -> str:
+    """The dataset to adapt on: ``--dataset`` (one), else the one the base ``model`` was pretrained on (its
+    ``nfm_training_data.json``: it holds the animals the base has not seen)."""
+    from nfm.cli import UsageError
+
     if len(paths) > 1:
         raise UsageError("--dataset", f"fine-tuning adapts to one dataset at a time (got {len(paths)})")
-    check_dataset_arg(paths[0])
-    check_model_arg(ns.model, "--model")
+    if paths:
+        return paths[0]
+    from pathlib import Path as _Path
+
+    from nfm.training.record import recorded_dataset
+
+    found = recorded_dataset(model, "--dataset", what=f"the base {model}") if _Path(model).is_dir() else None
+    if found is None:
+        raise UsageError("--dataset", f"required: the nfm dataset folder that holds the new animal's sessions ({model} "
+                                      "records no training data to default to)")
+    return found[0]
 
 
 def choose_sessions(meta, data_args, known: dict, base_name: str, verbose: bool = True) -> list[str]:
@@ -100,6 +142,7 @@ def finetune(argv=None) -> dict:
     ft, data_args, run_args, training_args = parse_args(
         argv, dataclass_types=(FinetuneArguments, DataArguments, RunArguments, TRAINING_ARGUMENTS),
         defaults=FINETUNE_DEFAULTS, description=__doc__, prog="finetune_lora.py", check=_check_paths)
+    _check_mode_settings(ft, argv)
     import copy
     import json
     import shlex
@@ -120,10 +163,16 @@ def finetune(argv=None) -> dict:
     )
     from nfm.cards import adapter_card, write_card
     from nfm.data.hf import load_dataset
-    from nfm.evaluation.summary import compact, end_of_training_summary
+    from nfm.evaluation.summary import compact, end_of_training_summary, full_evaluation_command
     from nfm.training import (
+        FINAL_STAGING_DIR,
         build_trainer,
+        clear_previous_run,
+        commit_final_outputs,
+        dataset_entry,
         describe_modalities,
+        final_staging_dir,
+        write_training_data,
         init_sessions_from_data,
         resolve_resume,
         subset_split,
@@ -133,6 +182,17 @@ def finetune(argv=None) -> dict:
     hf_logging.set_verbosity_warning()
     is_main = training_args.process_index == 0
     set_seed(training_args.seed)
+    if not data_args.dataset_paths:
+        data_args.dataset = dataset_of(ft.model, [])
+        data_args.dataset_paths = [data_args.dataset]
+        if is_main:
+            print(f"--dataset not given: {data_args.dataset}, the dataset {ft.model} was pretrained on", flush=True)
+    out = Path(training_args.output_dir)
+    if run_args.overwrite_output_dir:
+        with training_args.main_process_first(desc="removing the previous run"):
+            gone = clear_previous_run(out) if is_main else []
+        if gone:
+            print(f"--overwrite_output_dir: removed the previous run's {', '.join(gone)} from {out}", flush=True)
     dd, meta = load_dataset(data_args.dataset)
     model = load_base(ft.model)
     base_fp = remember_base_fingerprint(model)  # recorded in nfm_adapter.json: the adapter fits this base only
@@ -166,23 +226,38 @@ def finetune(argv=None) -> dict:
                             modality_map=data_args.modality_map)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
-    out = Path(training_args.output_dir)
-    trainer.save_model(str(out))  # lora: adapter_config.json + adapter_model.safetensors; else the full model
+    # the final outputs go to <output_dir>/.partial-final first and are moved into place together (an
+    # interrupted run never leaves a card or a summary beside weights it does not describe)
+    staging = final_staging_dir(out) if trainer.is_world_process_zero() else None
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(out / FINAL_STAGING_DIR))  # lora: adapter_config.json + adapter_model.safetensors
     result_dict = {"model": model, "trainer": trainer, "report": None, "output_dir": out, "sessions": sessions,
                    "spec": spec}
     if not trainer.is_world_process_zero():
         return result_dict
     if ft.mode == "lora":
-        write_adapter_meta(out, spec, ft.model, list(model.peft_config), base_fingerprint=base_fp, trainable=summary,
-                           dataset=data_args.dataset)
-    write_loss_files(trainer.state.log_history, out)
+        write_adapter_meta(staging, spec, ft.model, list(model.peft_config), base_fingerprint=base_fp,
+                           trainable=summary, dataset=data_args.dataset)
+    write_loss_files(trainer.state.log_history, staging, plot=True)  # + losses.png
+    entry = dataset_entry(data_args.dataset, out, meta, sessions=sessions,
+                          heldout_sessions=[s for s in meta.session_ids if s not in set(sessions)], split="train",
+                          train_fraction=data_args.train_fraction, train_fraction_seed=data_args.train_fraction_seed,
+                          n_train_trials=len(train_ds))
+    write_training_data(staging, [entry], eval_split=run_args.eval_split, base_model=str(ft.model), mode=ft.mode)
+    # bounded: max(10% of the training time, 60 s) unless --eval_budget_s (nfm/evaluation/summary.py)
     evaluation = {} if run_args.skip_eval else end_of_training_summary(
         model, dd, new_meta, sessions, split=run_args.eval_split, tasks=run_args.eval_tasks.split(","),
-        batch_size=run_args.eval_batch_size, max_trials=run_args.eval_max_trials or None)
+        batch_size=run_args.eval_batch_size, max_trials=run_args.eval_max_trials or None,
+        budget_s=run_args.eval_budget_s, train_seconds=result.metrics.get("train_runtime"),
+        full_command=full_evaluation_command(
+            ft.model if ft.mode == "lora" else out, run_args.eval_split, run_args.eval_tasks.split(","),
+            adapter=out if ft.mode == "lora" else None, dataset=data_args.dataset,
+            sessions=None if ft.mode == "lora" else ",".join(sessions)))
     report = {"split": run_args.eval_split, "mode": ft.mode, **evaluation, "trainable": summary,
               "train": {"steps": int(trainer.state.global_step), "train_loss": result.training_loss,
                         "runtime_s": result.metrics.get("train_runtime"), "n_train_trials": len(train_ds)}}
-    (out / "eval_summary.json").write_text(json.dumps(report, indent=1))
+    report["train"]["precision"] = run_args.precision_record  # --precision: what ran and why
+    (staging / "eval_summary.json").write_text(json.dumps(report, indent=1))
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     command = "accelerate launch recipes/finetune_lora.py " + shlex.join(argv)
     lora_settings = (f"r={ft.lora_r}, alpha={ft.lora_alpha}, dropout={ft.lora_dropout}, "
@@ -204,18 +279,43 @@ def finetune(argv=None) -> dict:
                         final_loss=f"{losses[-1]:.4f}" if losses else "?", eval_split=run_args.eval_split),
         command=command, usage=usage, trainable_groups=summary["groups"],
         base_fingerprint=base_fp if ft.mode == "lora" else None)
-    write_card(out, card)
+    write_card(staging, card)
     if ft.mode == "lora" and ft.merge:
         merged = merge_adapter(copy.deepcopy(model))  # keep the returned PeftModel unmerged
-        merged.save_pretrained(str(out / "merged"))
-        write_card(out / "merged", card.replace(f"# nfm {ft.mode} adaptation", "# nfm merged LoRA adaptation", 1))
+        merged.save_pretrained(str(staging / "merged"))
+        write_card(staging / "merged", card.replace(f"# nfm {ft.mode} adaptation", "# nfm merged LoRA adaptation", 1))
+        write_training_data(staging / "merged", [dataset_entry(data_args.dataset, out / "merged", meta, **{
+            k: entry[k] for k in ("sessions", "heldout_sessions", "split", "train_fraction", "train_fraction_seed",
+                                  "n_train_trials")})], eval_split=run_args.eval_split, base_model=str(ft.model),
+            mode="merged lora")
+    commit_final_outputs(staging, out)
+    if ft.mode == "lora" and ft.merge:
         print(f"merged model written to {out / 'merged'}")
     print(f"{ft.mode} fine-tuning done: {out}")
     co = evaluation.get("tasks", {}).get("co_smoothing", {})
     if co.get("bps") is not None:
         print(f"  co-smoothing bits/spike ({run_args.eval_split}): {co['bps']:.4f}")
+    if is_main:
+        print(next_steps(ft, out, sessions, list(getattr(model.config, "objectives", []))))
     result_dict["report"] = report
     return result_dict
+
+
+def next_steps(ft, out: Path, sessions, objectives=()) -> str:
+    """The commands to run next on what was just written (the dataset is read from its record)."""
+    from nfm.cli import recipe_command
+
+    here = Path(__file__).resolve().parent
+    ev, gen = recipe_command("evaluate.py", here), recipe_command("generate.py", here)
+    target = (f"--model {ft.model} --adapter {out}" if ft.mode == "lora"  # the adapter's own sessions
+              else f"--model {out} --sessions {','.join(sessions)}")
+    lines = ["next (the dataset is read from nfm_training_data.json):",
+             f"  {ev} {target} --quick    # a first look at every task, on the adapted sessions"]
+    if ft.mode == "lora" and ft.merge:
+        lines.append(f"  {ev} --model {out / 'merged'} --quick    # the merged model, as a plain model folder")
+    if "generation" in objectives:
+        lines.append(f"  {gen} {target} --max_trials 2    # closed-loop generation of the adapted sessions")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,8 @@ batch of 16 trials; start with ``--max_trials 2``.
 Writes ``<session>.npz`` (true and generated counts per bin, event lists), ``<session>_raster.png`` (the
 prompt's end marked) and ``generation_summary.json`` (Neuroformer fidelity metrics) to ``--output_dir``
 (default ``<model>/generated``, or ``outputs/generated`` for a Hub model).  See
-``nfm.evaluation.generation_tasks.generate_to_files``.  ``--debug`` shows tracebacks of input errors.
+``nfm.evaluation.generation_tasks.generate_to_files``.  Without ``--dataset``, the dataset the adapter or the model
+was trained on (its ``nfm_training_data.json``; refused when it is gone or has changed since).  ``--debug`` shows tracebacks of input errors.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def build_parser():
     p.add_argument("--adapter", default=None, help="PEFT adapter folder (recipes/finetune_lora.py)")
     p.add_argument("--allow_base_mismatch", action="store_true",
                    help="load --adapter even if --model is not the base it was trained on")
-    p.add_argument("--dataset", default=None, help="nfm dataset folder (default: <model>/dataset)")
+    p.add_argument("--dataset", default=None, help="nfm dataset folder (default: the one the adapter, else the "
+                   "model, was trained on, as its nfm_training_data.json records it; else <model>/dataset)")
     p.add_argument("--split", default="test")
     p.add_argument("--sessions", nargs="+", default=None,
                    help="'known' (default: the sessions the model knows; with --adapter, the adapter's), 'all' or "
@@ -55,11 +57,10 @@ def default_output_dir(model: str) -> str:
 
 
 def main(argv=None) -> int:
-    from nfm.cli import UsageError, check_dataset_arg, check_model_arg, did_you_mean, split_ids
+    from nfm.cli import UsageError, check_dataset_arg, check_model_arg, check_session_ids, split_ids
 
     args = build_parser().parse_args(argv)
     check_model_arg(args.model, "--model")
-    model_dir = Path(args.model)
     adapter_meta = None
     if args.adapter:
         from nfm.adapters import read_adapter_meta
@@ -68,13 +69,11 @@ def main(argv=None) -> int:
             raise UsageError("--adapter", f"no adapter folder at {args.adapter}")
         adapter_meta = read_adapter_meta(args.adapter)
     dataset = args.dataset
-    if dataset is None:
-        if adapter_meta and adapter_meta.get("dataset") and Path(adapter_meta["dataset"]).is_dir():
-            dataset = adapter_meta["dataset"]
-        elif (model_dir / "dataset").is_dir():
-            dataset = str(model_dir / "dataset")
-        else:
-            raise UsageError("--dataset", f"required ({model_dir / 'dataset'} does not exist)")
+    if dataset is None:  # the dataset the adapter / model was trained on (its nfm_training_data.json)
+        from nfm.training.record import default_dataset
+
+        dataset, owner = default_dataset(args.model, args.adapter, adapter_meta)
+        print(f"--dataset not given: {dataset}, the dataset the {owner} was trained on", flush=True)
     check_dataset_arg(dataset)
     from nfm.data.meta import DatasetMeta
 
@@ -85,10 +84,7 @@ def main(argv=None) -> int:
     elif ids in (["all"], ["known"]):
         sessions = ids[0]
     else:
-        for sid in ids:
-            if sid not in meta.sessions:
-                raise UsageError("--sessions", f"session {sid!r} is not in the dataset {dataset}; "
-                                               f"{did_you_mean(sid, meta.session_ids, 'sessions')}")
+        check_session_ids(ids, meta.session_ids, dataset)
         sessions = ids
     out = args.output_dir or default_output_dir(args.model)
 
@@ -105,9 +101,14 @@ def main(argv=None) -> int:
                                 prompt_s=args.prompt_s, temperature=args.temperature, top_p=args.top_p,
                                 top_k=args.top_k or None, max_trials=args.max_trials or None,
                                 batch_size=args.batch_size, interval_s=args.interval_s, seed=args.seed, progress=True)
-    for sid, s in summary.items():
-        print(f"{sid}: {s['n_trials']} trials, {s['generated_spikes']:.0f} generated vs {s['true_spikes']:.0f} true "
-              f"spikes, pearson r {s['pearson_r']:.3f}, F1 {s['f1']:.3f} -> {Path(out) / s['npz']}")
+    # each session's line was printed as it finished (above the progress bar): here only the fidelity over all
+    import numpy as np
+
+    r = [s["pearson_r"] for s in summary.values() if s.get("pearson_r") is not None]
+    f1 = [s["f1"] for s in summary.values() if s.get("f1") is not None]
+    print(f"{len(summary)} session(s), {sum(s['n_trials'] for s in summary.values())} trials: pearson r "
+          f"{np.nanmean(r) if r else float('nan'):.3f}, F1 {np.nanmean(f1) if f1 else float('nan'):.3f} (means over "
+          f"sessions; per session in {Path(out) / 'generation_summary.json'}, rasters *_raster.png)")
     print(f"written to {out}")
     return 0
 

@@ -103,7 +103,9 @@ def test_lora_adapter_saved_reloaded_merged(world, tmp_path, capsys):
     assert all(("lora_" in k) or ("sessions" in k) for k in adapter)  # nothing of the frozen base
     assert json.loads((out / "nfm_adapter.json").read_text())["sessions"]["synth-02-00"]["n_units"] == 16
     card = ModelCard.load(out / "README.md")
-    assert card.data.library_name == "nfm" and card.data.base_model == str(world["base"])
+    # a local base is no Hub id: no base_model in the metadata (its fingerprint is in the card), no local path
+    assert card.data.library_name == "nfm" and card.data.base_model is None
+    assert str(world["base"]) not in card.content and "base fingerprint" in card.text.lower()
     assert "lora" in card.data.tags
     summary = json.loads((out / "eval_summary.json").read_text())
     assert summary["mode"] == "lora" and summary["sessions"] == ["synth-02-00"]

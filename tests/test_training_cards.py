@@ -22,13 +22,16 @@ def test_missing_placeholder_raises():
         render_card("# $title\n", card_metadata(model_name="m"), {})
 
 
-def test_templates_render_fully():
-    text = adapter_card(base_model="outputs/pretrain", mode="lora", sessions=["s1", "s2"], trainable=10, total=1000,
+def test_templates_render_fully(tmp_path):
+    base = tmp_path / "outputs" / "pretrain"  # a local base: no base_model (a Hub id only), no absolute path
+    base.mkdir(parents=True)
+    text = adapter_card(base_model=str(base), mode="lora", sessions=["s1", "s2"], trainable=10, total=1000,
                         dataset_name="ds", lora_settings="r=8", eval_summary={"masked_loss": {"neuron": 0.5}},
-                        train_info={"steps": 3})
+                        train_info={"steps": 3}, base_fingerprint="ab" * 32)
     card = ModelCard(text)
     assert "$" not in card.text and "1.00%" in card.text and "| masked_loss / neuron | 0.5000 |" in card.text
-    assert card.data.base_model == "outputs/pretrain" and "lora" in card.data.tags
+    assert card.data.base_model is None and "lora" in card.data.tags
+    assert str(tmp_path) not in text and ".../pretrain" in text and "abababab" in card.text
     for name in (MODEL_TEMPLATE, ADAPTER_TEMPLATE):
         assert "$title" in load_template(name)  # the repository's templates are used, not the fallback
     assert eval_table(None) == "No evaluation was run."

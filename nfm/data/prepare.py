@@ -177,7 +177,10 @@ def prepare(
     if source == "trials":  # the files' own grid; a finer, off-grid or out-of-trial request is refused
         from .sources.trials import dataset_grid
 
+        given_window = window is not None
         window, bin_size = dataset_grid(sessions, tuple(window) if window else None, bin_size or None)
+    else:
+        given_window = window is not None
     window = tuple(window or d_window)
     calcium = bool(sessions) and all(s.modality == "calcium" for s in sessions)
     if not bin_size and calcium:
@@ -188,6 +191,7 @@ def prepare(
     bin_size = bin_size or d_bin or sessions[0].extra["source_bin_size"]
     if split_mode is None:  # windows cut from a continuous recording: keep time order
         split_mode = "contiguous" if all(_is_back_to_back(s.trials) for s in sessions) else "random"
+    alignment = _alignment(sessions, key, align_event, d_align, window, given_window, split_mode)
     dd, meta = build_dataset(sessions, align_event=align_event or d_align, window=window,
                              bin_size=bin_size, split=split, seed=split_seed, progress=progress,
                              split_mode=split_mode,
@@ -199,7 +203,26 @@ def prepare(
     for sid in heldout_sessions(meta):
         held.setdefault(meta.sessions[sid].subject_id, []).append(sid)
     out["heldout"] = held
+    out["alignment"] = alignment
     return out
+
+
+def _time_columns(trials: dict) -> list[str]:
+    """Columns of a trials table that hold times (``*_time`` / ``*_times`` / ``*Time*``)."""
+    return [k for k in trials if k.lower().endswith(("_time", "_times")) or "time" in k.lower()]
+
+
+def _alignment(sessions, key: str, align_event, d_align: str, window, given_window: bool, split_mode: str) -> dict:
+    """What the summary says about the alignment: the column and window used (given or the source's default),
+    the trials table's other time columns, and the recordings cut into back-to-back windows."""
+    align = align_event or d_align
+    cut = [s for s in sessions if (s.extra or {}).get("trials_source") == "consecutive_windows"
+           or _is_back_to_back(s.trials)]
+    tables = [s for s in sessions if s not in cut]
+    others = sorted({c for s in tables for c in _time_columns(s.trials)} - {align})
+    return {"align_event": align, "align_given": bool(align_event), "window": [float(w) for w in window],
+            "window_given": bool(given_window), "source": key, "other_time_columns": others,
+            "back_to_back": [s.session_id for s in cut], "n_sessions": len(sessions), "split_mode": split_mode}
 
 
 HELDOUT_KEY = "heldout"
@@ -238,6 +261,19 @@ def format_summary(summary: dict, output_dir: str | Path) -> str:
         f"  bins     {summary.get('n_bins')} of {summary.get('bin_size', 0):.4g} s",
         f"  regions  {regions}",
     ]
+    a = summary.get("alignment")
+    if a:
+        w0, w1 = a["window"]
+        how = "--align_event" if a["align_given"] else f"the {a['source']} default; --align_event NAME to change"
+        win = "--window" if a["window_given"] else "default; --window START END to change"
+        lines.append(f"  aligned  on {a['align_event']} ({how}), window [{w0:g}, {w1:g}] s ({win})")
+        if a["other_time_columns"]:
+            shown = ", ".join(a["other_time_columns"][:12]) + (" ..." if len(a["other_time_columns"]) > 12 else "")
+            lines.append(f"           other time columns of the trials table: {shown}")
+        if a["back_to_back"]:
+            order = "in time order" if a["split_mode"] == "contiguous" else "shuffled"
+            lines.append(f"  windows  {len(a['back_to_back'])} of {a['n_sessions']} recording(s) have no trials "
+                         f"table: cut into back-to-back {w1 - w0:g} s windows (split {a['split_mode']}, {order})")
     held = summary.get("heldout") or {}
     if held:
         for subject, ids in held.items():

@@ -38,6 +38,12 @@ Design
      main process's values (not averaged over ranks); ``loss`` itself is the
      Trainer's all-rank mean.
 
+* A run's final outputs (weights, config, card, ``eval_summary.json``, logs, the training-data record) are
+  written to ``<output_dir>/.partial-final`` and moved into place by :func:`commit_final_outputs`: the old
+  card and summary go first, the new ones come last, so no interruption leaves a card beside other weights.
+  ``--overwrite_output_dir`` removes an earlier run's outputs first (:func:`clear_previous_run`).
+* ``nfm_training_data.json`` (:mod:`.record`): the datasets a model was trained on, with a content
+  fingerprint; the recipes default ``--dataset`` to it and refuse a dataset that has changed since.
 * Logs: TensorBoard (``report_to=["tensorboard"]``, written to
   ``<output_dir>/tensorboard`` unless ``TENSORBOARD_LOGGING_DIR`` is set),
   plus ``losses.csv`` / ``losses.json`` (every logged row of the run, rewritten
@@ -60,7 +66,10 @@ _EXPORTS = {
              "prepare_training_datasets", "rows", "select_sessions", "select_sessions_multi", "session_statistics",
              "subset_split"),
     "trainer": ("PARTIAL_DIR", "LossFileCallback", "NfmTrainer", "build_model", "build_trainer", "count_parameters",
-                "parameter_digest", "resolve_resume", "write_loss_files"),
+                "parameter_digest", "resolve_resume", "write_loss_files", "plot_losses", "FINAL_STAGING_DIR",
+                "DESCRIPTOR_FILES", "RUN_OUTPUTS", "final_staging_dir", "commit_final_outputs", "clear_previous_run"),
+    "record": ("TRAINING_DATA_FILE", "dataset_fingerprint", "dataset_entry", "write_training_data",
+               "read_training_data", "recorded_dataset", "default_dataset"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

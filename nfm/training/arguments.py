@@ -138,6 +138,28 @@ class RunArguments:
     eval_tasks: str = field(default="co_smoothing,forward_prediction,intra_region,inter_region", metadata={
         "help": "tasks of the final evaluation (the evaluation runner's, as recipes/evaluate.py --tasks)"})
     skip_eval: bool = field(default=False, metadata={"help": "skip the final evaluation summary"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "train into an --output_dir that holds an earlier run (its model or checkpoint-N folders): that "
+                "run's outputs are removed first (a synthetic dataset/ built there is kept). Without it (or "
+                "--resume_from_checkpoint) such a folder is refused"})
+    eval_budget_s: float | None = field(default=None, metadata={
+        "help": "time bound of the final evaluation summary [s]. Default: 10% of the training time it follows or "
+                "60 s, whichever is larger. Within it: the --eval_tasks list with the smoothing baseline from the "
+                "cache of earlier runs on the same data, planned from a measured pilot on the first session: "
+                "fewer trials, then fewer sessions when the estimate does not fit, a task that would not fit "
+                "skipped; progress per task; the summary says what it cut and prints the recipes/evaluate.py "
+                "command of the full evaluation. 0: no bound (every session and trial of --eval_split)"})
+    precision: str = field(default="auto", metadata={
+        "choices": ["auto", "fp32", "bf16"],
+        "help": "training precision. auto: bf16 only where the hardware has it (CPU flags amx_bf16 or "
+                "avx512_bf16 in /proc/cpuinfo; torch.cuda.is_bf16_supported() on a GPU) and a start-up probe "
+                "(< 2 s: an MLP block at the model's hidden size, fp32 and bf16 alternating) measures bf16 >= "
+                "1.1x faster; fp32 otherwise. bf16 (= --bf16, on CPU too): autocast of forward and loss, float32 "
+                "master weights, optimizer state, likelihoods, log-rates and softmax statistics (on a CPU without "
+                "bf16 hardware it runs emulated, slower: a warning says so). --fp16: CUDA only. The choice and its "
+                "reason are printed and written to eval_summary.json (train.precision)"})
+    #: the resolved precision (:meth:`nfm.training.precision.PrecisionChoice.record`), set by :func:`parse_args`
+    precision_record: dict | None = field(default=None, init=False, repr=False)
 
 
 #: TrainingArguments defaults of the nfm recipes (a YAML config or the command line overrides them).
@@ -292,13 +314,89 @@ def parse_args(
             dt(**{f.name: getattr(ns, f.name) for f in fields(dt) if f.init})
     if check is not None:
         check(ns)
+    # precision (--precision, --bf16, --fp16): resolved before TrainingArguments exists (a CPU run in bf16 needs
+    # use_cpu, a wrong combination is a one-line error); printed once, recorded on the RunArguments
+    choice = None
+    if "precision" in names and any(_is_training_arguments(dt) for dt in dataclass_types):
+        from nfm.cli import is_main_process
+
+        from .precision import resolve_from_namespace
+
+        choice = resolve_from_namespace(ns)
+        base.update(choice.training_arguments)
+        if is_main_process():
+            print(choice.line(), flush=True)
+            if choice.warning:
+                print(choice.warning, flush=True)
     # 2. the real parse (imports transformers when TrainingArguments is among the types)
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(_resolve(dataclass_types, real=True), prog=light.prog)
     parser.error = light.error  # one-line errors here too (e.g. a choice of a TrainingArguments field)
     parser.set_defaults(**base)
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    if choice is not None:
+        for obj in parsed:
+            if hasattr(obj, "precision_record"):
+                obj.precision_record = choice.record()
+    return parsed
+
+
+def given_arguments(argv: Sequence[str], dataclass_types: Sequence = DEFAULT_TYPES) -> set[str]:
+    """Names of the arguments that the command line ``argv`` sets itself (not the YAML config, not a default):
+    a command-line setting wins over the config, and a recipe refuses one it would not use."""
+    parser = light_parser(dataclass_types)
+    unset = object()
+    parser.set_defaults(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    ns, _ = parser.parse_known_args(list(argv))
+    return {k for k, v in vars(ns).items() if v is not unset}
+
+
+def reconcile_model_arguments(model_args: ModelArguments, given: set[str], config: str | None = None) -> list[str]:
+    """Make the model arguments the command line set win over the YAML config's, or refuse what would not be used.
+
+    ``given``: :func:`given_arguments` of the command line; ``config``: the YAML file (for the messages).
+    Changes ``model_args`` in place and returns one-line notes to print:
+
+    * ``--preset P`` on the command line, ``model_overrides`` from the config: the config's overrides of the
+      fields the preset sets (``default``: the size fields of every preset, i.e. the NfmConfig defaults) are
+      dropped, so ``--preset mtm`` trains the MtM size (noted, with the fields kept);
+    * ``--model_overrides`` on the command line naming ``objectives`` / ``mask_modes``: they win over the
+      config's ``objectives:`` / ``mask_modes:``;
+    * ``--init_from`` (the pretrained model's own config is kept): ``--preset``, ``--objectives``,
+      ``--mask_modes`` or ``--model_overrides`` on the command line would not be used -- a one-line
+      :class:`~nfm.cli.UsageError`.
+    """
+    from nfm.cli import UsageError
+
+    notes: list[str] = []
+    where = f" ({config})" if config else ""
+    if model_args.init_from:
+        unused = [f"--{n}" for n in ("preset", "objectives", "mask_modes", "model_overrides") if n in given]
+        if unused:
+            raise UsageError(unused[0], f"not used with --init_from {model_args.init_from}: the pretrained model "
+                                        "keeps its own config (size, objectives, masks); drop one of them")
+        return notes
+    overrides = dict(model_args.model_overrides or {})
+    if "model_overrides" in given:
+        for name in ("objectives", "mask_modes"):
+            if name in overrides and name not in given and getattr(model_args, name) is not None:
+                setattr(model_args, name, None)  # the command line's model_overrides value is used
+    elif "preset" in given and overrides:
+        from nfm.models.configuration_nfm import PRESETS
+
+        if model_args.preset not in PRESETS:
+            raise UsageError("--preset", f"unknown preset {model_args.preset!r}; known: {sorted(PRESETS)}")
+        fields_ = set(PRESETS[model_args.preset]) or {k for v in PRESETS.values() for k in v}
+        dropped = {k: v for k, v in overrides.items() if k in fields_}
+        if dropped:
+            kept = {k: v for k, v in overrides.items() if k not in fields_}
+            model_args.model_overrides = kept
+            notes.append(f"--preset {model_args.preset} (command line) replaces the config's model_overrides "
+                         + ", ".join(f"{k}={v}" for k, v in dropped.items()) + where + "; kept from it: "
+                         + (", ".join(f"{k}={v}" for k, v in kept.items()) or "nothing")
+                         + " (--model_overrides on the command line sets fields on top of the preset)")
+    return notes
 
 
 # --------------------------------------------------------------------------- the light parser

@@ -81,15 +81,17 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
     never cut); naming a session there and excluding it with ``--exclude_*``
     is an error.
     """
+    from nfm.cli import UsageError, check_session_ids, dataset_folder_of, did_you_mean
+
     available = meta.session_ids
     include = list(data_args.sessions or [])
+    where = dataset_folder_of(meta)
+    check_session_ids(include, available, where, "--sessions")
     if data_args.sessions_file:
-        include += read_id_file(data_args.sessions_file)
+        from_file = read_id_file(data_args.sessions_file)
+        check_session_ids(from_file, available, f"{where} (listed in {data_args.sessions_file})", "--sessions_file")
+        include += from_file
     if include:
-        missing = [s for s in include if s not in meta.sessions]
-        if missing:
-            raise ValueError(f"session {missing[0]!r} (of {len(missing)} requested ids) is not in the dataset; "
-                             f"it has {available[:10]}{' ...' if len(available) > 10 else ''}")
         wanted = set(include)
         chosen = [s for s in available if s in wanted]
     else:
@@ -99,10 +101,10 @@ def select_sessions(meta: DatasetMeta, data_args: DataArguments) -> list[str]:
         excluded |= set(read_id_file(data_args.exclude_sessions_file))
     subjects = set(data_args.exclude_subjects or [])
     known_subjects = set(meta.subjects)
-    unknown_subjects = subjects - known_subjects
+    unknown_subjects = sorted(subjects - known_subjects)
     if unknown_subjects:
-        raise ValueError(f"--exclude_subjects {sorted(unknown_subjects)} not in the dataset "
-                         f"(subjects: {sorted(known_subjects)})")
+        raise UsageError("--exclude_subjects", f"subject {unknown_subjects[0]!r} is not in the dataset {where}; "
+                                               f"{did_you_mean(unknown_subjects[0], sorted(known_subjects), 'subjects')}")
     from nfm.data.prepare import heldout_sessions
 
     if include:  # an explicit list is honoured as given: the held-out marks do not cut it
@@ -128,19 +130,22 @@ def select_sessions_multi(metas: list[DatasetMeta], data_args: DataArguments) ->
     (an included id must be in one of them; subjects excluded must exist in one of them)."""
     import copy
 
+    from nfm.cli import UsageError, check_session_ids, dataset_folder_of, did_you_mean
+
     include = list(data_args.sessions or [])
-    if data_args.sessions_file:
-        include += read_id_file(data_args.sessions_file)
     every = [s for m in metas for s in m.sessions]
-    missing = [s for s in include if s not in every]
-    if missing:
-        raise ValueError(f"session {missing[0]!r} is in none of the datasets (they have {every[:10]}"
-                         f"{' ...' if len(every) > 10 else ''})")
+    where = " + ".join(dataset_folder_of(m) for m in metas)
+    check_session_ids(include, every, where, "--sessions")
+    if data_args.sessions_file:
+        from_file = read_id_file(data_args.sessions_file)
+        check_session_ids(from_file, every, f"{where} (listed in {data_args.sessions_file})", "--sessions_file")
+        include += from_file
     subjects = set(data_args.exclude_subjects or [])
     known = {sub for m in metas for sub in m.subjects}
     if subjects - known:
-        raise ValueError(f"--exclude_subjects {sorted(subjects - known)} not in the datasets (subjects: "
-                         f"{sorted(known)})")
+        bad = sorted(subjects - known)[0]
+        raise UsageError("--exclude_subjects", f"subject {bad!r} is in none of the datasets {where}; "
+                                               f"{did_you_mean(bad, sorted(known), 'subjects')}")
     out = []
     for m in metas:  # one step per dataset
         args = copy.copy(data_args)

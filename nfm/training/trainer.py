@@ -127,6 +127,21 @@ class NfmTrainer(Trainer):
             self._train_sampler.set_epoch(epoch)
         return super()._run_epoch(*args, **kwargs)
 
+    # ---- precision
+    def train(self, *args, **kwargs):
+        """As the Trainer's.  With ``--bf16`` (``--precision bf16``; on a CPU with ``use_cpu``, which
+        :mod:`nfm.training.precision` sets) Accelerate runs forward and loss under bf16 autocast with float32
+        master weights and optimizer state, and wraps the model's ``forward`` in that autocast; afterwards the
+        wrapper is removed, so the trained model in memory computes as the saved one does (float32), e.g. in the
+        training summary or a caller's own forward pass."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            if getattr(self.accelerator, "native_amp", False):
+                from accelerate.utils import extract_model_from_parallel
+
+                extract_model_from_parallel(self.model, keep_fp32_wrapper=False)
+
     # ---- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.rank_info is not None and model.training:
@@ -231,6 +246,79 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
+# --------------------------------------------------------------------------- the final outputs of a run
+#: staging folder of a run's final outputs (``<output_dir>/.partial-final``), moved into place when complete
+FINAL_STAGING_DIR = ".partial-final"
+#: the files that describe the weights beside them: when a run's final outputs replace an earlier run's, these are
+#: removed first and moved in last, so an interruption never leaves a card or a summary beside other weights
+DESCRIPTOR_FILES = ("README.md", "eval_summary.json", "nfm_training_data.json")
+#: what a training recipe writes into its ``--output_dir`` (``--overwrite_output_dir`` removes these; a synthetic
+#: ``dataset/`` built there and anything else is kept)
+RUN_OUTPUTS = ("model.safetensors", "config.json", "generation_config.json", "adapter_model.safetensors",
+               "adapter_config.json", "nfm_adapter.json", "training_args.json", "losses.csv", "losses.json",
+               "losses.png", *DESCRIPTOR_FILES, "merged", "tensorboard", "evaluation", "generated", PARTIAL_DIR,
+               FINAL_STAGING_DIR)
+
+
+def final_staging_dir(output_dir: str | os.PathLike) -> Path:
+    """An empty ``<output_dir>/.partial-final`` (leftovers of a killed run removed) for a run's final outputs:
+    write the model, card, summary and logs there, then :func:`commit_final_outputs`."""
+    staging = Path(output_dir) / FINAL_STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _replace_path(src: Path, dst: Path, trash: Path) -> None:
+    if dst.is_dir() and not dst.is_symlink():
+        old = trash / f"old-{dst.name}"
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old)
+    else:
+        os.replace(src, dst)
+
+
+def commit_final_outputs(staging: str | os.PathLike, output_dir: str | os.PathLike) -> list[str]:
+    """Move what :func:`final_staging_dir` holds into ``output_dir``; returns the names moved.
+
+    In three steps, each flushed to disk: (1) the old descriptions of the weights (:data:`DESCRIPTOR_FILES`) are
+    removed, (2) the weights, config and logs replace theirs, (3) the new descriptions move in.  A run killed
+    before the commit leaves the previous outputs as they were (and a staging folder the next run removes); one
+    killed during it leaves weights without a card, never a card or a summary that describes other weights."""
+    staging, out = Path(staging), Path(output_dir)
+    names = sorted(p.name for p in staging.iterdir() if not p.name.startswith("old-"))
+    _fsync_tree(str(staging))
+    for name in DESCRIPTOR_FILES:  # 1
+        if (out / name).is_file():
+            (out / name).unlink()
+    _fsync_dir(str(out))
+    for name in names:  # 2
+        if name not in DESCRIPTOR_FILES:
+            _replace_path(staging / name, out / name, staging)
+    _fsync_dir(str(out))
+    for name in names:  # 3
+        if name in DESCRIPTOR_FILES:
+            _replace_path(staging / name, out / name, staging)
+    _fsync_dir(str(out))
+    shutil.rmtree(staging, ignore_errors=True)
+    return names
+
+
+def clear_previous_run(output_dir: str | os.PathLike) -> list[str]:
+    """Remove an earlier run's outputs (:data:`RUN_OUTPUTS` and ``checkpoint-N`` folders) from ``output_dir``
+    (``--overwrite_output_dir``); returns the names removed.  Other files and a ``dataset/`` folder stay."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    gone = []
+    for p in sorted(out.iterdir()):
+        if p.name in RUN_OUTPUTS or (p.is_dir() and p.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-")):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            gone.append(p.name)
+    return gone
+
+
 # --------------------------------------------------------------------------- callbacks
 class LossFileCallback(TrainerCallback):
     """Write every logged row (``state.log_history``) to ``losses.csv`` and ``losses.json``."""
@@ -243,8 +331,9 @@ class LossFileCallback(TrainerCallback):
             write_loss_files(state.log_history, self.output_dir)
 
 
-def write_loss_files(history: list[dict], output_dir: str | os.PathLike) -> None:
-    """``losses.json`` (the rows as logged) and ``losses.csv`` (one column per key, blanks where absent)."""
+def write_loss_files(history: list[dict], output_dir: str | os.PathLike, plot: bool = False) -> None:
+    """``losses.json`` (the rows as logged) and ``losses.csv`` (one column per key, blanks where absent);
+    ``plot``: also ``losses.png``, the training loss and its components against the step (:func:`plot_losses`)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [dict(r) for r in history]
@@ -259,6 +348,41 @@ def write_loss_files(history: list[dict], output_dir: str | os.PathLike) -> None
         for r in rows:
             w.writerow({k: r.get(k, "") for k in keys})
     os.replace(tmp, out / "losses.csv")
+    if plot:
+        plot_losses(rows, out / "losses.png")
+
+
+def plot_losses(history: list[dict], path: str | os.PathLike) -> Path | None:
+    """``losses.png``: ``loss`` and every ``*_loss`` component of the logged rows against the step (one panel
+    each, log scale where positive); None (nothing written) when no row holds a loss."""
+    series = {}
+    for r in history:
+        for k, v in r.items():
+            if (k == "loss" or k.endswith("_loss")) and k != "train_loss" and isinstance(v, (int, float)) \
+                    and "step" in r and np.isfinite(v):
+                series.setdefault(k, []).append((int(r["step"]), float(v)))
+    if not series:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = ["loss"] * ("loss" in series) + sorted(k for k in series if k != "loss")
+    fig = Figure(figsize=(4.0 * min(len(names), 3), 3.0 * ((len(names) + 2) // 3)), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot((len(names) + 2) // 3, min(len(names), 3), i + 1)
+        steps, values = zip(*series[name])
+        ax.plot(steps, values, color="C0" if name == "loss" else "C1", lw=1.2)
+        if min(values) > 0 and max(values) / min(values) > 10:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return Path(path)
 
 
 class _RankInfoCallback(TrainerCallback):
