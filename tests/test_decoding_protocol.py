@@ -205,3 +205,26 @@ def test_eval_context_refuses_a_bad_fraction(tiny_saved):
         ctx.session(meta.session_ids[0], "train", cap=False, fraction=1.5)
     with pytest.raises(NotApplicable):
         ctx.session("nope", "train", cap=False, fraction=0.5)
+
+
+def test_a_label_with_one_class_in_a_tiny_share_is_left_out_and_the_behaviours_still_scored(tiny_saved):
+    """1% of a session's trials may hold one choice: the choice head is not trained (said so), the rest is."""
+    from nfm.evaluation.decoding_tasks import run_finetune_decoding
+    from nfm.models import NfmConfig, NfmForPretraining
+
+    dd, meta = tiny_saved
+    if not meta.behavior_names:
+        pytest.skip("the tiny dataset has no behaviour channel")  # pragma: no cover (it has wheel_speed)
+    torch.manual_seed(0)
+    model = NfmForPretraining(NfmConfig.from_dataset_meta(meta, hidden_size=16, num_hidden_layers=1,
+                                                          num_attention_heads=2, intermediate_size=32,
+                                                          decoder_layers=1)).eval()
+    task = load_tasks("behavior_finetuned", overrides={"behavior_finetuned": {
+        "targets": [{"trial_label": "choice"}, {"behavior": meta.behavior_names[0]}],
+        "train": {"max_steps": 1, "fraction": 0.01, "seed": 0, "batch_size": 4}}})[0]
+    sid = meta.session_ids[0]
+    ctx = EvalContext(dd, meta, as_predictor(model), "test", [sid])
+    out = run_finetune_decoding(ctx, task)
+    assert out["train_trials"] == 1  # one trial of one session: one choice value
+    assert f"{meta.behavior_names[0]}/r2" in out and not any(k.startswith("choice/") for k in out)
+    assert any("label 'choice': fewer than 2 classes" in n for n in ctx.notes["behavior_finetuned"])

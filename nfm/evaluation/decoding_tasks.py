@@ -393,13 +393,20 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
         return b
 
     classes: dict[str, list[float]] = {}
-    for j, n in enumerate(labels):
+    trainable = []
+    for j, n in enumerate(labels):  # a label with one class cannot train a classifier: left out, said so
         vals = np.concatenate([prep(b)["trial_labels"][:, j].numpy() for sd in train_sd.values()
                                for b in sd.batches])
         vals = vals[np.isfinite(vals)]
         if np.unique(vals).size < 2:
-            raise NotApplicable(f"label {n!r} has fewer than 2 classes in the train split")
+            ctx.note(task.name, f"label {n!r}: fewer than 2 classes among the {vals.size} train trial(s) used "
+                                f"(fraction {tr['fraction']:g}): not trained, not scored")
+            continue
+        trainable.append(j)
         classes[n] = sorted(float(v) for v in np.unique(vals))
+    labels, lab_idx = [labels[j] for j in trainable], [lab_idx[j] for j in trainable]
+    if not labels and not behaviors:
+        raise NotApplicable("no target can be trained: " + "; ".join(ctx.notes.get(task.name, [])))
     cfg = copy.deepcopy(model.config)
     cfg.trial_label_names = labels
     cfg.trial_label_classes = classes
