@@ -572,8 +572,8 @@ def report_fewshot(csv_dir: Path, record: dict) -> str:
         "",
         table.markdown(["fraction", "mode"]),
         "",
-        "Seeds scored per share (a share whose training trials hold one choice only cannot train a choice "
-        "classifier, and the task reports not-applicable): "
+        "Seeds with a choice score per share (a share whose training trials hold one choice only cannot train a "
+        "choice classifier: the choice head is left out there, the wheel-speed head still trains and is scored): "
         + "; ".join(f"{f}: {n} of {len(record['seeds'])}" for f, n in scored.items()) + ". On wheel speed the arms "
         "differ in what trains on the behaviour loss: with LoRA the backbone stays frozen while the heads train, "
         "with scratch every weight trains.",
