@@ -234,6 +234,11 @@ def poisson_glm_path(x, y, alphas, *, tol: float = 1e-10, max_iter: int = 100, c
             w[active] = torch.where(ok[:, None], wa - step[:, None] * d, wa)
             done = (dec / 2 <= tol) | ~ok
             active = active[~done]
+        if active.numel():
+            import warnings
+
+            warnings.warn(f"poisson_glm_path: {active.numel()} of {K} outputs not converged after {max_iter} Newton "
+                          f"steps at alpha={alpha} (Newton decrement above tol={tol})", RuntimeWarning, stacklevel=2)
         out.append((w[:, :F].numpy().copy(), w[:, F].numpy().copy()))
     return out
 
