@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from training_fixtures import RECIPES, TINY_MODEL, free_port, make_tiny_dataset, python, subprocess_env
+from training_fixtures import (RECIPES, TINY_MODEL, assert_user_error, free_port, make_tiny_dataset, python, run_recipe,
+                               subprocess_env)
 
 from nfm import cli
 
@@ -28,19 +29,7 @@ def world(tmp_path_factory):
 
 
 def run(args, cwd=None, env=None, timeout=240):
-    return subprocess.run([python(), *map(str, args)], cwd=cwd, env=env or subprocess_env(), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def assert_user_error(res, *needles):
-    """Exit status 2, no traceback, exactly one ``error:`` line, which names every needle."""
-    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, res.stderr[-3000:]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    return run_recipe(args, cwd=cwd, env=env, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- each user error: one line, exit 2

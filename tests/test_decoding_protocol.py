@@ -213,8 +213,7 @@ def test_a_label_with_one_class_in_a_tiny_share_is_left_out_and_the_behaviours_s
     from nfm.models import NfmConfig, NfmForPretraining
 
     dd, meta = tiny_saved
-    if not meta.behavior_names:
-        pytest.skip("the tiny dataset has no behaviour channel")  # pragma: no cover (it has wheel_speed)
+    assert meta.behavior_names, "the tiny dataset must carry a behaviour channel (wheel_speed)"
     torch.manual_seed(0)
     model = NfmForPretraining(NfmConfig.from_dataset_meta(meta, hidden_size=16, num_hidden_layers=1,
                                                           num_attention_heads=2, intermediate_size=32,

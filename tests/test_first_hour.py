@@ -9,28 +9,16 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from training_fixtures import HELDOUT_SUBJECT, RECIPES, TINY_MODEL, make_tiny_dataset, python, subprocess_env, tiny_args
+from training_fixtures import (HELDOUT_SUBJECT, RECIPES, TINY_MODEL, assert_user_error, make_tiny_dataset, run_recipe,
+                               tiny_args)
 
 
-def run(args, cwd=None, timeout=300, env=None):
-    return subprocess.run([python(), *map(str, args)], cwd=cwd, env=env or subprocess_env(), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def assert_user_error(res, *needles):
-    """Exit status 2, no traceback, exactly one ``error:`` line, which names every needle."""
-    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, res.stderr[-3000:]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+def run(args, cwd=None, env=None, timeout=300):
+    return run_recipe(args, cwd=cwd, env=env, timeout=timeout)
 
 
 #: appended to runs that must be refused: the code before the issue trained them (kept short)

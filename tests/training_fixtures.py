@@ -60,6 +60,26 @@ def python() -> str:
     return sys.executable
 
 
+def run_recipe(args, cwd=None, env=None, timeout=300):
+    """Run ``python <args>`` (a recipe and its flags) as a user would: captured output, the test environment."""
+    import subprocess
+
+    return subprocess.run([python(), *map(str, args)], cwd=cwd, env=env or subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_user_error(res, *needles):
+    """Exit status 2, no traceback, exactly one ``error:`` line, which names every needle."""
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.stderr[-3000:]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+
 def kill_in_checkpoint_wrapper(recipe: str, kill_step: int) -> str:
     """Source of a script that runs ``recipes/<recipe>.py`` and SIGKILLs itself inside the save of
     checkpoint-<kill_step>: the model and optimizer files are already written, the RNG states and

@@ -41,7 +41,6 @@ behaviour decoding) or ``generate`` (nothing masked, causal: the past state of t
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import re
@@ -57,27 +56,11 @@ from transformers.utils import ModelOutput
 
 from .configuration_nfm import PROMPTS, NfmConfig
 from .masking import CAUSAL_MODES, MaskSample, sample_mask
+from .mixed_precision import full_precision
 from .positions import N_PREFIX, StaticKVCache, apply_rope, rope_cos_sin, time_positions
 
 #: per-unit Gaussian log-variances are clamped to this range [log units^2]
 LOG_VAR_RANGE = (-10.0, 10.0)
-
-
-def full_precision(x: torch.Tensor):
-    """A context with autocast off on ``x``'s device while it is on (else a no-op): the float32 regions of
-    mixed-precision (bf16 autocast) training and generation -- read-out log-rates / means and the likelihood,
-    the event decoder's dt and unit-id logits, the contrastive logits, behaviour heads and explicit attention
-    maps.  Inside it, feed a module ``x.to(param_dtype(module))``: float32 master weights give float32 math; a
-    model stored in bf16 (no autocast) keeps its own dtype."""
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def param_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype of ``module``'s (first) parameter (float32 under autocast: the master weights)."""
-    return next(module.parameters()).dtype
 
 
 _SESSION_KEYS: dict[str, str] = {}

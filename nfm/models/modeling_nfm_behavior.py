@@ -14,7 +14,8 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_nfm import NfmConfig
-from .modeling_nfm import NfmModel, NfmPreTrainedModel, full_precision
+from .mixed_precision import full_precision
+from .modeling_nfm import NfmModel, NfmPreTrainedModel
 
 
 @dataclass

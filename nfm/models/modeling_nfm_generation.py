@@ -50,10 +50,9 @@ from .modeling_nfm import (
     NfmPreTrainedModel,
     SessionTables,
     _as_session_list,
-    full_precision,
     masked_modeling,
-    param_dtype,
 )
+from .mixed_precision import full_precision, param_dtype
 from .positions import N_PREFIX, StaticKVCache, rope_cos_sin
 from .generation_fast_paths import FastWindowDecoder, decode_buckets
 from .tokenization import NO_UNIT, EventTokens, bin_events, special_ids, tokenize_events, tokens_to_events

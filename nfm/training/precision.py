@@ -8,7 +8,7 @@ The rule (:func:`resolve_precision`):
 * ``bf16`` (or ``--bf16``): ``torch.autocast(dtype=bfloat16)`` around forward and loss (Accelerate's own
   autocast: ``TrainingArguments(bf16=True)``, with ``use_cpu=True`` on a machine without CUDA); master weights,
   gradients and optimizer state stay float32, and the model computes its likelihoods, read-out log-rates,
-  logits and softmax statistics in float32 (:func:`nfm.models.modeling_nfm.full_precision`).  On a CPU without
+  logits and softmax statistics in float32 (:func:`nfm.models.mixed_precision.full_precision`).  On a CPU without
   AMX / AVX512-BF16 it runs, emulated and slower than fp32: a warning says so.
 * ``auto`` (default): bf16 only where the hardware has it -- the CPU's ``/proc/cpuinfo`` flags ``amx_bf16`` or
   ``avx512_bf16`` (``torch.cuda.is_bf16_supported()`` on a GPU) -- *and* a start-up probe (:func:`probe`,
