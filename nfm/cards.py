@@ -95,6 +95,23 @@ def hub_id(value: str) -> str | None:
     return None if looks_like_path(v) or Path(v).expanduser().exists() else v
 
 
+#: a model folder inside the Hugging Face cache: ``.../models--<org>--<name>/snapshots/<revision>``
+_HF_CACHE_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/[^/]+/?$")
+
+
+def base_hub_id(base_model: str | os.PathLike | None) -> str | None:
+    """The Hub id of a base model when it is known: ``base_model`` itself if it is a Hub id, or the id of a
+    Hugging Face cache snapshot folder (``.../models--org--name/snapshots/<rev>`` -> ``org/name``); None for
+    any other local folder (a card then leaves ``base_model`` out and names the base's fingerprint)."""
+    if base_model is None:
+        return None
+    v = str(base_model)
+    m = _HF_CACHE_SNAPSHOT.search(v.replace(os.sep, "/"))
+    if m:
+        return f"{m.group(1)}/{m.group(2)}"
+    return hub_id(v)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -103,25 +120,85 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: result keys that are bookkeeping, not scores (left out of a card's table)
+_NOT_SCORES = ("n_sessions", "best_C", "best_alpha", "chance")
+
+
+def _is_score(key: str, value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+            and not any(key == n or key.endswith("/" + n) or key.split("/")[-1].startswith(n + "_")
+                        for n in _NOT_SCORES))
+
+
+def _task_rows(name: str, res: Mapping[str, Any], primary: str) -> list[str]:
+    """Rows of one task: the primary metric (model, its references) first, then the model's other scores
+    beside their best baseline; a null model that is 0 by definition (``null/bps``) is not a row of its own."""
+    from nfm.evaluation import flags
+
+    metrics = [primary] + [m for m in dict.fromkeys(k.split("/")[-1] for k, v in res.items()
+                                                  if not flags.is_reference_key(k) and _is_score(k, v))
+                           if m != primary]
+    rows = []
+    for m in metrics:
+        keys = [k for k in flags.model_keys(res, m) if _is_score(k, res[k])]
+        if not keys:
+            continue
+        refs = []
+        null = flags.null_reference(res, m) if m == primary else None
+        if null is not None and not (null[0] == "null" and null[1] == 0.0):
+            refs.append(f"{null[0]} {null[1]:.4g}")
+        best = flags.best_baseline(res, m)
+        if best is not None:
+            refs.append(f"{best[0]} {best[1]:.4g} (best baseline)")
+        bad = {f.key for f in flags.task_flags(name, res, m)} if m == primary else set()
+        for k in keys:
+            rows.append(f"| {name} | {k} | {res[k]:.4g}{' ⚠' if k in bad else ''} | {', '.join(refs) or '–'} |")
+    return rows
+
+
 def eval_table(summary: Mapping[str, Any] | None) -> str:
-    """Markdown table of a flat ``{metric: value}`` mapping (nested dicts become ``a / b`` rows)."""
+    """Markdown of an evaluation summary for a card: only informative rows.
+
+    Runner results (``{task: {metric: value}}`` of a shipped task) become one table, ``task | score | model |
+    reference``: the task's primary metric with its null model / chance (left out when it is 0 by definition,
+    like ``null/bps``) and best baseline, then the model's other scores beside their best baseline; below it one
+    line for each score under its null model, chance or best baseline (:mod:`nfm.evaluation.flags`).  Other
+    entries (e.g. the generation losses) become a ``metric | value`` table of their numeric leaves (nested
+    dicts as ``a / b``).  NaN, bookkeeping (``n_sessions``, ``best_C``) and not-applicable tasks are left out.
+    """
+    from nfm.evaluation import flags
+
     if not summary:
         return "No evaluation was run."
-    rows = []
+    task_rows, other, warn, not_applicable = [], [], [], []
 
     def walk(prefix: str, obj: Any):
         if isinstance(obj, Mapping):
             for k, v in obj.items():
                 walk(f"{prefix} / {k}" if prefix else str(k), v)
-        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-            rows.append((prefix, f"{obj:.4f}" if isinstance(obj, float) else str(obj)))
-        elif isinstance(obj, str):
-            rows.append((prefix, obj))
+        elif _is_score(prefix.split(" / ")[-1], obj) and not flags.is_reference_key(prefix.split(" / ")[-1]):
+            other.append((prefix, f"{obj:.4f}" if isinstance(obj, float) else str(obj)))
 
-    walk("", summary)
-    if not rows:
-        return "No evaluation was run."
-    return "\n".join(["| metric | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows]])
+    for name, res in summary.items():
+        if isinstance(res, Mapping) and "not_applicable" in res:
+            not_applicable.append(name)
+            continue
+        primary = flags.default_primary(name, res) if isinstance(res, Mapping) else None
+        if primary is None:
+            walk(name, res)
+            continue
+        task_rows += _task_rows(name, res, primary)
+        warn += flags.flag_lines({name: flags.task_flags(name, res, primary)})
+    parts = []
+    if task_rows:
+        parts.append("\n".join(["| task | score | model | reference |", "| --- | --- | --- | --- |", *task_rows]))
+    if warn:
+        parts.append("\n".join(f"- ⚠ {w}" for w in warn))
+    if other:
+        parts.append("\n".join(["| metric | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in other]]))
+    if not_applicable:
+        parts.append("Not applicable to this model or data: " + ", ".join(not_applicable) + ".")
+    return "\n\n".join(parts) if parts else "No evaluation was run."
 
 
 def write_card(output_dir: str | os.PathLike, text: str) -> Path:
@@ -172,9 +249,15 @@ def pretrained_model_card(
     tags = ["mtm" if "mtm" in objectives else "", "generation" if "generation" in objectives else "",
             getattr(cfg, "modality", "spikes")]
     metadata = card_metadata(model_name=Path(str(repo_id)).name or "nfm", tags=[t for t in tags if t],
-                             datasets=[dataset_name], metrics=metrics, base_model=base_model)
+                             datasets=[dataset_name], metrics=metrics, base_model=base_hub_id(base_model))
+    if Path(str(repo_id)).is_absolute():  # a card names no local path: the use snippet gets a placeholder
+        repo_id = "path/to/this/folder"
     n_params = sum(p.numel() for p in model.parameters())
     fields = dict(
+        capabilities=capabilities(objectives, mask_modes=list(getattr(cfg, "active_mask_modes",
+                                                                       getattr(cfg, "mask_modes", [])))),
+        heads=" + ".join(["backbone"] + (["masked read-out"] if "mtm" in objectives else [])
+                         + (["event decoder"] if "generation" in objectives else [])),
         title=f"nfm {type(model).__name__} ({dataset_name})",
         summary=(f"Pretrained on {len(train_sessions)} sessions of {len(subjects)} animals "
                  f"({meta.modality})."),
@@ -202,6 +285,30 @@ def pretrained_model_card(
     return render_card(load_template(MODEL_TEMPLATE), metadata, fields)
 
 
+#: what each objective lets a user do with the model (a card lists only its model's)
+CAPABILITIES = {
+    "mtm": ("MtM multi-task masking: predict masked activity of held-out units, future bins and regions "
+            "(mask modes: {modes}; a prompt token names the mask) -- `recipes/evaluate.py` co-smoothing, forward "
+            "prediction, intra-/inter-region tasks"),
+    "generation": ("Neuroformer-style autoregressive spike generation: sample the next window's spikes as "
+                   "(unit, dt) events, conditioned on past activity and on stimulus/behaviour -- "
+                   "`recipes/generate.py`, the generation tasks"),
+}
+
+
+def capabilities(objectives: Sequence[str], mask_modes: Sequence[str] = ()) -> str:
+    """Markdown bullets of what a model trained with ``objectives`` can do (:data:`CAPABILITIES`); a model
+    without the ``generation`` objective is not said to generate, one without ``mtm`` not said to in-fill.
+    Every model also gives latents (bin states) for decoding."""
+    lines = [f"- {CAPABILITIES[o].format(modes=', '.join(mask_modes) or 'default')}" for o in objectives
+             if o in CAPABILITIES]
+    lines.append("- latent states (one vector per time bin) for decoding behaviour or stimuli "
+                 "(the decoding tasks of `recipes/evaluate.py`)")
+    if "generation" not in objectives:
+        lines.append("- not: spike generation (no `generation` objective, no event decoder)")
+    return "\n".join(lines)
+
+
 def adapter_card(
     *,
     base_model: str,
@@ -226,8 +333,13 @@ def adapter_card(
     info = dict(train_info or {})
     metrics = _card_metrics(eval_summary)
     tags = ["lora", "peft"] if mode == "lora" else [f"{mode}-finetune"]
+    hub = base_hub_id(base_model)
     metadata = card_metadata(model_name=f"nfm-{mode}-{sessions[0] if sessions else 'adapter'}", tags=tags,
-                             datasets=[dataset_name], metrics=metrics, base_model=base_model)
+                             datasets=[dataset_name], metrics=metrics, base_model=hub)
+    shown = f"`{hub}`" if hub else (
+        f"`{Path(str(base_model)).name}` (a local folder, not a Hub id: `base_model` is left out of this card's "
+        "metadata; once the base is on the Hub, set `base_model: <its Hub id>`. The base fingerprint below "
+        "identifies it)")
     sentence = {
         "lora": "Only the new sessions' read-in/read-out and low-rank adapters on the attention and MLP "
                 "projections were trained; the base weights are frozen and shared.",
@@ -236,8 +348,8 @@ def adapter_card(
     }.get(mode, "")
     fields = dict(
         title=f"nfm {mode} adaptation: {_short(sessions)}",
-        summary=f"Adapts `{base_model}` to {len(sessions)} new session(s).",
-        mode=mode, base_model=base_model, adapter_sentence=sentence,
+        summary=f"Adapts {shown} to {len(sessions)} new session(s).",
+        mode=mode, base_model=shown, adapter_sentence=sentence,
         sessions=_short(sessions), trainable=f"{trainable:,}", total=f"{total:,}",
         trainable_share=f"{100.0 * trainable / max(total, 1):.2f}%",
         trainable_split=_trainable_split(trainable_groups, total),

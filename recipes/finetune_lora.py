@@ -161,7 +161,7 @@ def finetune(argv=None) -> dict:
         trainable_summary,
         write_adapter_meta,
     )
-    from nfm.cards import adapter_card, write_card
+    from nfm.cards import adapter_card, base_hub_id, write_card
     from nfm.data.hf import load_dataset
     from nfm.evaluation.summary import compact, end_of_training_summary, full_evaluation_command
     from nfm.training import (
@@ -265,7 +265,8 @@ def finetune(argv=None) -> dict:
     usage = (
         "```python\nimport nfm.models\nfrom transformers import AutoModelForPreTraining\n"
         "from nfm.adapters import load_adapter\n\nnfm.models.register_auto_classes()\n"
-        f"base = AutoModelForPreTraining.from_pretrained(\"{ft.model}\")\n"
+        f"base = AutoModelForPreTraining.from_pretrained(\"{base_hub_id(ft.model) or 'path/to/the/base'}\")"
+        f"{'' if base_hub_id(ft.model) else '  # the base this adapter was trained on (fingerprint in the table)'}\n"
         "model = load_adapter(base, \"path/to/this/folder\")  # adds the new sessions, then PeftModel.from_pretrained\n"
         "```" if ft.mode == "lora" else
         "```python\nimport nfm.models\nfrom transformers import AutoModelForPreTraining\n\n"

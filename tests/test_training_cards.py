@@ -31,7 +31,7 @@ def test_templates_render_fully(tmp_path):
     card = ModelCard(text)
     assert "$" not in card.text and "1.00%" in card.text and "| masked_loss / neuron | 0.5000 |" in card.text
     assert card.data.base_model is None and "lora" in card.data.tags
-    assert str(tmp_path) not in text and ".../pretrain" in text and "abababab" in card.text
+    assert str(tmp_path) not in text and "`pretrain` (a local folder" in text and "abababab" in card.text
     for name in (MODEL_TEMPLATE, ADAPTER_TEMPLATE):
         assert "$title" in load_template(name)  # the repository's templates are used, not the fallback
     assert eval_table(None) == "No evaluation was run."

@@ -314,7 +314,8 @@ def _clock(meta: DatasetMeta) -> str:
 
 
 def render_card(dd, meta: DatasetMeta) -> str:
-    """Markdown dataset card with YAML front matter."""
+    """Markdown dataset card with YAML front matter; source files are named by their last path part
+    (``.../spks.npy``), never by an absolute local path."""
     s = summarize(dd, meta)
     lines = [
         "---",
@@ -339,7 +340,9 @@ def render_card(dd, meta: DatasetMeta) -> str:
     for sid, m in meta.sessions.items():
         filt = m.extra.get("trial_filter", "") if isinstance(m.extra, dict) else ""
         lines.append(f"| {sid} | {m.subject_id} | {m.n_units} | {m.n_trials} | {m.source} | {filt} |")
+    from nfm.cards import strip_local_paths  # a card names no local path (sources: .../<last part>)
+
     lines += ["", "## Units per region (Beryl)", "", "| region | units |", "| --- | --- |"]
     lines += [f"| {r} | {n} |" for r, n in s["units_per_region"].items()]
     lines += ["", "Load with `nfm.data.hf.load_dataset(path)` (Arrow splits + `nfm_meta.json`)."]
-    return "\n".join(lines) + "\n"
+    return strip_local_paths("\n".join(lines) + "\n")

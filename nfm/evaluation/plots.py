@@ -126,37 +126,77 @@ def plot_trace(true: np.ndarray, pred: np.ndarray, path, *, bin_size: float, n_t
     return _save(fig, path)
 
 
-def plot_summary(summary: dict[str, dict[str, float | None]], path, metrics: dict[str, str] | None = None) -> Path:
-    """One small bar panel per task: the primary metric of the model and of each baseline that has it.
+#: colours of the summary figure: the model, the best baseline, the other references (null and baselines)
+MODEL_COLOR, BEST_COLOR, OTHER_COLOR, FLAG_COLOR = "C0", "C1", "0.6", "C3"
 
-    ``summary``: ``{task: {"model": value, "null": value, ...}}``; ``metrics``: ``{task: metric name}`` (the
-    panel's title and y label).  Each bar carries its value; a bar of height 0 (e.g. the null model's 0
-    bits/spike, exactly 0 by definition) is drawn as a thick line at 0, so it stays visible.
+
+def plot_summary(summary: dict[str, dict[str, float | None]], path, metrics: dict[str, str] | None = None) -> Path:
+    """One small bar panel per task: the primary metric of the model, its null model and each baseline.
+
+    ``summary``: ``{task: {"model": value, "null": value, "<baseline>": value, "chance": value}}`` (None/NaN
+    left out); ``metrics``: ``{task: metric name}`` (the panel's title and y label; a metric of
+    :data:`nfm.evaluation.flags.LOWER_IS_BETTER` is judged lower-is-better).
+
+    * the model's bar is blue (``C0``), beside it the best baseline (the best of the keys other than
+      ``model``, ``null`` and ``chance``) in its own colour (orange, ``C1``, its tick label says "best"), the
+      null model and the other baselines in grey;
+    * ``chance`` (a decoder's majority-class accuracy) is a dashed horizontal line labelled "chance";
+    * a model score below its null model / chance or below the best baseline
+      (:func:`nfm.evaluation.flags.compare`) turns the panel's title red with one line saying which and by how
+      much;
+    * each bar carries its value, inside the axes (the y range is padded on both sides, so a label never
+      reaches the title, negative values included); a bar of height 0 (the null model's 0 bits/spike) is drawn
+      as a thick line at 0, so it stays visible.
     """
+    from matplotlib.lines import Line2D
+
+    from nfm.evaluation import flags as fl
+
     names = list(summary)
     metrics = metrics or {}
     cols = min(4, max(1, len(names)))
     rows = int(math.ceil(len(names) / cols))
-    fig, axes = _figure(3.6 * cols, 3.0 * rows, rows, cols)
+    fig, axes = _figure(3.6 * cols, 3.3 * rows, rows, cols)
     for ax in axes.ravel()[len(names):]:
         ax.set_axis_off()
     for ax, name in zip(axes.ravel(), names):
+        metric = metrics.get(name, "")
+        lower = not fl.higher_is_better(metric) if metric else False
         entries = {k: float(v) for k, v in summary[name].items() if v is not None and math.isfinite(float(v))}
-        x = np.arange(len(entries))
-        values = np.array(list(entries.values()), dtype=float)
-        colors = ["C0" if k == "model" else "0.6" for k in entries]
+        chance = entries.pop("chance", None)
+        baselines = {k: v for k, v in entries.items() if k not in ("model", "null")}
+        best = (min if lower else max)(baselines, key=baselines.get) if baselines else None
+        order = [k for k in ("model",) if k in entries] + ([best] if best else []) + \
+            [k for k in entries if k not in ("model", best)]
+        values = np.array([entries[k] for k in order], dtype=float)
+        colors = [MODEL_COLOR if k == "model" else BEST_COLOR if k == best else OTHER_COLOR for k in order]
+        labels = [f"{k} (best)" if k == best else k for k in order]
+        x = np.arange(len(order))
         ax.bar(x, values, color=colors, edgecolor="k", linewidth=0.5, width=0.7)
-        span = float(np.ptp(np.append(values, 0.0))) or 1.0
+        lo = float(min(np.append(values, [0.0] + ([chance] if chance is not None else []))))
+        hi = float(max(np.append(values, [0.0] + ([chance] if chance is not None else []))))
+        span = (hi - lo) or 1.0
+        ax.set_ylim(lo - 0.18 * span if lo < 0 else 0.0 - 0.05 * span, hi + 0.18 * span)
         for xi, v, c in zip(x, values, colors):
             if abs(v) < 1e-3 * span:  # zero height: a visible stub
-                ax.plot([xi - 0.35, xi + 0.35], [0, 0], color=c if c != "0.6" else "0.35", lw=3, solid_capstyle="butt")
+                ax.plot([xi - 0.35, xi + 0.35], [0, 0], color=c if c != OTHER_COLOR else "0.35", lw=3,
+                        solid_capstyle="butt")
             ax.annotate(f"{v:.3g}", (xi, v), xytext=(0, 2 if v >= 0 else -2), textcoords="offset points",
-                        ha="center", va="bottom" if v >= 0 else "top", fontsize=6)
-        ax.set_xticks(x, list(entries), rotation=30, fontsize=7, ha="right")
+                        ha="center", va="bottom" if v >= 0 else "top", fontsize=6, annotation_clip=True)
+        if chance is not None:
+            ax.axhline(chance, color="k", lw=1.0, ls="--", label=f"chance {chance:.3g}")
+            ax.legend(handles=[Line2D([], [], color="k", lw=1.0, ls="--", label=f"chance {chance:.3g}")],
+                      fontsize=6, loc="best", frameon=False)
+        ax.set_xticks(x, labels, rotation=30, fontsize=7, ha="right")
         ax.axhline(0.0, color="k", lw=0.6)
-        ax.margins(y=0.15)
-        metric = metrics.get(name, "")
-        ax.set_title(f"{name}: {metric}" if metric else name, fontsize=9)
+        title = f"{name}: {metric}" if metric else name
+        refs = [(k, entries[k]) for k in ("null",) if k in entries] + \
+            ([("chance", chance)] if chance is not None else []) + ([(best, entries[best])] if best else [])
+        found = fl.compare(name, "model", entries["model"], refs, lower) if "model" in entries else []
+        if found:
+            word = "above" if lower else "below"
+            title += "\n" + "; ".join(f"{word} {f.reference} by {f.margin:.3g}" for f in found)
+        ax.set_title(title, fontsize=8 if found else 9, color=FLAG_COLOR if found else "k")
         ax.set_ylabel(metric or "score", fontsize=8)
         ax.set_xlabel("model / baseline", fontsize=7)
     return _save(fig, path)

@@ -1,5 +1,9 @@
-"""Evaluation reports: ``results.json`` (NaN -> null), ``results.md`` (summary table with the baselines, one
-table per task) and ``figures/summary.png``."""
+"""Evaluation reports: ``results.json`` (NaN -> null), ``results.md`` and ``figures/summary.png``.
+
+``results.md`` opens with a summary table (per task: the primary metric of the model, its null model or chance,
+its best baseline and the other baselines), then a *Warnings* list: one line for every model score below its null
+model, chance or best baseline (:mod:`nfm.evaluation.flags`: which reference and by how much), then one table
+per task.  ``summary.png`` shows the same comparison (:func:`nfm.evaluation.plots.plot_summary`)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nfm.evaluation import flags
 from nfm.evaluation.tasks import Task
 
 def jsonable(x):
@@ -27,23 +32,12 @@ def jsonable(x):
     return x
 
 
-def _summary_value(res: dict, primary: str, prefix: str = "") -> float | None:
-    """The task's primary metric for the model (prefix '') or a baseline (prefix 'null/', ...)."""
-    if prefix + primary in res:
-        return res[prefix + primary]
-    for k, v in res.items():
-        if k == "per_session" or not isinstance(v, (int, float)):
-            continue
-        if prefix:
-            if k.startswith(prefix) and k.endswith("/" + primary):
-                return v
-        elif k.endswith("/" + primary) and not k.startswith(BASELINE_PREFIXES):
-            return v
-    return None
-
-
-BASELINE_PREFIXES = ("null/", "smoothing/", "spikes/", "baseline_model/", "pearson/", "ccg/", "chance/")
-SUMMARY_BASELINES = ("null/", "smoothing/", "spikes/", "pearson/", "ccg/", "baseline_model/")
+def _primary(name: str, res: dict, by_name: dict) -> str | None:
+    """The metric a task's row shows (:func:`nfm.evaluation.flags.task_primary`; the shipped task of that name
+    when no task object was given)."""
+    if name in by_name:
+        return flags.task_primary(by_name[name], res)
+    return flags.default_primary(name, res)
 
 
 def _fmt(v) -> str:
@@ -65,19 +59,32 @@ def render_markdown(results: dict, tasks: Sequence[Task] | None = None, notes: d
         if v is not None:
             lines.append(f"- {k}: {v}")
     lines += ["", "## Summary", "",
-              "| task | metric | model | null | smoothing | spikes | pearson | ccg | baseline_model |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| task | metric | model | null / chance | best baseline | other baselines |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    flagged = flags.result_flags(results, list(by_name.values()))
     for name, res in results.items():
         if "not_applicable" in res:
-            lines.append(f"| {name} | – | not applicable: {res['not_applicable']} |  |  |  |  |  |  |")
+            lines.append(f"| {name} | – | not applicable: {res['not_applicable']} |  |  |  |")
             continue
-        primary = by_name[name].primary if name in by_name else next(
-            (k for k, v in res.items() if isinstance(v, float)), "")
-        row = [name, primary, _fmt(_summary_value(res, primary))]
-        row += [_fmt(_summary_value(res, primary, p)) for p in SUMMARY_BASELINES]
+        primary = _primary(name, res, by_name)
+        if primary is None:
+            lines.append(f"| {name} | – | – |  |  |  |")
+            continue
+        null = flags.null_reference(res, primary)
+        best = flags.best_baseline(res, primary)
+        others = [(b, v) for b in flags.BASELINES if (v := flags.reference_value(res, b, primary)) is not None
+                  and (best is None or b != best[0])]
+        model = ", ".join(f"{k} {_fmt(res[k])}" if k != primary else _fmt(res[k])
+                          for k in flags.model_keys(res, primary)) or "–"
+        row = [name, primary, model + (" ⚠" if name in flagged else ""),
+               f"{null[0]} {_fmt(null[1])}" if null else "–", f"{best[0]} {_fmt(best[1])}" if best else "–",
+               ", ".join(f"{b} {_fmt(v)}" for b, v in others) or "–"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Bits/spike (`bps`) is pooled over neurons and sessions (NLB); `bps_neuron_mean` averages "
               "per-neuron values. `null/bps` is 0 by definition. Baselines are prefixed by their name.", ""]
+    warn = flags.flag_lines(flagged)
+    lines += ["### Warnings", "", *(f"- ⚠ {w}" for w in warn), ""] if warn else \
+        ["No score is below its null model, chance or best baseline.", ""]
     for name, res in results.items():
         lines += [f"## {name}", ""]
         t = by_name.get(name)
@@ -86,6 +93,8 @@ def render_markdown(results: dict, tasks: Sequence[Task] | None = None, notes: d
         if "not_applicable" in res:
             lines += [f"Not applicable: {res['not_applicable']}", ""]
             continue
+        task_warn = flags.flag_lines({name: flagged[name]}) if name in flagged else []
+        lines += [*(f"- ⚠ {w}" for w in task_warn), *([""] if task_warn else [])]
         lines += ["| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in res.items() if k != "per_session"]
         per = res.get("per_session", {})
@@ -106,6 +115,21 @@ def render_markdown(results: dict, tasks: Sequence[Task] | None = None, notes: d
     return "\n".join(lines) + "\n"
 
 
+def summary_entry(res: dict, primary: str) -> dict[str, float]:
+    """One panel of the summary figure: ``{"model": v, "null" or "chance": v, <baseline>: v, ...}`` for the
+    primary metric (the first model score of it, e.g. ``latents/accuracy``); absent references left out."""
+    keys = flags.model_keys(res, primary)
+    entry = {"model": float(res[keys[0]])} if keys else {}
+    null = flags.null_reference(res, primary)
+    if null is not None:
+        entry[null[0]] = null[1]
+    for b in flags.BASELINES:
+        v = flags.reference_value(res, b, primary)
+        if v is not None:
+            entry[b] = v
+    return entry
+
+
 def write_results(results: dict, output: str | os.PathLike, *, tasks: Sequence[Task] | None = None,
                   notes: dict | None = None, figures: dict | None = None, header: dict | None = None) -> Path:
     """Write ``results.json`` (NaN -> null), ``results.md`` and ``figures/summary.png`` beside it."""
@@ -119,16 +143,16 @@ def write_results(results: dict, output: str | os.PathLike, *, tasks: Sequence[T
         from nfm.evaluation import plots
 
         by_name = {t.name: t for t in (tasks or [])}
-        summary = {}
+        summary, metrics = {}, {}
         for name, res in results.items():
             if "not_applicable" in res or name not in by_name:
                 continue
-            summary[name] = {"model": _summary_value(res, by_name[name].primary),
-                             **{p.rstrip("/"): _summary_value(res, by_name[name].primary, p)
-                                for p in SUMMARY_BASELINES}}
+            primary = flags.task_primary(by_name[name], res)
+            if primary is not None:
+                summary[name] = summary_entry(res, primary)
+                metrics[name] = primary
         if summary:
-            path = plots.plot_summary(summary, out.parent / "figures" / "summary.png",
-                                      metrics={name: by_name[name].primary for name in summary})
+            path = plots.plot_summary(summary, out.parent / "figures" / "summary.png", metrics=metrics)
             figures = {"summary": [str(path)], **figures}
     finally:
         md = render_markdown(results, tasks, notes, {k: v for k, v in figures.items() if k != "summary"},
