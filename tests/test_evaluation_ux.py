@@ -86,11 +86,14 @@ def test_cost_estimate_counts_the_work(world):
     windows = meta.n_bins // w - int(np.ceil(0.5 / (w * meta.bin_size) - 1e-6))
     assert by["generation_fidelity"].windows == int(np.ceil(min(n_test, 32) / 8)) * windows
     timing = calibrate(ctx, tasks)
-    assert {"collate", "trial_pass", "window", "fit", "ridge", "glm", "step"} <= set(timing)
+    assert {"collate", "trial_pass", "window", "fit", "ridge", "glm", "step", "score"} <= set(timing)
+    # scored entries: model, null and smoothing baseline, each over the whole split (trials x bins x units)
+    assert by["co_smoothing"].scored == 3 * n_test * meta.n_bins * meta.sessions[sid].n_units
+    assert by["forward_prediction"].scored == 2 * n_test * meta.n_bins * meta.sessions[sid].n_units
     costs = estimate_costs(ctx, tasks, timing)
     c = costs[0]
     assert c.seconds == pytest.approx(c.trial_passes * timing["trial_pass"] + c.glm * timing["glm"]
-                                      + c.collate * timing["collate"])
+                                      + c.scored * timing["score"] + c.collate * timing["collate"])
     text = format_costs(costs, timing)
     assert "co_smoothing" in text and "total" in text and "measured on this machine" in text
 
