@@ -77,8 +77,9 @@ def build_parser():
                    help="nfm dataset folder (default: the one the adapter, else the model, was trained on, as its "
                         "nfm_training_data.json records it; else <model>/dataset)")
     p.add_argument("--split", default="test", help="evaluated split (default: test)")
-    p.add_argument("--tasks", nargs="+", default=["all"],
-                   help="'all' or task names / YAML files, space- or comma-separated (default: all)")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="'all' or task names / YAML files, space- or comma-separated (default: all; the tasks "
+                        "to run are listed before anything runs)")
     p.add_argument("--quick", action="store_true",
                    help="a first look: fewer folds, CV splits, steps and trials (scores not comparable)")
     p.add_argument("--output", default=None,
@@ -116,6 +117,25 @@ def default_output(model: str, adapter: str | None = None) -> str:
     return str(Path("outputs") / "evaluation" / "results.json")
 
 
+def task_plan(task_list, modality: str, *, default: bool, quick: bool) -> str:
+    """What an evaluation will run, said before it starts: how many tasks and which (``default``: the default
+    ``--tasks all``), which of them do not apply to ``modality`` data, and the mode (``--quick`` or full), with
+    how to run fewer."""
+    run = [t.name for t in task_list if t.applies_to(modality)]
+    skip = [t.name for t in task_list if not t.applies_to(modality)]
+    head = f"tasks: {len(run)}" + (" (the default --tasks all)" if default else "") + ": " + (", ".join(run) or "none")
+    lines = [head]
+    if skip:
+        lines.append(f"  not applicable to {modality} data (skipped): {', '.join(skip)}")
+    if quick:
+        lines.append("  mode: --quick (fewer folds, CV splits, steps and trials: a first look, not comparable to a "
+                     "full run)")
+    else:
+        lines.append("  mode: full (every evaluated trial, full CV grids)" + (
+            "; --quick for a first look, --tasks NAME ... for fewer tasks" if len(run) > 1 else ""))
+    return "\n".join(lines)
+
+
 def resolve_sessions(arg: list[str] | None, meta, default: str) -> str | list[str]:
     """``--sessions`` -> ``"all"``, ``"known"`` or a list of ids of the dataset (unknown ids: one-line error)."""
     from nfm.cli import check_session_ids, dataset_folder_of, split_ids
@@ -142,9 +162,9 @@ def main(argv=None) -> int:
     if not args.model:
         raise UsageError("--model", "required: a model folder (e.g. outputs/pretrain) or a Hugging Face Hub id")
     overrides = parse_task_options(args.task_option)
-    tasks = split_ids(args.tasks)
+    tasks = split_ids(args.tasks or ["all"])
     try:  # the task names and options, before anything heavy is loaded
-        load_tasks(tasks, args.task_dir, overrides, quick=args.quick)
+        task_list = load_tasks(tasks, args.task_dir, overrides, quick=args.quick)
     except KeyError as err:
         raise UsageError("--tasks" if "unknown task" in str(err.args[0]) else "--task_option", err.args[0]) from None
     check_model_arg(args.model, "--model")
@@ -177,6 +197,7 @@ def main(argv=None) -> int:
         print(f"--sessions not given: evaluating the adapter's sessions {' '.join(default_sessions)}")
     sessions = resolve_sessions(args.sessions, meta, default_sessions)
     output = args.output or default_output(args.model, args.adapter)
+    print(task_plan(task_list, meta.modality, default=args.tasks is None, quick=args.quick), flush=True)
 
     import torch
     from transformers.utils import logging as hf_logging

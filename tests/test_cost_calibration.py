@@ -54,3 +54,47 @@ def test_estimates_hold_against_measured_times():
         assert est / STATED_FACTOR - SLACK_S <= took <= est * STATED_FACTOR + SLACK_S, report
     total_est, total = sum(r[1] for r in rows), sum(r[2] for r in rows)
     assert total_est / STATED_FACTOR <= total <= total_est * STATED_FACTOR, report
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_evaluate_states_the_tasks_it_will_run_before_running_them(tmp_path, monkeypatch, capsys):
+    """The default evaluation (no --tasks) names its tasks, the ones that do not apply to the data and the mode
+    before the model is run (before the issue it started all 16 tasks in full mode without a word)."""
+    import importlib.util
+
+    from nfm.data.meta import DatasetMeta
+    from nfm.evaluation import runner
+    from nfm.evaluation.tasks import available_tasks
+    from training_fixtures import RECIPES, TINY_MODEL, make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data")
+    meta = DatasetMeta.load(data)
+    NfmForPretraining(NfmConfig.from_dataset_meta(meta, **TINY_MODEL)).save_pretrained(tmp_path / "model")
+    spec = importlib.util.spec_from_file_location("evaluate_recipe_plan", RECIPES / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seen = {}
+
+    def stub(*args, **kw):  # what the user has been told when the evaluation starts
+        seen["stdout"] = capsys.readouterr().out
+        seen["tasks"] = kw["tasks"]
+        raise _Stop
+
+    monkeypatch.setattr(runner, "evaluate", stub)
+    with pytest.raises(_Stop):
+        mod.main(["--model", str(tmp_path / "model"), "--dataset", str(data), "--no_estimate"])
+    every = available_tasks()
+    spike = [n for n, t in every.items() if t.applies_to("spikes")]
+    calcium_only = [n for n, t in every.items() if not t.applies_to("spikes")]
+    out = seen["stdout"]
+    assert f"tasks: {len(spike)} (the default --tasks all): " + ", ".join(spike) in out
+    assert "not applicable to spikes data (skipped): " + ", ".join(calcium_only) in out
+    assert "mode: full" in out and "--quick for a first look" in out
+    with pytest.raises(_Stop):
+        mod.main(["--model", str(tmp_path / "model"), "--dataset", str(data), "--no_estimate", "--quick",
+                  "--tasks", "co_smoothing", "choice"])
+    assert "tasks: 2: co_smoothing, choice" in seen["stdout"] and "mode: --quick" in seen["stdout"]
+    assert "default" not in seen["stdout"].split("tasks: 2")[1].splitlines()[0]
