@@ -143,6 +143,40 @@ def test_all_samples_mtm_modes_uniformly():
     assert {PROMPTS[int(model(**batch, generator=g).mask_mode_id[0])] for _ in range(5)} == {"temporal"}
 
 
+def test_mask_mode_weights_set_the_draw_frequencies():
+    """``mask_mode_weights`` {neuron: 3} over MtM's four modes: neuron drawn half of the time, the others a sixth
+    each (checked on 600 draws of the model and of the collator's draw for a compiled forward)."""
+    from collections import Counter
+
+    from nfm.data.collate import NfmCollator
+
+    meta = make_meta()
+    cfg = tiny_config(meta, mask_modes=["all"], mask_mode_weights={"neuron": 3.0})
+    assert cfg.mask_mode_probabilities == pytest.approx([0.5, 1 / 6, 1 / 6, 1 / 6])
+    model = NfmForMaskedModeling(cfg).eval()
+    batch = make_batch(meta, ["sA"], seed=3)
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    with torch.no_grad():
+        seen = Counter(PROMPTS[int(model(**batch, generator=g).mask_mode_id[0])] for _ in range(n))
+    # binomial sd at p=1/2, n=600 is ~0.02: 0.1 is > 4 sd, yet a uniform draw (0.25) is far outside
+    assert abs(seen["neuron"] / n - 0.5) < 0.1, seen
+    for m in ("causal", "intra_region", "inter_region"):
+        assert abs(seen[m] / n - 1 / 6) < 0.07, seen
+    col = NfmCollator(meta, draw_mask_mode=cfg.active_mask_modes, draw_mask_probs=cfg.mask_mode_probabilities)
+    draws = Counter(col.draw_mask_mode() for _ in range(n))
+    assert abs(draws["neuron"] / n - 0.5) < 0.1, draws
+
+
+@pytest.mark.parametrize("weights, field", [({"temporal": 2.0}, "not an active mask mode"),
+                                            ({"neuron": 0.0}, "must be a finite number > 0"),
+                                            ({"neuron": float("nan")}, "must be a finite number > 0")])
+def test_bad_mask_mode_weights_are_refused(weights, field):
+    with pytest.raises(ValueError, match="mask_mode_weights") as e:
+        tiny_config(make_meta(), mask_modes=["all"], mask_mode_weights=weights).check()
+    assert field in str(e.value)
+
+
 def test_gaussian_likelihood_and_bad_frames():
     torch.manual_seed(0)
     meta = make_meta(modality="calcium")

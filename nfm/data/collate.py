@@ -55,8 +55,10 @@ class NfmCollator:
             order (default: the dataset's); a name the dataset lacks is NaN (absent).
         modality_map: ``{name in behavior_names/stimulus_names: the dataset's name for it}`` (variables named
             differently in another rig, e.g. ``{"signed_contrast": "contrast"}``).
-        draw_mask_mode: MtM mask modes (e.g. ``config.active_mask_modes``) to draw one of per batch, uniformly,
-            into ``batch["mask_mode"]`` (default None: no such key, the model draws).  ``seed``: of that draw.
+        draw_mask_mode: MtM mask modes (e.g. ``config.active_mask_modes``) to draw one of per batch into
+            ``batch["mask_mode"]`` (default None: no such key, the model draws); uniformly unless
+            ``draw_mask_probs`` (one probability per mode, e.g. ``config.mask_mode_probabilities``).
+            ``seed``: of that draw.
 
     Build it from a model config with :meth:`for_config` (its region vocabulary and time grid), so that the
     bin size flows dataset -> config -> collator from one place.
@@ -65,7 +67,7 @@ class NfmCollator:
     def __init__(self, meta: DatasetMeta, region_vocab: Sequence[str] | None = None, bin_size: float | None = None,
                  behavior_names: Sequence[str] | None = None, stimulus_names: Sequence[str] | None = None,
                  modality_map: dict[str, str] | None = None, draw_mask_mode: Sequence[str] | None = None,
-                 seed: int = 0):
+                 draw_mask_probs: Sequence[float] | None = None, seed: int = 0):
         if not isinstance(meta, DatasetMeta):
             raise TypeError(f"NfmCollator needs a DatasetMeta (nfm.data.meta), got {type(meta).__name__}")
         self.meta = meta
@@ -93,6 +95,14 @@ class NfmCollator:
                                  f"{col!r} (its {kind} variables: {sorted(have)})")
         self.trial_label_names = list(meta.trial_label_names)
         self.mask_modes = list(draw_mask_mode) if draw_mask_mode else None
+        self.mask_probs = None
+        if draw_mask_probs is not None:
+            p = np.asarray(draw_mask_probs, dtype=np.float64)
+            if self.mask_modes is None or p.shape != (len(self.mask_modes),) or (p < 0).any() \
+                    or not np.isclose(p.sum(), 1.0):
+                raise ValueError(f"draw_mask_probs={list(draw_mask_probs)}: needs one probability >= 0 per mode of "
+                                 f"draw_mask_mode={self.mask_modes}, summing to 1")
+            self.mask_probs = p
         self._rng = np.random.default_rng(seed)
 
     @classmethod
@@ -144,8 +154,14 @@ class NfmCollator:
         batch["trial_id"] = torch.from_numpy(cols.trial_ids())
         batch["bin_size"] = self.bin_size
         if self.mask_modes:
-            batch["mask_mode"] = self.mask_modes[int(self._rng.integers(len(self.mask_modes)))]
+            batch["mask_mode"] = self.draw_mask_mode()
         return batch
+
+    def draw_mask_mode(self) -> str:
+        """One of ``draw_mask_mode``'s modes, with ``draw_mask_probs`` (uniform without them)."""
+        pick = (self._rng.choice(len(self.mask_modes), p=self.mask_probs) if self.mask_probs is not None
+                else self._rng.integers(len(self.mask_modes)))
+        return self.mask_modes[int(pick)]
 
     def _spikes(self, cols: "_Columns", B, T, N) -> dict[str, torch.Tensor]:
         t_all, u_all, lengths = cols.spikes()

@@ -105,8 +105,12 @@ class NfmConfig(PreTrainedConfig):
         likelihood so bf16 cannot overflow).
 
     Masking (MtM):
-        mask_modes (list[str], ``["all"]``): modes sampled uniformly, one per batch; ``"all"`` = MtM's
-            neuron, causal, intra-region and inter-region modes. Any of :data:`MASK_MODES`.
+        mask_modes (list[str], ``["all"]``): modes sampled one per batch (uniformly unless
+            ``mask_mode_weights``); ``"all"`` = MtM's neuron, causal, intra-region and inter-region modes. Any of
+            :data:`MASK_MODES`.
+        mask_mode_weights (dict[str, float] | None, None): relative sampling weight of each active mode (modes
+            not named get weight 1); e.g. ``{"neuron": 3}`` draws the neuron mask half of the time among MtM's
+            four. None = uniform (MtM).
         use_prompt_token (bool, True): feed the prompt token of the task; False feeds the ``none`` prompt for
             every task (the prompt ablation of MtM: the model is not told which mask it is solving).
         mask_ratio_neuron (0.3), mask_ratio_causal (0.6), mask_ratio_temporal (0.3),
@@ -179,6 +183,7 @@ class NfmConfig(PreTrainedConfig):
     level_skip: bool = False
     # ---- masking
     mask_modes: list[str] = field(default_factory=lambda: ["all"])
+    mask_mode_weights: dict[str, float] | None = None
     use_prompt_token: bool = True
     mask_ratio_neuron: float = 0.3
     mask_ratio_causal: float = 0.6
@@ -260,6 +265,14 @@ class NfmConfig(PreTrainedConfig):
                 bad("mask_modes", f"unknown mode {m!r}; known: {MASK_MODES} or 'all'")
         if not self.mask_modes:
             bad("mask_modes", "needs at least one mode")
+        if self.mask_mode_weights is not None:
+            if not isinstance(self.mask_mode_weights, dict):
+                bad("mask_mode_weights", "must be a mapping mode -> weight")
+            for m, w in self.mask_mode_weights.items():
+                if m not in self.active_mask_modes:
+                    bad("mask_mode_weights", f"mode {m!r} is not an active mask mode {self.active_mask_modes}")
+                if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+                    bad("mask_mode_weights", f"weight of {m!r} must be a finite number > 0, got {w!r}")
         for o in self.objectives:
             if o not in OBJECTIVES:
                 bad("objectives", f"unknown objective {o!r}; known: {OBJECTIVES}")
@@ -310,6 +323,13 @@ class NfmConfig(PreTrainedConfig):
                 if x not in out:
                     out.append(x)
         return out
+
+    @property
+    def mask_mode_probabilities(self) -> list[float]:
+        """Sampling probability of each of :attr:`active_mask_modes` (same order): ``mask_mode_weights``
+        normalised, weight 1 for a mode it does not name."""
+        w = [float((self.mask_mode_weights or {}).get(m, 1.0)) for m in self.active_mask_modes]
+        return [x / sum(w) for x in w]
 
     @property
     def session_ids(self) -> list[str]:

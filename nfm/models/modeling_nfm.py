@@ -830,8 +830,8 @@ def masked_modeling(backbone: NfmModel, spikes, *, unit_mask=None, unit_region=N
                     mask_mode: str | None = None, mask: MaskSample | None = None, prompt: str | None = None,
                     valid_mask=None, bin_size=None, generator: torch.Generator | None = None,
                     output_attentions=None, output_hidden_states=None) -> NfmMaskedModelingOutput:
-    """The MtM objective on one batch: sample a mask (mode ``mask_mode``, or one drawn uniformly from
-    ``config.active_mask_modes``) unless ``mask`` is given, predict (:meth:`NfmModel.predict_masked`), score."""
+    """The MtM objective on one batch: sample a mask (mode ``mask_mode``, or one drawn from
+    ``config.active_mask_modes`` with ``config.mask_mode_probabilities``) unless ``mask`` is given, predict (:meth:`NfmModel.predict_masked`), score."""
     config = backbone.config
     B, T, N = spikes.shape
     session_ids = _as_session_list(session_ids, B)
@@ -839,8 +839,12 @@ def masked_modeling(backbone: NfmModel, spikes, *, unit_mask=None, unit_region=N
     if mask is None:
         if mask_mode is None:
             modes = config.active_mask_modes
-            pick = torch.randint(len(modes), (1,), generator=generator,
-                                 device=generator.device if generator is not None else None)
+            dev = generator.device if generator is not None else None
+            if config.mask_mode_weights:
+                probs = torch.tensor(config.mask_mode_probabilities, device=dev)
+                pick = torch.multinomial(probs, 1, generator=generator)
+            else:  # uniform (MtM); kept as randint so a seeded run draws what it drew before
+                pick = torch.randint(len(modes), (1,), generator=generator, device=dev)
             mask_mode = modes[int(pick)]
         mask = sample_mask(mask_mode, tables.unit_mask, tables.unit_region, T, config, generator,
                            block=config.frame_bins_of(session_ids[0]))

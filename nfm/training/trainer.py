@@ -444,8 +444,9 @@ def build_trainer(
     cfg = model.config
     # a compiled forward cannot draw the mask mode without a graph break: the collator draws it per batch
     draw = cfg.active_mask_modes if training_args.torch_compile and "mtm" in cfg.objectives else None
+    probs = cfg.mask_mode_probabilities if draw and cfg.mask_mode_weights else None
     collator = collator or NfmCollator.for_config(meta, cfg, modality_map=modality_map, draw_mask_mode=draw,
-                                                  seed=training_args.seed)
+                                                  draw_mask_probs=probs, seed=training_args.seed)
     trainer = NfmTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, callbacks=[LossFileCallback(training_args.output_dir), *callbacks],

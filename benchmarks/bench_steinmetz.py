@@ -1,0 +1,224 @@
+"""Real multi-animal Neuropixels (Steinmetz et al. 2019): leave one mouse out.
+
+Issue 20, goals 1 and 2 on real data. ``../shared/data/steinmetz_2019`` holds 11 sessions of 3 mice (read in place
+through ``--source trials``, 20 ms bins, 0-0.4 s after stimulus onset, the dataset's own random 70/10/20 trial
+split per session). For every held-out mouse M and seed:
+
+* ``2 mice + LoRA``: MtM pretrained on the sessions of the two other mice, then LoRA (``recipes/finetune_lora.py
+  --mode lora``: the new sessions' read-in/out + rank-8 adapters) on M's training trials;
+* ``1 mouse + LoRA`` (``--arms one``): the same with a base pretrained on one other mouse only, at the same total
+  steps (every other mouse in turn as that one mouse; the row averages the two);
+* ``scratch``: the same model trained on M's training trials alone (``--mode scratch``) for the adaptation steps;
+
+all scored on M's **test** trials: co-smoothing (4 folds of held-out neurons; NLB smoothing + Poisson GLM, its
+kernel width and penalty by CV on M's training trials, held-in units above 64 on their principal components),
+forward prediction, intra- and inter-region bits/spike (against the null model: each unit's training-trial mean
+rate). The model's training data never include a test trial; the baselines are fitted on training trials only.
+
+Run (CSV ``benchmarks/results/steinmetz_lomo.csv``, section "Steinmetz 2019" of RESULTS.md)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_steinmetz.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_steinmetz.py --report_only
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import claimlib as cl  # noqa: E402
+
+DATA = cl.REPO.parent / "shared" / "data" / "steinmetz_2019"
+TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")
+COLS = {"co-bps": ("co_smoothing", "bps"), "smoothing co-bps": ("co_smoothing", "smoothing/bps"),
+        "fp-bps": ("forward_prediction", "bps"), "intra-bps": ("intra_region", "bps"),
+        "inter-bps": ("inter_region", "bps")}
+#: intra/inter region against the null model only (their smoothing fits: one CV grid per region and session)
+OVERRIDES = {"intra_region": {"baselines": ["null"]}, "inter_region": {"baselines": ["null"]}}
+CSV = "steinmetz_lomo.csv"
+ARMS = {"two": "2 mice + LoRA", "one": "1 mouse + LoRA", "scratch": "scratch"}
+MARGIN = 0.05
+
+
+def dataset(work: Path, bin_size: float) -> Path:
+    from nfm.data.prepare import prepare
+
+    files = sorted(DATA.glob("session*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{DATA}: no session*.npz (the shared real-data folder)")
+    out = work / f"steinmetz_{int(round(bin_size * 1000))}ms"
+    with cl._Lock(out):
+        if not (out / "nfm_meta.json").is_file():
+            prepare("trials", out, inputs=[str(f) for f in files], bin_size=bin_size, heldout_subjects=[],
+                    progress=False)
+    return out
+
+
+def sessions_by_mouse(data: Path) -> dict[str, list[str]]:
+    meta = json.loads((data / "nfm_meta.json").read_text())
+    out: dict[str, list[str]] = {}
+    for sid, s in sorted(meta["sessions"].items()):
+        out.setdefault(s["subject_id"], []).append(sid)
+    return out
+
+
+def base(args, data, mice: list[str], seed: int) -> Path:
+    """MtM pretrained on the sessions of ``mice`` (the default config's size and mask mix)."""
+    by = sessions_by_mouse(data)
+    sessions = [s for m in mice for s in by[m]]
+    modes, over = ["all"], dict(args.model_overrides)
+    return cl.pretrain(data, args.work / "steinmetz_runs" / f"base_{'+'.join(mice)}_s{seed}", seed=seed,
+                       steps=args.pretrain_steps, overrides=over,
+                       extra=["--objectives", "mtm", "--mask_modes", *modes, "--sessions", *sessions])
+
+
+def run(args) -> None:
+    data = dataset(args.work, args.bin_size)
+    by = sessions_by_mouse(data)
+    path = args.csv_dir / CSV
+    for mouse in args.mice:
+        others = [m for m in by if m != mouse]
+        for seed in args.seeds:
+            todo = []  # (arm, detail, model dir, adapter)
+            if "two" in args.arms:
+                b = base(args, data, others, seed)
+                todo.append(("two", "+".join(others), b, cl.adapt(
+                    b, data, by[mouse], b.parent / f"lora_{mouse}_from_{'+'.join(others)}_s{seed}", mode="lora",
+                    seed=seed, steps=args.adapt_steps)))
+            if "one" in args.arms:
+                for other in others:
+                    b = base(args, data, [other], seed)
+                    todo.append(("one", other, b, cl.adapt(
+                        b, data, by[mouse], b.parent / f"lora_{mouse}_from_{other}_s{seed}", mode="lora",
+                        seed=seed, steps=args.adapt_steps)))
+            if "scratch" in args.arms:
+                b = base(args, data, others, seed)  # only its config (size, masks) is used: weights are re-drawn
+                todo.append(("scratch", "-", cl.adapt(b, data, by[mouse], b.parent / f"scratch_{mouse}_s{seed}",
+                                                       mode="scratch", seed=seed, steps=args.adapt_steps), None))
+            for arm, detail, model, adapter in todo:
+                key = (mouse, arm, detail, seed)
+                if key in _done(path):
+                    continue
+                res = cl.score(model, data, TASKS, sessions=by[mouse], adapter=adapter, overrides=OVERRIDES,
+                               output=(adapter or model) / "eval_test_steinmetz.json")
+                with cl._Lock(path):
+                    table = _read(path)
+                    table.add(mouse=mouse, arm=arm, base=detail, seed=seed,
+                              **{c: cl.metric(res, *k) for c, k in COLS.items()})
+                    table.write_csv(path)
+    record = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": cl.git_commit(),
+              "pretrain_steps": args.pretrain_steps, "adapt_steps": args.adapt_steps, "bin_size": args.bin_size,
+              "seeds": args.seeds, "model_overrides": args.model_overrides, "machine": cl.machine_line()}
+    (args.csv_dir / "steinmetz_lomo.json").write_text(json.dumps(record, indent=1))
+
+
+def _read(path: Path):
+    return (cl.read_table(path, "steinmetz", list(COLS), labels=("mouse", "arm", "base")) if path.is_file()
+            else cl.Table("steinmetz", list(COLS)))
+
+
+def _done(path: Path) -> set:
+    return {(r["mouse"], r["arm"], r["base"], int(r["seed"])) for r in _read(path).rows}
+
+
+def _by_seed(table, column: str, **where) -> dict:
+    """seed -> value (the mean over the rows of a seed: the ``one`` arm has one row per other mouse)."""
+    vals: dict[int, list[float]] = {}
+    for r in table.rows:
+        if all(r[k] == v for k, v in where.items()) and math.isfinite(float(r[column])):
+            vals.setdefault(int(r["seed"]), []).append(float(r[column]))
+    return {s: sum(v) / len(v) for s, v in vals.items()}
+
+
+def _mean_sd(d: dict) -> str:
+    import numpy as np
+
+    a = np.asarray(list(d.values()), dtype=float)
+    if not a.size:
+        return "—"
+    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if a.size > 1 else f"{a.mean():.3f}"
+
+
+def report(args) -> str:
+    from nfm.evaluation.verdict import claim_verdict, compare
+
+    table = _read(args.csv_dir / CSV)
+    rec = json.loads((args.csv_dir / "steinmetz_lomo.json").read_text())
+    mice = list(dict.fromkeys(r["mouse"] for r in table.rows))
+    arms = [a for a in ARMS if any(r["arm"] == a for r in table.rows)]
+    lines = ["## Steinmetz 2019: leave one mouse out (real multi-region Neuropixels)", "",
+             f"Issue 20, goals 1-2 on real data. 11 sessions of 3 mice (`../shared/data/steinmetz_2019`, read in "
+             f"place), {rec['bin_size'] * 1000:g} ms bins, 0-0.4 s after stimulus onset. For each held-out mouse: "
+             f"MtM pretrained {rec['pretrain_steps']} steps on the other mice (the default model size and mask mix: "
+             f"`{json.dumps(rec['model_overrides'])}`), LoRA {rec['adapt_steps']} steps on the held-out mouse's "
+             f"training trials; scratch = the same model trained {rec['adapt_steps']} steps on those trials alone. "
+             "Scored on the held-out mouse's test trials; bits/spike pooled over its neurons and sessions (NLB); "
+             "smoothing = NLB smoothing + Poisson GLM CV-tuned on its training trials; intra/inter-region against "
+             "the null model (their smoothing fits were not run: one CV grid per region and session). "
+             f"mean ± sd over seeds {', '.join(map(str, rec['seeds']))} (model init, data order, LoRA init).", "",
+             "| held-out mouse | arm | " + " | ".join(COLS) + " | seeds |", "| --- | --- |" + " --- |" * (len(COLS) + 1)]
+    for m in mice:
+        for a in arms:
+            sub = {c: _by_seed(table, c, mouse=m, arm=a) for c in COLS}
+            if sub["co-bps"]:
+                lines.append(f"| {m} | {ARMS[a]} | " + " | ".join(_mean_sd(sub[c]) for c in COLS)
+                             + f" | {len(sub['co-bps'])} |")
+    comps, side = [], []
+    for m in mice:
+        two = {c: _by_seed(table, c, mouse=m, arm="two") for c in COLS}
+        if two["co-bps"]:
+            comps.append(compare(two["co-bps"], two["smoothing co-bps"], a_name="2 mice + LoRA", b_name="smoothing",
+                                 metric=f"co-bps, held-out {m}", margin=MARGIN))
+            for c in ("co-bps", "fp-bps", "intra-bps", "inter-bps"):
+                side.append(compare(two[c], 0.0, a_name="2 mice + LoRA", b_name="the null model",
+                                    metric=f"{c}, held-out {m}"))
+        sc = _by_seed(table, "co-bps", mouse=m, arm="scratch")
+        if two["co-bps"] and sc:
+            comps.append(compare(two["co-bps"], sc, a_name="2 mice + LoRA", b_name="scratch",
+                                 metric=f"co-bps, held-out {m}", margin=MARGIN))
+        one = _by_seed(table, "co-bps", mouse=m, arm="one")
+        if two["co-bps"] and one:
+            comps.append(compare(two["co-bps"], one, a_name="2 mice + LoRA", b_name="1 mouse + LoRA",
+                                 metric=f"co-bps, held-out {m}"))
+    lines += ["", cl.RULE, "", "Comparisons (goal 1: beat smoothing by "
+              f"{MARGIN:g} bits/spike; goal 2: pretrained beats scratch by {MARGIN:g}, 2 mice beat 1):", ""]
+    lines += [f"- {c.sentence()}" for c in comps]
+    lines += ["", "Above the null model (goal 1's floor; not part of the verdict):", ""]
+    lines += [f"- {c.sentence()}" for c in side]
+    lines += ["", f"**Verdict:** **{claim_verdict(comps)}**" if comps else "**Verdict:** not measured", "",
+              f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_steinmetz.py --pretrain_steps "
+              f"{rec['pretrain_steps']} --adapt_steps {rec['adapt_steps']}` · CSV: `benchmarks/results/{CSV}` · run "
+              f"record: `benchmarks/results/steinmetz_lomo.json` (dated {rec['date']}, nfm {rec['commit']}) · "
+              f"{rec['machine']}"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mice", nargs="+", default=None, help="held-out mice (default: every mouse in turn)")
+    p.add_argument("--arms", nargs="+", default=["two", "scratch"], choices=list(ARMS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--pretrain_steps", type=int, default=1500)
+    p.add_argument("--adapt_steps", type=int, default=300)
+    p.add_argument("--bin_size", type=float, default=0.02, help="seconds (a whole multiple of the files' 10 ms)")
+    p.add_argument("--model_overrides", type=json.loads, default={},
+                   help="JSON config overrides on top of claimlib's demo size (e.g. the mask mix)")
+    p.add_argument("--work", type=Path, default=cl.REPO / "outputs" / "claims")
+    p.add_argument("--csv_dir", type=Path, default=cl.REPO / "benchmarks" / "results")
+    p.add_argument("--report_only", action="store_true")
+    p.add_argument("--no_report", action="store_true")
+    args = p.parse_args(argv)
+    if not args.report_only:
+        if args.mice is None:
+            args.mice = list(sessions_by_mouse(dataset(args.work, args.bin_size)))
+        run(args)
+    if not args.no_report:
+        cl.write_section("steinmetz", report(args))
+
+
+if __name__ == "__main__":
+    main()
