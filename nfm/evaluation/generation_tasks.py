@@ -92,24 +92,68 @@ def _glm_features(counts, stim, beh, t):
     return np.concatenate([stim[:, t], b, np.isnan(beh[:, t]).astype(np.float64), lag1, lag25], axis=1)
 
 
+def _glm_features_all(counts, stim, beh):
+    """:func:`_glm_features` of every bin at once, (R, T, F): the same values (the lags 2-5 summed in the same
+    order, the missing ones as 0)."""
+    R, T, N = counts.shape
+    lag1 = np.zeros_like(counts, dtype=np.float64)
+    lag1[:, 1:] = counts[:, :-1]
+    # bins t-5 .. t-2 (those before the trial start left out), summed oldest first as counts[:, lo:t-1].sum(1)
+    lag25 = np.zeros((R, T, N))
+    for t in range(2, T):
+        lo = max(0, t - 5)
+        lag25[:, t] = counts[:, lo:t - 1].sum(axis=1)
+    lag25 /= 4.0
+    return np.concatenate([stim, np.nan_to_num(beh), np.isnan(beh).astype(np.float64), lag1, lag25], axis=2)
+
+
+#: the ``glm`` simulation baseline of a generation task (its ``glm:`` field): the L2 penalties, chosen by ``cv_folds``-
+#: fold CV over training trials (one penalty: no CV); ``max_train_trials``: the first that many training trials
+#: fit it (0 = all)
+GLM_SIM_DEFAULTS = {"alphas": [1.0, 0.1, 0.01, 0.001], "cv_folds": 3, "max_train_trials": 0}
+#: ``--quick``: the GLM simulator on the first 32 training trials, 2 CV folds over the two largest penalties
+GLM_SIM_QUICK = {"cv_folds": 2, "n_alphas": 2, "max_train_trials": 32}
+
+
+def glm_spec(spec: dict) -> dict:
+    """The task's ``glm`` field with the defaults filled in (:data:`GLM_SIM_DEFAULTS`)."""
+    return {**GLM_SIM_DEFAULTS, **(spec.get("glm") or {})}
+
+
+#: bump when the GLM simulator's fit changes (cached fits of older versions are then never read)
+GLM_SIM_VERSION = 1
+
+
 class GLMSimulator:
     """Poisson GLM of every unit's count per bin on the stimulus, behaviour and the population's recent counts
-    (lag 1 and lags 2-5), fitted on the training trials with the L2 penalty chosen by 3-fold CV over trials;
-    simulated closed loop (sampled counts feed the next bins' features)."""
+    (lag 1 and lags 2-5), fitted on the training trials with the L2 penalty chosen by ``cv_folds``-fold CV over
+    trials (:func:`~nfm.evaluation.baselines.poisson_glm_fit`, scipy L-BFGS, every penalty and fold from the same
+    start); simulated closed loop (sampled counts feed the next bins' features).
 
-    def __init__(self, train: SessionData, alphas=(1e-3, 1e-2, 1e-1, 1.0), seed: int = 0):
+    ``max_train_trials``: fit on the first that many training trials only (``--quick``; 0/None = all).
+    :meth:`params` / :meth:`from_params` pack and restore a fit (the baseline cache stores it).
+    """
+
+    def __init__(self, train: SessionData | None, alphas=(1e-3, 1e-2, 1e-1, 1.0), seed: int = 0, cv_folds: int = 3,
+                 max_train_trials: int | None = None):
+        if train is None:  # from_params
+            return
         from nfm.evaluation.baselines import poisson_glm_fit
 
         counts, stim, beh = train.counts, _stimulus(train), train.behavior
+        if max_train_trials:
+            counts, stim, beh = counts[:max_train_trials], stim[:max_train_trials], beh[:max_train_trials]
         R, T, N = counts.shape
-        x = np.stack([_glm_features(counts, stim, beh, t) for t in range(T)], axis=1)  # (R, T, F)
+        if len(alphas) > 1 and R < cv_folds:
+            raise NotApplicable(f"glm simulator: {R} training trials for {cv_folds} CV folds")
+        x = _glm_features_all(counts, stim, beh)  # (R, T, F)
         self.mean = x.reshape(-1, x.shape[-1]).mean(axis=0)
         sd = x.reshape(-1, x.shape[-1]).std(axis=0)
         self.scale = np.where(sd > 0, sd, 1.0)
         z = (x - self.mean) / self.scale
-        folds = np.array_split(np.random.default_rng(seed).permutation(R), 3)
+        folds = np.array_split(np.random.default_rng(seed).permutation(R), int(cv_folds))
         scores = {}
-        for a in sorted(alphas, reverse=True):
+        for a in sorted(alphas, reverse=True) if len(alphas) > 1 else ():  # one penalty: nothing to choose
             total = 0.0
             for f in folds:  # fit on the other folds' trials, score this fold's
                 tr = np.setdiff1d(np.arange(R), f)
@@ -117,11 +161,32 @@ class GLMSimulator:
                 eta = np.clip(z[f].reshape(-1, z.shape[-1]) @ w.T + b, -30, 30)
                 total += float((counts[f].reshape(-1, N) * eta - np.exp(eta)).sum())
             scores[a] = total
-        self.alpha = max(scores, key=scores.get)
+        self.cv_scores = scores
+        self.alpha = max(scores, key=scores.get) if scores else float(alphas[0])
         self.coef, self.intercept = poisson_glm_fit(z.reshape(-1, z.shape[-1]), counts.reshape(-1, N), self.alpha)
 
+    def params(self) -> np.ndarray:
+        """The fit as one (N + 2, F + 1) array: row 0 the feature means and the penalty, row 1 the scales, then
+        each unit's coefficients and intercept."""
+        F = self.coef.shape[1]
+        out = np.zeros((self.coef.shape[0] + 2, F + 1))
+        out[0, :F], out[0, F] = self.mean, self.alpha
+        out[1, :F] = self.scale
+        out[2:, :F], out[2:, F] = self.coef, self.intercept
+        return out
+
+    @classmethod
+    def from_params(cls, p: np.ndarray) -> "GLMSimulator":
+        self = cls(None)
+        F = p.shape[1] - 1
+        self.mean, self.alpha, self.scale = p[0, :F].copy(), float(p[0, F]), p[1, :F].copy()
+        self.coef, self.intercept = p[2:, :F].copy(), p[2:, F].copy()
+        self.cv_scores = {}
+        return self
+
     def simulate(self, test: SessionData, start_bin: int, seed: int = 0) -> np.ndarray:
-        """(R, T - start_bin, N) sampled counts after the true prompt (bins before ``start_bin``)."""
+        """(R, T - start_bin, N) sampled counts after the true prompt (bins before ``start_bin``): every trial
+        and unit of a bin in one step (the features of bin t read the counts sampled before it)."""
         rng = np.random.default_rng(seed)
         counts = test.counts.copy()
         stim, beh = _stimulus(test), test.behavior
@@ -129,6 +194,41 @@ class GLMSimulator:
             z = (_glm_features(counts, stim, beh, t) - self.mean) / self.scale
             counts[:, t] = rng.poisson(np.exp(np.clip(z @ self.coef.T + self.intercept, -30, 10)))
         return counts[:, start_bin:]
+
+
+def glm_simulator(ctx: EvalContext, task: Task, train: SessionData) -> GLMSimulator:
+    """The task's GLM simulator of ``train``'s session: read from the baseline cache
+    (:mod:`nfm.evaluation.baseline_cache`) when a fit of the same training data (counts, stimulus, behaviour:
+    content fingerprints), grid, folds and seed exists; fitted and written there otherwise."""
+    from nfm.evaluation.baseline_cache import array_fingerprint
+
+    g = glm_spec(task.spec)
+    cap = int(g["max_train_trials"] or 0) or None
+    sl = slice(None, cap)
+    stim = _stimulus(train)
+    if cap and train.n_trials > cap:
+        ctx.note(task.name, f"glm baseline: fitted on the first {cap} training trials of each session, penalty "
+                            f"by {int(g['cv_folds'])}-fold CV over {list(g['alphas'])}")
+    cache = ctx.baseline_cache
+    name = f"glm_sim-{train.session_id}-{'+'.join(train.splits)}"
+    key = {"baseline": "glm_sim", "version": GLM_SIM_VERSION, "alphas": list(g["alphas"]),
+           "cv_folds": int(g["cv_folds"]), "max_train_trials": cap, "seed": int(task.spec["seed"]),
+           "train": array_fingerprint(train.counts[sl]), "stimulus": array_fingerprint(stim[sl]),
+           "behavior": array_fingerprint(train.behavior[sl])}
+    n_units = train.counts.shape[2]
+    n_feat = stim.shape[2] + 2 * train.behavior.shape[2] + 2 * n_units
+    if cache is not None:
+        hit = cache.load(name, key, (n_units + 2, n_feat + 1))
+        if cache.last_status.startswith("corrupt"):
+            ctx.note(task.name, f"glm baseline: cache entry refused and refitted "
+                                f"({cache.last_status[len('corrupt: '):]})")
+        if hit is not None:
+            return GLMSimulator.from_params(hit[0])
+    sim = GLMSimulator(train, alphas=g["alphas"], seed=task.spec["seed"], cv_folds=g["cv_folds"],
+                       max_train_trials=cap)
+    if cache is not None:
+        cache.save(name, key, sim.params(), {"alpha": sim.alpha})
+    return sim
 
 
 def _conditions(task: Task, *sds: SessionData) -> list[np.ndarray] | None:
@@ -222,6 +322,26 @@ def _generation_scores(g: dict, interval_bins: int, interval_s: float) -> dict[s
     }
 
 
+def _generated(ctx: EvalContext, sd: SessionData, task: Task, progress) -> dict:
+    """:func:`generate_held_out` of the task's settings, kept in the context: a second task asking for the same
+    generation (same model, trials, batches, prompt, sampling settings and seed, e.g. ``generation_fidelity`` and
+    ``generation_simulation`` under ``--quick``) reads the first one's result (the closed loop is seeded, so it
+    would draw the same spikes again)."""
+    spec = task.spec
+    key = ("generation", id(ctx.predictor), sd.session_id, sd.splits, tuple(int(t) for t in sd.trial_ids),
+           tuple(int(b["spikes"].shape[0]) for b in sd.batches), float(spec["prompt_s"]), float(ctx.bin_size),
+           float(spec["temperature"]), spec["top_p"], int(spec["top_k"] or 0), int(spec["seed"]))
+    if key in ctx._pred:
+        if progress is not None:
+            progress(sd.n_trials)
+        return ctx._pred[key]
+    g = generate_held_out(ctx.predictor, sd, prompt_s=spec["prompt_s"], bin_size=ctx.bin_size,
+                          temperature=spec["temperature"], top_p=spec["top_p"], top_k=spec["top_k"] or None,
+                          seed=spec["seed"], progress=progress)
+    ctx._pred[key] = g
+    return g
+
+
 def run_generation(ctx: EvalContext, task: Task) -> dict:
     require(ctx, task, "generation")
     k = task.spec["interval_s"] / ctx.bin_size
@@ -240,10 +360,7 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
     bar = _trial_bar(ctx.progress, sum(sd.n_trials for sd in data.values()), f"  {task.name}")
     for sid, sd in data.items():
         try:
-            g = generate_held_out(ctx.predictor, sd, prompt_s=task.spec["prompt_s"], bin_size=ctx.bin_size,
-                                  temperature=task.spec["temperature"], top_p=task.spec["top_p"],
-                                  top_k=task.spec["top_k"] or None, seed=task.spec["seed"],
-                                  progress=_advance(bar))
+            g = _generated(ctx, sd, task, _advance(bar))
         except NotApplicable as err:
             per_session[sid] = {"not_applicable": str(err)}
             continue
@@ -259,7 +376,11 @@ def run_generation(ctx: EvalContext, task: Task) -> dict:
                     continue
                 sim = psth_simulation(train, sd, (cond[1], cond[0]), g["start_bin"], seed=task.spec["seed"])
             else:
-                sim = GLMSimulator(train, seed=task.spec["seed"]).simulate(sd, g["start_bin"], seed=task.spec["seed"])
+                try:
+                    sim = glm_simulator(ctx, task, train).simulate(sd, g["start_bin"], seed=task.spec["seed"])
+                except NotApplicable as err:
+                    ctx.note(task.name, f"glm baseline of {sid}: {err}")
+                    continue
             b = _simulation_scores(g["true_counts"], sim, cond and cond[0], interval_bins)
             b["pearson_r"] = _generation_scores({**g, "gen_counts": sim}, interval_bins,
                                                 task.spec["interval_s"])["pearson_r"]
