@@ -1,6 +1,7 @@
 """Evaluation and generation as a user runs them: --list_tasks without a model, --quick, the cost estimate,
 progress inside tasks and per generated trial, partial results of an interrupted run, task options for a
 dataset's own variable names, generate's default sessions, figure labels."""
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -12,9 +13,9 @@ from transformers.utils import logging as hf_logging
 
 from nfm.data.hf import build_dataset
 from nfm.data.sources.synthetic import make_ibl_like_world
-from nfm.evaluation import runner
 from nfm.evaluation.costs import calibrate, estimate_costs, format_costs
 from nfm.evaluation.generation_tasks import generate_to_files
+from nfm.evaluation.kinds import TASK_KINDS
 from nfm.evaluation.runner import EvalContext, as_predictor, evaluate
 from nfm.evaluation.tasks import QUICK_MAX_TRIALS, load_tasks
 from nfm.models import NfmConfig, NfmForPretraining
@@ -102,7 +103,7 @@ def test_progress_inside_tasks_and_partial_results(world, tmp_path, capsys, monk
     dd, meta, model = world
     sid = meta.session_ids[0]
     calls = []
-    original = runner.RUNNERS["masking"]
+    original = TASK_KINDS["masking"].runner()
 
     def interrupted(ctx, task):  # the second masking task is interrupted (Ctrl-C)
         calls.append(task.name)
@@ -110,7 +111,7 @@ def test_progress_inside_tasks_and_partial_results(world, tmp_path, capsys, monk
             raise KeyboardInterrupt
         return original(ctx, task)
 
-    monkeypatch.setitem(runner.RUNNERS, "masking", interrupted)
+    monkeypatch.setitem(TASK_KINDS, "masking", dataclasses.replace(TASK_KINDS["masking"], run=interrupted))
     out = tmp_path / "eval" / "results.json"
     with pytest.raises(KeyboardInterrupt):
         evaluate(model, (dd, meta), tasks="co_smoothing,forward_prediction", sessions=[sid], output=out,

@@ -239,12 +239,12 @@ def test_cost_counts_one_mask_per_unit_for_the_mtm_protocol():
     nlb = load_tasks(names, overrides={n: {"mask": {"held_out_folds": 2}} for n in names})
     mtm = load_tasks(names, overrides={n: {"mask": {"held_out_folds": 2}, "protocol": "mtm_per_neuron"}
                                        for n in names})
-    from nfm.evaluation.costs import _cv_fits
+    from nfm.evaluation.kinds.masking import cv_fits
 
     R = c.shape[0]
     for t_nlb, t_mtm, n_folds in zip(nlb, mtm, (2, 2 * 2)):  # 2 folds; 2 folds in each of the 2 regions
         a, b = count_work(ctx, t_nlb), count_work(ctx, t_mtm)
-        cv = _cv_fits(t_nlb.spec["smoothing"])  # the baseline's CV grid, counted once per session
+        cv = cv_fits(t_nlb.spec["smoothing"])  # the baseline's CV grid, counted once per session
         assert a.trial_passes == n_folds * R and a.glm == n_folds + cv and not a.notes
         assert b.trial_passes == N_UNITS * R and b.glm == N_UNITS + cv
         assert any("one model pass per unit" in n for n in b.notes)

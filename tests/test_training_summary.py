@@ -118,18 +118,20 @@ def test_summary_numbers_are_the_runners_for_what_it_ran(dataset, tmp_path):
 def test_a_bound_that_cuts_work_says_so_and_is_respected(tmp_path, monkeypatch):
     """Six sessions whose tasks are made slow (0.25 s per session and task, which the cost estimate cannot know):
     a 4 s bound must cut sessions or tasks, say so, name the full evaluation and still end within the bound."""
-    import nfm.evaluation.runner as R
+    import dataclasses
+
+    from nfm.evaluation.kinds import TASK_KINDS
 
     ds = make_tiny_dataset(tmp_path / "six", n_animals=7, n_trials=20, seed=2)
     model, dd, meta, ids = _trained(ds, tmp_path)
     assert len(ids) == 6 and not any(HELDOUT_SUBJECT == meta.sessions[s].subject_id for s in ids)
-    slow = dict(R.RUNNERS)
+    slow = TASK_KINDS["masking"].runner()
 
     def masking(ctx, task):
         time.sleep(0.25 * len(ctx.sessions))
-        return slow["masking"](ctx, task)
+        return slow(ctx, task)
 
-    monkeypatch.setitem(R.RUNNERS, "masking", masking)
+    monkeypatch.setitem(TASK_KINDS, "masking", dataclasses.replace(TASK_KINDS["masking"], run=masking))
     lines = []
     t0 = time.perf_counter()
     out = S.end_of_training_summary(model, dd, meta, ids, budget_s=4.0, log=lines.append,

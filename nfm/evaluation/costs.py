@@ -1,6 +1,7 @@
 """Rough cost of evaluation tasks before they run (``recipes/evaluate.py`` prints it first).
 
-Each task's work is counted from the task file and the dataset (no model call):
+Each task's work is counted from the task file and the dataset (no model call) by its kind's ``cost``
+(:class:`~nfm.evaluation.kinds.base.TaskKind`, into a :class:`Work`), in these units:
 
 * ``trial_passes``: trials through the model (masked prediction, latents, silenced copies), summed over the
   masks of the task's plan (:func:`nfm.evaluation.masking_tasks.mask_plan`: folds, regions; with the masking
@@ -32,9 +33,9 @@ from typing import Sequence
 
 import numpy as np
 
-from nfm.evaluation.tasks import Task
-
-from .context import EvalContext, SPLITS
+from .context import SPLITS, EvalContext
+from .kinds import TASK_KINDS
+from .kinds.base import Task
 
 #: how far (either way) an estimate may be from the measured time of a task that takes long enough to time
 #: (checked by tests/test_cost_calibration.py; the format line says it)
@@ -70,162 +71,45 @@ def _trials(ctx: EvalContext, sid: str, splits: Sequence[str], cap: bool = True)
     return n
 
 
-def _n_masks(mask: dict, meta_session, protocol: str = "nlb") -> int:
-    """Number of masks of a session's evaluation plan (see ``mask_plan``): folds / regions / 1 forward window
-    with ``protocol="nlb"``; the number of units with ``"mtm_per_neuron"`` (each unit predicted alone)."""
-    n = int(meta_session.n_units)
-    mode = mask["mode"]
-    if protocol == "mtm_per_neuron":
-        return n
-    if mode == "forward":
-        return 1
-    if mode == "neuron":
-        return min(int(mask["held_out_folds"]), n)
-    regions, counts = np.unique(np.asarray(meta_session.regions), return_counts=True)
-    if mode == "inter_region":
-        return len(regions) if len(regions) > 1 else 0
-    return int(sum(min(int(mask["held_out_folds"]), int(c)) for c in counts))
+class Work:
+    """What a kind's ``cost(work, task)`` (:class:`~nfm.evaluation.kinds.base.TaskKind`) counts into.
 
+    ``ctx`` (the :class:`EvalContext`), ``cost`` (the task's :class:`TaskCost`: add to its fields and ``notes``),
+    ``models`` (1, or 2 with a baseline model the task scores), ``masks`` (mask specs whose predictions earlier
+    tasks left cached; add yours), :meth:`trials` (trials of a session in some splits) and :meth:`collate` (count
+    a session's splits as collated, once over all tasks)."""
 
-def _cv_fits(sm: dict) -> float:
-    """The smoothing baseline's CV in units of one full fit: per kernel width and CV fold one penalty path (the
-    first penalty a full fit, the next ones warm-started, about half each) on (k-1)/k of the trials."""
-    k = int(sm["cv_folds"])
-    n_s, n_a = len(sm["sigma_ms"]), len(sm["alpha"])
-    if n_s * n_a == 1:
-        return 0.0
-    return n_s * k * (1.0 + 0.5 * (n_a - 1)) * (k - 1) / k
+    def __init__(self, ctx: EvalContext, task: Task, seen: dict):
+        self.ctx, self.cost = ctx, TaskCost(task.name)
+        self.models = 1 + (ctx.baseline is not None and "baseline_model" in task.baselines)
+        self.masks = seen.setdefault("masks", set())
+        self._collated = seen.setdefault("collated", set())
+
+    def trials(self, sid: str, splits: Sequence[str], cap: bool = True) -> int:
+        """Trials of session ``sid`` in ``splits`` (the evaluated split capped at ``max_trials`` with ``cap``)."""
+        return _trials(self.ctx, sid, splits, cap)
+
+    def collate(self, sid: str, splits: Sequence[str], cap: bool = True) -> None:
+        """Count the trials of ``sid`` in ``splits`` as collated, unless an earlier task collated them."""
+        key = (sid, tuple(splits), cap)
+        if key not in self._collated:
+            self._collated.add(key)
+            self.cost.collate += _trials(self.ctx, sid, splits, cap)
 
 
 def count_work(ctx: EvalContext, task: Task, seen: dict | None = None) -> TaskCost:
-    """The work of ``task`` on the context's sessions (no model call).  ``seen``: what tasks counted before
-    left cached (``"masks"``: mask specs whose predictions are shared, e.g. co-smoothing and its PSTH;
-    ``"collated"``: (session, splits) already collated); updated."""
-    spec, cost = task.spec, TaskCost(task.name)
-    seen = seen if seen is not None else {}
-    masks, collated = seen.setdefault("masks", set()), seen.setdefault("collated", set())
-
-    def collate(sid, splits, cap=True):
-        key = (sid, tuple(splits), cap)
-        if key not in collated:
-            collated.add(key)
-            cost.collate += _trials(ctx, sid, splits, cap)
-
+    """The work of ``task`` on the context's sessions (no model call), counted by its kind's ``cost``
+    (:data:`nfm.evaluation.kinds.TASK_KINDS`).  ``seen``: what tasks counted before left cached (``"masks"``:
+    mask specs whose predictions are shared, e.g. co-smoothing and its PSTH; ``"collated"``: (session, splits)
+    already collated); updated."""
+    work = Work(ctx, task, seen if seen is not None else {})
     if not task.applies_to(ctx.modality):
-        cost.notes.append("not applicable")
-        return cost
-    sessions = ctx.sessions
-    models = 1 + (ctx.baseline is not None and "baseline_model" in task.baselines)
-    if task.kind in ("masking", "psth"):
-        protocol = spec.get("protocol", "nlb")  # a psth task shares the NLB plan of its mask
-        key = repr((sorted(spec["mask"].items()), protocol))
-        n_plan = 0
-        for sid in sessions:
-            collate(sid, [ctx.split])
-            m = _n_masks(spec["mask"], ctx.meta.session(sid), protocol)
-            n_plan += m
-            if task.kind == "masking" and m:  # every predictor scored once on the whole split
-                cost.scored += _n_scored(ctx, task, models) * _trials(ctx, sid, [ctx.split]) * ctx.n_bins \
-                    * int(ctx.meta.session(sid).n_units)
-            if key not in masks:
-                cost.trial_passes += models * m * _trials(ctx, sid, [ctx.split])
-                if "smoothing" in task.baselines and ctx.modality == "spikes" and spec["mask"]["mode"] != "forward":
-                    from .masking_tasks import smoothing_cached
-
-                    collate(sid, ["train"], cap=False)
-                    if smoothing_cached(ctx, sid, task):
-                        cost.notes.append(f"smoothing baseline of {sid}: in the baseline cache (no fit)")
-                    else:
-                        cost.glm += m + _cv_fits(spec["smoothing"])
-        masks.add(key)
-        if protocol != "nlb":
-            cost.notes.append(f"protocol {protocol}: one model pass per unit and batch ({n_plan} masks)")
-    elif task.kind == "decoding":
-        from .decoding_tasks import _resolve_target
-        from .predictor import NotApplicable
-
-        try:
-            _, names = _resolve_target(spec["target"], ctx.meta, spec.get("column_map"))  # as the task runs
-        except NotApplicable:
-            cost.notes.append("not applicable")
-            return cost
-        if spec["decoder_protocol"] == "train_to_eval" and (ctx.split == "train" or "train" not in ctx.dd):
-            cost.notes.append("not applicable: train_to_eval needs a train split other than the evaluated one")
-            return cost
-        n_fits = _decoder_fits(spec, len(names), models, "spikes" in task.baselines)
-        for sid in sessions:
-            for splits, cap in _decoder_trial_sets(ctx, spec):
-                collate(sid, splits, cap)
-                cost.trial_passes += len(spec["features"]) * models * _trials(ctx, sid, splits, cap)
-            if "trial_label" in spec["target"]:
-                cost.fits += n_fits
-            else:
-                cost.ridge += n_fits
-    elif task.kind == "finetune_decoding":
-        tr = spec["train"]
-        cost.steps = tr["max_steps"]
-        for sid in sessions:
-            collate(sid, ["train"], cap=False)
-            collate(sid, [ctx.split])
-            cost.trial_passes += _trials(ctx, sid, [ctx.split])
-    elif task.kind == "generation":
-        for sid in sessions:
-            collate(sid, [ctx.split])
-            if task.baselines:  # simulation baselines fitted on the train split
-                collate(sid, ["train"], cap=False)
-            if "glm" in task.baselines:  # Poisson GLM simulator: 3-fold CV over 4 penalties, then a refit
-                cost.glm += 3 * 4 + 1
-            r = _trials(ctx, sid, [ctx.split])
-            if spec["max_trials"]:
-                r = min(r, spec["max_trials"])
-            cost.windows += math.ceil(r / ctx.batch_size) * _generated_windows(ctx, spec["prompt_s"])
-    elif task.kind == "connectivity":
-        with_w = [s for s in sessions if "true_weights" in ctx.meta.session(s).extra]
-        if not with_w:
-            cost.notes.append("no ground-truth weights: not applicable")
-        for sid in with_w:
-            collate(sid, [ctx.split])
-            r = _trials(ctx, sid, [ctx.split])
-            if spec["max_trials"]:
-                r = min(r, spec["max_trials"])
-            n = int(ctx.meta.session(sid).n_units)
-            if "attention" in spec["methods"]:
-                cost.trial_passes += 2 * r  # teacher-forced decoder pass ~ two backbone passes
-            if "perturbation" in spec["methods"]:
-                cost.trial_passes += r * (1 + n)
-    return cost
-
-
-def _n_scored(ctx: EvalContext, task: Task, models: int) -> int:
-    """Predictors a masking task scores per session: the model(s), the null model, and the baselines that run on
-    this modality (smoothing on spikes with unit masks; ridge and PSTH on 2-photon)."""
-    b = task.baselines
-    n = models + int("null" in b)
-    if ctx.modality == "spikes":
-        n += int("smoothing" in b and task.spec["mask"]["mode"] != "forward")
-    else:
-        n += int("ridge" in b) + int("psth" in b)
-    return n
-
-
-def _decoder_trial_sets(ctx: EvalContext, spec: dict) -> list[tuple[tuple[str, ...], bool]]:
-    """(splits, cap) of the trial sets a decoding task collates and runs through the model per session:
-    ``train_to_eval``: the whole train split (fit) and the evaluated split (score, capped at ``max_trials``);
-    ``cv_all_splits``: every split pooled."""
-    if spec["decoder_protocol"] == "cv_all_splits":
-        return [(tuple(s for s in SPLITS if s in ctx.dd), True)]
-    return [(("train",), False), ((ctx.split,), True)]
-
-
-def _decoder_fits(spec: dict, n_channels: int, models: int, spikes_baseline: bool) -> int:
-    """Decoder fits per session: feature sources x channels x (CV folds x grid + 1 refit) under
-    ``train_to_eval``, x outer folds of that under ``cv_all_splits`` (nested CV)."""
-    dec = spec["decoder"]
-    grid = len(dec.get("Cs") or dec.get("alphas") or [0] * 9)
-    sources = len(spec["features"]) * models + int(spikes_baseline)
-    per_fit_set = dec["n_splits"] * grid + 1
-    outer = dec["n_splits"] if spec["decoder_protocol"] == "cv_all_splits" else 1
-    return sources * n_channels * outer * per_fit_set
+        work.cost.notes.append("not applicable")
+        return work.cost
+    kind = TASK_KINDS[task.kind]
+    if kind.cost is not None:
+        kind.cost(work, task)
+    return work.cost
 
 
 def _decoder_fit_trials(ctx: EvalContext, sid: str, tasks: Sequence[Task]) -> int:
@@ -234,15 +118,6 @@ def _decoder_fit_trials(ctx: EvalContext, sid: str, tasks: Sequence[Task]) -> in
     sizes = [_trials(ctx, sid, SPLITS if t.spec["decoder_protocol"] == "cv_all_splits" else ("train",), cap=False)
              for t in tasks if t.kind == "decoding"]
     return max(sizes or [0])
-
-
-def _generated_windows(ctx: EvalContext, prompt_s: float) -> int:
-    w = int(ctx.predictor.generation_window_bins)
-    if w < 1:
-        return 0
-    k_total = ctx.n_bins // w
-    start = int(math.ceil(prompt_s / (w * ctx.bin_size) - 1e-6))
-    return max(0, k_total - start)
 
 
 def calibrate(ctx: EvalContext, tasks: Sequence[Task]) -> dict[str, float]:
@@ -409,4 +284,4 @@ def format_costs(costs: Sequence[TaskCost], timing: dict[str, float] | None = No
     return "\n".join(lines)
 
 
-__all__ = ["TaskCost", "count_work", "calibrate", "estimate_costs", "format_costs"]
+__all__ = ["TaskCost", "Work", "count_work", "calibrate", "estimate_costs", "format_costs"]

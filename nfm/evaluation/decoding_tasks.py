@@ -19,39 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from nfm.data.meta import DatasetMeta
 from nfm.evaluation import baselines as bl
 from nfm.evaluation import metrics as mt
+from nfm.evaluation.kinds.decoding import resolve_target
 from nfm.evaluation.tasks import Task
 from nfm.models.masking import MaskSample
 
 from .context import SPLITS, EvalContext, SessionData, mean_or_nan, require, to_device
 from .predictor import NotApplicable, Predictor
-
-def _resolve_target(target: dict, meta: DatasetMeta, column_map: dict | None = None) -> tuple[str, list[str]]:
-    """(``label`` | ``behavior``, the dataset's names) or NotApplicable naming what the dataset has.
-    ``column_map``: the task's name -> the dataset's name (rigs name trial columns differently)."""
-    cmap = column_map or {}
-    if "trial_label" in target:
-        name = cmap.get(target["trial_label"], target["trial_label"])
-        have = list(meta.trial_columns)
-        if name not in have:
-            raise NotApplicable(f"the dataset has no trial column {name!r} (trial columns: {have}; map another "
-                                f"name with the task option column_map.{target['trial_label']}=<column>)")
-        return "label", [name]
-    have = list(meta.behavior_names)
-    if "behavior" in target:
-        name = cmap.get(target["behavior"], target["behavior"])
-        if name not in have:
-            raise NotApplicable(f"the dataset has no behaviour {name!r} (behaviours: {have}; map another name with "
-                                f"the task option column_map.{target['behavior']}=<name>)")
-        return "behavior", [name]
-    names = [b for b in have if b.startswith(target["behavior_prefix"])]
-    if not names:
-        raise NotApplicable(f"the dataset has no behaviour starting with {target['behavior_prefix']!r} "
-                            f"(behaviours: {have})")
-    return "behavior", names
-
 
 def _features(ctx: EvalContext, predictor: Predictor, sd: SessionData, source: str, sigma_ms: float) -> np.ndarray:
     """(R, T, F) per-bin features of ``source``: latents, rates (nothing masked) or smoothed activity."""
@@ -278,7 +253,7 @@ def run_decoding(ctx: EvalContext, task: Task) -> dict:
     ``ctx.split``; ``cv_all_splits``: nested CV over every split pooled).  Returns the mean over sessions of
     ``SOURCE/METRIC`` (and ``chance``), ``decoder_protocol``, ``n_sessions`` and ``per_session``."""
     require(ctx, task)
-    kind, names = _resolve_target(task.spec["target"], ctx.meta, task.spec.get("column_map"))
+    kind, names = resolve_target(task.spec["target"], ctx.meta, task.spec.get("column_map"))
     protocol = task.spec["decoder_protocol"]
     if protocol == "train_to_eval":
         if ctx.split == "train":
@@ -358,7 +333,7 @@ def run_finetune_decoding(ctx: EvalContext, task: Task) -> dict:
     labels, behaviors = [], []
     for t in task.spec["targets"]:
         try:
-            kind, names = _resolve_target(t, ctx.meta, task.spec.get("column_map"))
+            kind, names = resolve_target(t, ctx.meta, task.spec.get("column_map"))
         except NotApplicable as err:
             ctx.note(task.name, f"target {t}: {err}")
             continue

@@ -13,8 +13,7 @@ import torch
 
 from nfm.models.masking import MaskSample
 
-class NotApplicable(Exception):
-    """The task (or one session of it) cannot be scored here; the message is the reason."""
+from .kinds.base import NotApplicable  # noqa: F401 (re-export: defined beside the task kinds, which raise it too)
 
 
 class ModelDatasetMismatch(ValueError):

@@ -47,22 +47,24 @@ same methods (e.g. an analytic oracle in a test) can be evaluated the same way.
 Modules: :mod:`~nfm.evaluation.predictor` (model side), :mod:`~nfm.evaluation.context`
 (data, caches), one module per task family (:mod:`~nfm.evaluation.masking_tasks`,
 :mod:`~nfm.evaluation.decoding_tasks`, :mod:`~nfm.evaluation.generation_tasks`,
-:mod:`~nfm.evaluation.connectivity_tasks`), :mod:`~nfm.evaluation.report`.
+:mod:`~nfm.evaluation.connectivity_tasks`), :mod:`~nfm.evaluation.report`.  Each task kind is declared once
+in :mod:`nfm.evaluation.kinds` (validation, cost, runner); the runner dispatches through that registry.
 """
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, Sequence
 
 from nfm.evaluation.tasks import QUICK_MAX_TRIALS, Task, load_tasks
 
-from .connectivity_tasks import perturbation_matrix, run_connectivity
+from .connectivity_tasks import perturbation_matrix
 from .context import EvalContext, SessionData, check_compatibility, select_sessions
-from .decoding_tasks import run_decoding, run_finetune_decoding
-from .generation_tasks import generate_held_out, generate_to_files, run_generation
-from .masking_tasks import mask_plan, run_masking, run_psth, score_calcium, score_spikes
+from .generation_tasks import generate_held_out, generate_to_files
+from .kinds import TASK_KINDS
+from .masking_tasks import mask_plan, score_calcium, score_spikes
 from .predictor import ModelDatasetMismatch, NfmPredictor, NotApplicable, Predictor, as_predictor, load_model
 from .report import render_markdown, write_results
 
@@ -70,17 +72,30 @@ __all__ = [
     "evaluate", "load_model", "Predictor", "NfmPredictor", "as_predictor", "NotApplicable", "ModelDatasetMismatch",
     "check_compatibility", "select_sessions", "generate_held_out", "generate_to_files", "write_results",
     "render_markdown", "mask_plan", "perturbation_matrix", "score_spikes", "score_calcium", "EvalContext",
-    "SessionData", "RUNNERS",
+    "SessionData", "RUNNERS", "run_task",
 ]
 
-RUNNERS: dict[str, Callable[[EvalContext, Task], dict]] = {
-    "masking": run_masking,
-    "psth": run_psth,
-    "decoding": run_decoding,
-    "finetune_decoding": run_finetune_decoding,
-    "generation": run_generation,
-    "connectivity": run_connectivity,
-}
+
+def run_task(ctx: EvalContext, task: Task) -> dict:
+    """Run one task on ``ctx`` with its kind's runner (:data:`nfm.evaluation.kinds.TASK_KINDS`)."""
+    return TASK_KINDS[task.kind].runner()(ctx, task)
+
+
+class _Runners(Mapping):
+    """``{kind: run function}``, read from :data:`~nfm.evaluation.kinds.TASK_KINDS` (a read-only view, kept for
+    callers of ``RUNNERS[task.kind](ctx, task)``; a kind's runner is replaced by registering the kind)."""
+
+    def __getitem__(self, kind: str) -> Callable[[EvalContext, Task], dict]:
+        return TASK_KINDS[kind].runner()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TASK_KINDS)
+
+    def __len__(self) -> int:
+        return len(TASK_KINDS)
+
+
+RUNNERS: Mapping[str, Callable[[EvalContext, Task], dict]] = _Runners()
 
 
 def evaluate(
@@ -186,7 +201,7 @@ def evaluate(
             iterator.set_postfix_str(task.name)
         t0 = time.perf_counter()
         try:
-            results[task.name] = RUNNERS[task.kind](ctx, task)
+            results[task.name] = run_task(ctx, task)
         except NotApplicable as err:
             results[task.name] = {"not_applicable": str(err)}
         runtimes[task.name] = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """The evaluation that recipes run at the end of training (``eval_summary.json``): a bounded summary.
 
-It is the evaluation runner's task code (:data:`nfm.evaluation.runner.RUNNERS` on an
+It is the evaluation runner's task code (:func:`nfm.evaluation.runner.run_task` on an
 :class:`~nfm.evaluation.context.EvalContext` built as :func:`nfm.evaluation.runner.evaluate` builds it), so the
 numbers of a training summary are exactly those ``recipes/evaluate.py`` reports for the same model, data,
 split, tasks, sessions and trial cap (same masks, same folds, same baselines), plus the teacher-forced
@@ -320,7 +320,7 @@ def _run_tasks(ctx, task_list, estimates, left, label, say, prior=(0.0, 0.0)):
     With ``estimates`` and ``left()`` (seconds left): a task whose estimate, scaled by how far the finished ones
     (and ``prior``: (seconds taken, seconds estimated) before) were off, exceeds the time left is skipped."""
     from .predictor import NotApplicable
-    from .runner import RUNNERS
+    from .runner import run_task
 
     results: dict[str, Any] = {}
     took: dict[str, float] = {}
@@ -340,7 +340,7 @@ def _run_tasks(ctx, task_list, estimates, left, label, say, prior=(0.0, 0.0)):
             say(f"{head}" + (f" (~{est:.0f} s)" if est is not None else "") + " ...")
         t0 = time.perf_counter()
         try:
-            results[task.name] = RUNNERS[task.kind](ctx, task)
+            results[task.name] = run_task(ctx, task)
         except NotApplicable as err:
             results[task.name] = {"not_applicable": str(err)}
         took[task.name] = time.perf_counter() - t0
