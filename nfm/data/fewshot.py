@@ -1,6 +1,6 @@
 """Few-shot subsets of a session's trials: one seeded draw shared by every consumer.
 
-LoRA / full adaptation (:func:`nfm.training.data.subset_split`) and the fine-tuned behaviour heads
+LoRA / full adaptation (:func:`nfm.data.subsets.subset_split`) and the fine-tuned behaviour heads
 (:meth:`nfm.evaluation.context.EvalContext.session` with ``fraction < 1``) both call
 :func:`fewshot_positions`, so the same ``(fraction, seed)`` selects exactly the same trials of a session in
 both, whatever the order of the rows or of the sessions.

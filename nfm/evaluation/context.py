@@ -133,7 +133,7 @@ class EvalContext:
         batch (default: the context's); ``fraction`` < 1: each split's few-shot subset of the session's trials
         (``max(1, ceil(fraction * n))``, in row order) drawn by :func:`nfm.data.fewshot.fewshot_positions` from
         ``(session id, trial ids, fraction, seed)`` -- the same draw as
-        :func:`nfm.training.data.subset_split`, so few-shot heads and LoRA adaptation train on the same trials.
+        :func:`nfm.data.subsets.subset_split`, so few-shot heads and LoRA adaptation train on the same trials.
         """
         splits = (self.split,) if splits is None else ((splits,) if isinstance(splits, str) else tuple(splits))
         bs = int(batch_size or self.batch_size)

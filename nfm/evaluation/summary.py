@@ -39,6 +39,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from nfm.data.subsets import rows, subset_split
+
 #: tasks of the training-end summary: the masked-prediction tasks (each unit scored once; co-smoothing also
 #: against the NLB smoothing baseline fitted on the train split)
 SUMMARY_TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")
@@ -73,7 +75,6 @@ def generation_losses(model, dd, meta, split: str, session_ids: Sequence[str], b
     many were scored (the recipes' summary moves them into its ``bound`` entry)."""
     from nfm.data.collate import NfmCollator
     from nfm.data.sampler import SessionBatchSampler
-    from nfm.training import rows, subset_split
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base, "decoder", None) is None or meta.modality != "spikes":  # generation: spike sessions only

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from nfm.data.meta import META_FILE, DatasetMeta
+from nfm.data.subsets import rows, subset_split  # noqa: F401 (re-exported: nfm.training.rows / subset_split)
 
 from .arguments import DataArguments, read_id_file
 
@@ -158,17 +159,6 @@ def select_sessions_multi(metas: list[DatasetMeta], data_args: DataArguments) ->
     return out
 
 
-def subset_split(ds, session_ids: Iterable[str], fraction: float = 1.0, seed: int = 0):
-    """Rows of ``ds`` whose session is in ``session_ids``; with ``fraction < 1`` each session's few-shot subset
-    (``max(1, ceil(fraction * n))`` of its ``n`` rows) drawn by :func:`nfm.data.fewshot.fewshot_rows` -- the
-    same draw as the fine-tuned behaviour heads (``EvalContext.session(..., fraction=, seed=)``), so one
-    ``(fraction, seed)`` selects the same trial ids in both.  Rows keep their order in ``ds``."""
-    from nfm.data.fewshot import fewshot_rows
-
-    trial_ids = ds["trial_id"] if fraction < 1.0 else np.zeros(len(ds), dtype=np.int64)
-    return ds.select(fewshot_rows(ds["session_id"], trial_ids, session_ids, fraction, seed))
-
-
 def session_statistics(dataset, meta: DatasetMeta, session_ids: Iterable[str] | None = None,
                        bin_size: float | None = None, transform=None) -> dict[str, dict[str, np.ndarray]]:
     """Per-unit statistics of ``dataset`` (e.g. the training split) over its trials and bins, per session.
@@ -277,9 +267,3 @@ def describe_modalities(config, meta: DatasetMeta, modality_map: dict[str, str] 
             + "; ".join(parts) + (f"; not used by the base: {extra}" if extra else "")
             + " (lacking variables are masked, not fed as zeros)")
     return line
-
-
-def rows(dataset, idx: list[int]) -> list[dict]:
-    """Rows ``idx`` of a datasets.Dataset as a list of dicts (one columnar read)."""
-    cols = dataset[list(idx)]
-    return [dict(zip(cols, values)) for values in zip(*cols.values())]
