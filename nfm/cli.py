@@ -20,44 +20,17 @@ Nothing here imports torch or transformers.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from nfm.errors import UsageError, did_you_mean  # noqa: F401 (defined in the library; re-exported here)
+
 DEBUG_ENV = "NFM_DEBUG"
 EXIT_USAGE = 2
 _PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-class UsageError(ValueError):
-    """A user error on the command line; the message names the argument (``field``) and the value."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}" if field else message)
-
-
-def did_you_mean(value: str, choices: Iterable[str], what: str = "") -> str:
-    """``"did you mean 'co_smoothing'?"`` for the closest of ``choices``, else the list of choices."""
-    choices = [str(c) for c in choices]
-    same = [c for c in choices if _normalised(c) == _normalised(value)]  # synth-4-00 -> synth-04-00
-    if len(same) == 1:
-        return f"did you mean {same[0]!r}?"
-    close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.6)
-    if close:
-        best = difflib.SequenceMatcher(None, str(value), close[0]).ratio()
-        tied = [c for c in close if difflib.SequenceMatcher(None, str(value), c).ratio() >= best - 1e-12]
-        return "did you mean " + " or ".join(repr(c) for c in tied) + "?"
-    shown = ", ".join(choices[:12]) + (" ..." if len(choices) > 12 else "")
-    return f"available{(' ' + what) if what else ''}: {shown}"
-
-
-def _normalised(value) -> str:
-    """Lower case, numbers without leading zeros: ``Synth-04-00`` and ``synth-4-0`` read alike."""
-    return re.sub(r"\d+", lambda m: str(int(m.group())), str(value).lower())
 
 
 def split_ids(values: str | Sequence[str] | None) -> list[str]:

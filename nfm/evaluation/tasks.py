@@ -38,6 +38,7 @@ from typing import Iterable
 import yaml
 
 from nfm import resources as _resources
+from nfm.errors import did_you_mean
 
 from .kinds import TASK_KINDS
 from .kinds.base import Task, TaskError
@@ -183,8 +184,6 @@ def load_tasks(names: str | Iterable[str] | None = "all", path: str | os.PathLik
             elif n in by_name:
                 tasks.append(by_name[n])
             else:
-                from nfm.cli import did_you_mean
-
                 raise KeyError(f"unknown task {n!r}; {did_you_mean(n, sorted(by_name), 'tasks')}")
     unknown = set(overrides) - {t.name for t in tasks}
     if unknown:

@@ -365,9 +365,9 @@ def reconcile_model_arguments(model_args: ModelArguments, given: set[str], confi
       config's ``objectives:`` / ``mask_modes:``;
     * ``--init_from`` (the pretrained model's own config is kept): ``--preset``, ``--objectives``,
       ``--mask_modes`` or ``--model_overrides`` on the command line would not be used -- a one-line
-      :class:`~nfm.cli.UsageError`.
+      :class:`~nfm.errors.UsageError`.
     """
-    from nfm.cli import UsageError
+    from nfm.errors import UsageError
 
     notes: list[str] = []
     where = f" ({config})" if config else ""

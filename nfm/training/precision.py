@@ -158,7 +158,7 @@ class PrecisionChoice:
 
 
 def _usage_error(flag: str, message: str):
-    from nfm.cli import UsageError
+    from nfm.errors import UsageError
 
     return UsageError(flag, message)
 
@@ -171,7 +171,7 @@ def resolve_precision(requested: str = "auto", *, bf16: bool = False, fp16: bool
     rule is in the module docstring).  ``cuda_available`` / ``cuda_bf16`` / ``bf16_flags`` / ``probe_fn``
     (``probe_fn(hidden_size, intermediate_size, device) -> probe dict``): detected when None (tests pass them).
 
-    Raises :class:`nfm.cli.UsageError` (one line, exit 2 in a recipe) for ``--fp16`` on a CPU, and for
+    Raises :class:`nfm.errors.UsageError` (one line, exit 2 in a recipe) for ``--fp16`` on a CPU, and for
     ``--precision fp32`` with ``--bf16`` / ``--fp16``, or ``--precision bf16`` with ``--fp16``.
     """
     if requested not in PRECISIONS:

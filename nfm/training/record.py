@@ -146,9 +146,9 @@ def recorded_dataset(model_dir: str | os.PathLike, flag: str = "--dataset", what
     """``(dataset folder, its entry)`` that the model / adapter folder ``model_dir`` was trained on, checked
     against its recorded fingerprint; None when the folder has no record (a Hub model, an older folder).
 
-    A one-line :class:`~nfm.cli.UsageError` on ``flag`` when the record names several datasets (name one), or when
+    A one-line :class:`~nfm.errors.UsageError` on ``flag`` when the record names several datasets (name one), or when
     the dataset is not there any more, or when its content has changed since (the fingerprint differs)."""
-    from nfm.cli import UsageError
+    from nfm.errors import UsageError
 
     model_dir = Path(model_dir)
     what = what or str(model_dir)
@@ -182,7 +182,7 @@ def default_dataset(model: str, adapter: str | None = None, adapter_meta: dict |
     In order: the adapter folder's record (:func:`recorded_dataset`), the dataset its ``nfm_adapter.json``
     names, the model folder's record, ``<model>/dataset`` (the synthetic default of an older folder).  A recorded
     dataset that is gone or has changed is a one-line error (never a silent fall-through to another one)."""
-    from nfm.cli import UsageError
+    from nfm.errors import UsageError
 
     if adapter:
         found = recorded_dataset(adapter, flag, what=f"the adapter {adapter}") if Path(adapter).is_dir() else None
