@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# IBL BrainWideBench's scorers (nfm.evaluation.bwb): the package pins torch==2.10 and numpy, scipy and
+# scikit-learn exactly, which would downgrade torch, so it is installed with --no-deps after nfm[all] (whose [bwb]
+# extra brings its other dependencies, torchmetrics and rich); `pip check` then lists those pins: expected (docs/bwb.md)
+BWB_EVAL := ibl-bwb-eval==0.1.0
 # CPU torch from this machine's disk unless a GPU is present (avoids multi-GB CUDA wheels)
 TORCH  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
@@ -15,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[all]"
+	$(BIN)/python -m pip install -q --no-deps "$(BWB_EVAL)"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
