@@ -10,6 +10,10 @@ Each task's work is counted from the task file and the dataset (no model call) b
 * ``fits``: logistic-regression decoder fits per feature source (``decoder_protocol: train_to_eval``: folds x
   grid + 1 refit on the train split; ``cv_all_splits``: outer folds x (inner folds x grid + 1) on every split),
   ``ridge`` fits (the same, per behaviour channel), ``glm`` fits of the NLB smoothing baseline (one per mask);
+* ``glm_sim``: the Poisson GLM simulator of a generation task's ``glm`` baseline (fits: penalties x CV folds on
+  (k-1)/k of the training trials, then one refit; none when the baseline cache holds it), in L-BFGS objective
+  evaluations x rows x features x units (:func:`nfm.evaluation.generation_tasks.glm_sim_work`; ``sim_fits``
+  counts the fits for the table);
 * ``steps``: optimiser steps of a fine-tuned decoder;
 * ``scored``: entries (trials x bins x units) scored by a masking task, once per predictor it compares (the
   model, the null model, the smoothing / ridge / PSTH baselines, a baseline model): bits/spike, Poisson D2 and
@@ -18,7 +22,8 @@ Each task's work is counted from the task file and the dataset (no model call) b
 
 :func:`calibrate` times one unit of each on this machine with the real model and data (collating a session,
 a masked prediction of one batch, the scoring of one batch, one generated window of one batch, one
-smoothing-baseline fit, one decoder fit of the real shape on random data; a few seconds), and
+smoothing-baseline fit, one decoder fit of the real shape on random data, one GLM-simulator objective evaluation
+of the real shape; a few seconds), and
 :func:`estimate_costs` multiplies.  The figure is rough, meant to tell minutes from hours; the progress bars
 inside each task then give the real ETA.  ``tests/test_cost_calibration.py`` runs small masking and decoding
 tasks and checks each task's estimate against its measured time within :data:`STATED_FACTOR` (before the
@@ -52,6 +57,8 @@ class TaskCost:
     fits: float = 0.0
     ridge: float = 0.0
     glm: float = 0.0
+    glm_sim: float = 0.0
+    sim_fits: float = 0.0
     steps: float = 0.0
     scored: float = 0.0
     collate: float = 0.0
@@ -158,6 +165,8 @@ def calibrate(ctx: EvalContext, tasks: Sequence[Task]) -> dict[str, float]:
     if ctx.modality == "spikes" and any(("smoothing" in t.baselines and t.kind in ("masking", "psth"))
                                         or ("glm" in t.baselines and t.kind == "generation") for t in tasks):
         out["glm"] = _time_smoothing(ctx, sd)
+    if ctx.modality == "spikes" and any("glm" in t.baselines and t.kind == "generation" for t in tasks):
+        out["glm_sim"] = _time_glm_sim(ctx, sd)
     if any(t.kind == "masking" for t in tasks):
         out["score"] = _time_scoring(ctx, sd)
     if "trial_pass" in out:
@@ -247,6 +256,29 @@ def _time_smoothing(ctx: EvalContext, sd) -> float:
     return best
 
 
+def _time_glm_sim(ctx: EvalContext, sd) -> float:
+    """Seconds per unit of ``glm_sim`` work: one evaluation of the GLM simulator's L-BFGS objective and gradient
+    (:func:`~nfm.evaluation.baselines.poisson_glm_fit`: two (rows x features) x (features x units) products and the
+    Poisson terms) on random data of the shape of the session's training trials, best of three, per row x
+    feature x unit."""
+    train = ctx.session(sd.session_id, "train", cap=False)
+    R, T, N = train.counts.shape
+    n_feat = sum(b["stimulus"].shape[-1] for b in train.batches[:1]) + 2 * train.behavior.shape[2] + 2 * N + 1
+    rows = max(1, min(R, 32) * T)  # enough rows to time the products, not the set-up
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(rows, n_feat)), rng.normal(scale=0.01, size=(N, n_feat))
+    y = rng.poisson(0.3, size=(rows, N)).astype(np.float64)
+    best = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        eta = np.clip(x @ w.T, -30.0, 30.0)
+        mu = np.exp(eta)
+        float((mu - y * eta).mean(0).sum())
+        ((mu - y).T @ x) / rows
+        best = min(best, time.perf_counter() - t)
+    return best / (rows * n_feat * N)
+
+
 def estimate_costs(ctx: EvalContext, tasks: Sequence[Task], timing: dict[str, float] | None = None) -> list[TaskCost]:
     """:func:`count_work` of every task, with ``seconds`` when ``timing`` (from :func:`calibrate`) is given."""
     seen: dict = {}
@@ -255,7 +287,7 @@ def estimate_costs(ctx: EvalContext, tasks: Sequence[Task], timing: dict[str, fl
         for c in costs:
             c.seconds = sum(getattr(c, k) * timing.get(k2, 0.0) for k, k2 in (
                 ("trial_passes", "trial_pass"), ("windows", "window"), ("fits", "fit"), ("ridge", "ridge"),
-                ("glm", "glm"), ("steps", "step"), ("scored", "score"), ("collate", "collate")))
+                ("glm", "glm"), ("glm_sim", "glm_sim"), ("steps", "step"), ("scored", "score"), ("collate", "collate")))
     return costs
 
 
@@ -274,13 +306,14 @@ def format_costs(costs: Sequence[TaskCost], timing: dict[str, float] | None = No
     lines = [f"estimated cost (rough, within x{STATED_FACTOR:g} either way; progress bars show the real ETA):",
              f"  {'task':24s} {'trial passes':>12s} {'gen. windows':>12s} {'fits':>8s} {'steps':>6s} {'time':>9s}"]
     for c in costs:
-        lines.append(f"  {c.task:24s} {c.trial_passes:12.0f} {c.windows:12.0f} {c.fits + c.ridge + c.glm:8.0f} "
+        lines.append(f"  {c.task:24s} {c.trial_passes:12.0f} {c.windows:12.0f} {c.fits + c.ridge + c.glm + c.sim_fits:8.0f} "
                      f"{c.steps:6.0f} {_duration(c.seconds):>9s}" + (f"  ({'; '.join(c.notes)})" if c.notes else ""))
     total = sum(c.seconds or 0.0 for c in costs)
     lines.append(f"  {'total':24s} {'':>12s} {'':>12s} {'':>8s} {'':>6s} {_duration(total):>9s}")
     if timing:
         lines.append("  measured on this machine: " + ", ".join(
-            f"{k} {v * 1e9:.0f} ns/entry" if k == "score" else f"{k} {v * 1e3:.1f} ms" for k, v in timing.items()))
+            f"{k} {v * 1e9:.0f} ns/entry" if k == "score" else f"{k} {v * 1e12:.0f} ps/unit" if k == "glm_sim"
+            else f"{k} {v * 1e3:.1f} ms" for k, v in timing.items()))
     return "\n".join(lines)
 
 

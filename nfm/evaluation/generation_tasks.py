@@ -107,16 +107,10 @@ def _glm_features_all(counts, stim, beh):
     return np.concatenate([stim, np.nan_to_num(beh), np.isnan(beh).astype(np.float64), lag1, lag25], axis=2)
 
 
-#: the ``glm`` simulation baseline of a generation task (its ``glm:`` field): the L2 penalties, chosen by ``cv_folds``-
-#: fold CV over training trials (one penalty: no CV); ``max_train_trials``: the first that many training trials
-#: fit it (0 = all)
-GLM_SIM_DEFAULTS = {"alphas": [1.0, 0.1, 0.01, 0.001], "cv_folds": 3, "max_train_trials": 0}
-#: ``--quick``: the GLM simulator on the first 32 training trials, 2 CV folds over the two largest penalties
-GLM_SIM_QUICK = {"cv_folds": 2, "n_alphas": 2, "max_train_trials": 32}
-
-
 def glm_spec(spec: dict) -> dict:
-    """The task's ``glm`` field with the defaults filled in (:data:`GLM_SIM_DEFAULTS`)."""
+    """The task's ``glm`` field with the defaults filled in (:data:`~nfm.evaluation.kinds.generation.GLM_SIM_DEFAULTS`)."""
+    from nfm.evaluation.kinds.generation import GLM_SIM_DEFAULTS
+
     return {**GLM_SIM_DEFAULTS, **(spec.get("glm") or {})}
 
 
@@ -196,25 +190,69 @@ class GLMSimulator:
         return counts[:, start_bin:]
 
 
-def glm_simulator(ctx: EvalContext, task: Task, train: SessionData) -> GLMSimulator:
-    """The task's GLM simulator of ``train``'s session: read from the baseline cache
-    (:mod:`nfm.evaluation.baseline_cache`) when a fit of the same training data (counts, stimulus, behaviour:
-    content fingerprints), grid, folds and seed exists; fitted and written there otherwise."""
+#: L-BFGS objective evaluations of one GLM-simulator fit at penalty alpha: ``130 + 40 log10(1 / alpha)^2`` (measured on
+#: the demo world's sessions, 69 units x 143 features: about 130, 160, 280 and 470 at alpha = 1, 0.1, 0.01, 0.001)
+def _glm_evals(alpha: float) -> float:
+    return 130.0 + 40.0 * max(0.0, math.log10(1.0 / float(alpha))) ** 2
+
+
+def glm_sim_work(ctx: EvalContext, task: Task, sid: str) -> tuple[float, int]:
+    """``(work, fits)`` of the task's GLM simulator of session ``sid`` (the cost estimate's ``glm_sim`` unit):
+    sum over its fits of objective evaluations x rows x (features + 1) x units; the CV fits (penalties x folds)
+    on (k-1)/k of the training trials, the refit (at the grid's mean evaluation count) on all of them."""
+    g = glm_spec(task.spec)
+    meta = ctx.meta.session(sid)
+    n_units = int(meta.n_units)
+    R = int(np.count_nonzero(ctx._session_rows("train") == sid)) if "train" in ctx.dd else 0
+    if g["max_train_trials"]:
+        R = min(R, int(g["max_train_trials"]))
+    n_feat = len(ctx.meta.stimulus_names or []) + 2 * len(ctx.meta.behavior_names or []) + 2 * n_units + 1
+    per_row = n_feat * n_units * ctx.n_bins
+    evals = [_glm_evals(a) for a in g["alphas"]]
+    k = int(g["cv_folds"])
+    cv = sum(evals) * k * R * (k - 1) / k if len(evals) > 1 else 0.0
+    return (cv + float(np.mean(evals)) * R) * per_row, (len(evals) * k if len(evals) > 1 else 0) + 1
+
+
+def glm_sim_cached(ctx: EvalContext, task: Task, sid: str) -> bool:
+    """Whether the baseline cache holds the task's GLM simulator of session ``sid`` (the estimate counts no fit)."""
+    if ctx.baseline_cache is None or "train" not in ctx.dd:
+        return False
+    try:
+        train = ctx.session(sid, "train", cap=False)
+    except (NotApplicable, ValueError):
+        return False
+    name, key, _ = _glm_cache_key(task, train)
+    return ctx.baseline_cache.path(name, key).is_file()
+
+
+def _glm_cache_key(task: Task, train: SessionData):
+    """``(name, key, cap)`` of a session's GLM simulator in the baseline cache: the training counts, stimulus and
+    behaviour it is fitted on (content fingerprints), the grid, folds, trial cap, seed and
+    :data:`GLM_SIM_VERSION`."""
     from nfm.evaluation.baseline_cache import array_fingerprint
 
     g = glm_spec(task.spec)
     cap = int(g["max_train_trials"] or 0) or None
     sl = slice(None, cap)
+    key = {"baseline": "glm_sim", "version": GLM_SIM_VERSION, "alphas": list(g["alphas"]),
+           "cv_folds": int(g["cv_folds"]), "max_train_trials": cap, "seed": int(task.spec["seed"]),
+           "train": array_fingerprint(train.counts[sl]), "stimulus": array_fingerprint(_stimulus(train)[sl]),
+           "behavior": array_fingerprint(train.behavior[sl])}
+    return f"glm_sim-{train.session_id}-{'+'.join(train.splits)}", key, cap
+
+
+def glm_simulator(ctx: EvalContext, task: Task, train: SessionData) -> GLMSimulator:
+    """The task's GLM simulator of ``train``'s session: read from the baseline cache
+    (:mod:`nfm.evaluation.baseline_cache`) when a fit of the same training data (counts, stimulus, behaviour:
+    content fingerprints), grid, folds and seed exists; fitted and written there otherwise."""
+    g = glm_spec(task.spec)
+    name, key, cap = _glm_cache_key(task, train)
     stim = _stimulus(train)
     if cap and train.n_trials > cap:
         ctx.note(task.name, f"glm baseline: fitted on the first {cap} training trials of each session, penalty "
                             f"by {int(g['cv_folds'])}-fold CV over {list(g['alphas'])}")
     cache = ctx.baseline_cache
-    name = f"glm_sim-{train.session_id}-{'+'.join(train.splits)}"
-    key = {"baseline": "glm_sim", "version": GLM_SIM_VERSION, "alphas": list(g["alphas"]),
-           "cv_folds": int(g["cv_folds"]), "max_train_trials": cap, "seed": int(task.spec["seed"]),
-           "train": array_fingerprint(train.counts[sl]), "stimulus": array_fingerprint(stim[sl]),
-           "behavior": array_fingerprint(train.behavior[sl])}
     n_units = train.counts.shape[2]
     n_feat = stim.shape[2] + 2 * train.behavior.shape[2] + 2 * n_units
     if cache is not None:
