@@ -98,6 +98,11 @@ class _Runners(Mapping):
 RUNNERS: Mapping[str, Callable[[EvalContext, Task], dict]] = _Runners()
 
 
+#: seconds between two rewrites of a running evaluation's partial report (rewriting its figure after each of many
+#: short tasks cost more than some tasks); the finished tasks are also written when the run is interrupted
+PARTIAL_WRITE_S = 10.0
+
+
 def evaluate(
     model,
     dataset,
@@ -138,11 +143,12 @@ def evaluate(
             trials) and at most :data:`~nfm.evaluation.tasks.QUICK_MAX_TRIALS` trials per session.
         show_costs: print the estimated cost of each task (:mod:`nfm.evaluation.costs`) before starting.
         baseline_cache: ``True`` (default): data baselines that do not depend on the model (the smoothing
-            baseline) are read from / written to the user cache (:mod:`nfm.evaluation.baseline_cache`); a folder:
+            baseline, the generation tasks' GLM simulator) are read from / written to the user cache (:mod:`nfm.evaluation.baseline_cache`); a folder:
             that cache folder; ``False``: refit them.
 
-    With ``output``, the report is rewritten after every task (``status`` in its header says how many are
-    done), so an interrupted run keeps the tasks it finished.
+    With ``output``, the report is rewritten as tasks finish (at most every :data:`PARTIAL_WRITE_S` seconds, at the
+    end, and when the run is interrupted; ``status`` in its header says how many are done), so an interrupted run
+    keeps the tasks it finished.
     """
     from nfm.data.hf import load_dataset
 
@@ -196,20 +202,33 @@ def evaluate(
         from tqdm.auto import tqdm
 
         iterator = tqdm(task_list, desc="tasks", unit="task")
-    for i, task in enumerate(iterator):
-        if progress:
-            iterator.set_postfix_str(task.name)
-        t0 = time.perf_counter()
-        try:
-            results[task.name] = run_task(ctx, task)
-        except NotApplicable as err:
-            results[task.name] = {"not_applicable": str(err)}
-        runtimes[task.name] = time.perf_counter() - t0
-        header["runtime"] = ", ".join(f"{k} {v:.1f} s" for k, v in runtimes.items())
-        if out_path is not None:  # partial results: an interrupted run keeps the finished tasks
-            rest = [t.name for t in task_list[i + 1:]]
-            status = "complete" if not rest else f"partial: {i + 1} of {len(task_list)} tasks done; not yet run: " \
-                                                 + ", ".join(rest)
-            write_results(results, out_path, tasks=task_list, notes=ctx.notes, figures=ctx.figures,
-                          header={**header, "status": status})
+    done, written, last_write = 0, 0, time.perf_counter()
+
+    def write_partial():  # partial results: an interrupted run keeps the finished tasks
+        nonlocal written, last_write
+        rest = [t.name for t in task_list[done:]]
+        status = "complete" if not rest else f"partial: {done} of {len(task_list)} tasks done; not yet run: " \
+                                             + ", ".join(rest)
+        write_results(results, out_path, tasks=task_list, notes=ctx.notes, figures=ctx.figures,
+                      header={**header, "status": status})
+        written, last_write = done, time.perf_counter()
+
+    try:
+        for i, task in enumerate(iterator):
+            if progress:
+                iterator.set_postfix_str(task.name)
+            t0 = time.perf_counter()
+            try:
+                results[task.name] = run_task(ctx, task)
+            except NotApplicable as err:
+                results[task.name] = {"not_applicable": str(err)}
+            runtimes[task.name] = time.perf_counter() - t0
+            header["runtime"] = ", ".join(f"{k} {v:.1f} s" for k, v in runtimes.items())
+            done = i + 1
+            # the report (and its summary figure) is rewritten at most every PARTIAL_WRITE_S seconds, and at the end
+            if out_path is not None and (done == len(task_list) or time.perf_counter() - last_write >= PARTIAL_WRITE_S):
+                write_partial()
+    finally:  # interrupted (an error, Ctrl-C): the tasks finished since the last write are written too
+        if out_path is not None and written < done:
+            write_partial()
     return results
