@@ -35,6 +35,15 @@ PSTH conditioned on it:
 
 (trial columns are named without their ``trial_`` prefix; ``tasks/README.md`` lists every field).  See
 ``nfm.evaluation.runner`` for every metric's definition.  ``--debug`` shows tracebacks of input errors.
+
+IBL BrainWideBench (docs/bwb.md): ``--bwb DIR`` writes the model's predictions in the benchmark's format
+(``DIR/predictions/<label>/<task>/<recording_id>/seed_<seed>.safetensors``, seeds 43-47) instead of running the
+tasks, and prints which BWB tasks were written and which skipped (with the reason); ``--bwb_label`` (default: the
+model folder's name), ``--bwb_ground_truth`` (also ``DIR/ground_truth/...`` from the dataset, to score locally),
+``--bwb_seeds``.  Then ``python -m ibl_bwb_eval.scoring.ts2 --pred_dir DIR/predictions/<label> --gt_dir
+DIR/ground_truth``:
+
+    python recipes/evaluate.py --model outputs/pretrain --bwb outputs/bwb --bwb_ground_truth
 """
 from __future__ import annotations
 
@@ -104,7 +113,43 @@ def build_parser():
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list_tasks", action="store_true", help="print the available tasks and exit (no model needed)")
+    g = p.add_argument_group("IBL BrainWideBench submission (docs/bwb.md)")
+    g.add_argument("--bwb", default=None, metavar="DIR",
+                   help="write BrainWideBench predictions under DIR/predictions/<label>/ (instead of running --tasks)")
+    g.add_argument("--bwb_label", default=None, help="the model's name in the submission (default: the model "
+                                                     "folder's name)")
+    g.add_argument("--bwb_ground_truth", action="store_true",
+                   help="also write the dataset's ground truth under DIR/ground_truth/ (to score locally)")
+    g.add_argument("--bwb_seeds", nargs="+", type=int, default=None,
+                   help="seeds the files are written under (default: the benchmark's evaluation seeds 43-47)")
     return p
+
+
+def check_bwb_args(args) -> None:
+    """One-line errors for the --bwb flags, before anything is loaded."""
+    from nfm.cli import UsageError
+
+    if args.bwb is None:
+        for flag, given in (("--bwb_label", args.bwb_label is not None), ("--bwb_ground_truth", args.bwb_ground_truth),
+                            ("--bwb_seeds", args.bwb_seeds is not None)):
+            if given:
+                raise UsageError(flag, "needs --bwb DIR (the submission folder)")
+        return
+    if not args.bwb.strip():
+        raise UsageError("--bwb", "empty path: give the submission folder")
+    out = Path(args.bwb)
+    if out.exists() and not out.is_dir():
+        raise UsageError("--bwb", f"{out} exists and is not a folder")
+    if args.tasks is not None:
+        raise UsageError("--tasks", "not used with --bwb (the submission writes every BrainWideBench task the dataset "
+                                    "supports); run the tasks in a separate call")
+
+
+def bwb_label(args) -> str:
+    """``--bwb_label``, else the model folder's name (the last part of a Hub id)."""
+    if args.bwb_label is not None:
+        return args.bwb_label
+    return Path(str(args.model).rstrip("/")).name
 
 
 def default_output(model: str, adapter: str | None = None) -> str:
@@ -159,6 +204,7 @@ def main(argv=None) -> int:
         for name, t in available_tasks(args.task_dir).items():
             print(f"{name:24s} {t.kind:18s} {t.modality:8s} {t.description}")
         return 0
+    check_bwb_args(args)
     if not args.model:
         raise UsageError("--model", "required: a model folder (e.g. outputs/pretrain) or a Hugging Face Hub id")
     overrides = parse_task_options(args.task_option)
@@ -197,7 +243,8 @@ def main(argv=None) -> int:
         print(f"--sessions not given: evaluating the adapter's sessions {' '.join(default_sessions)}")
     sessions = resolve_sessions(args.sessions, meta, default_sessions)
     output = args.output or default_output(args.model, args.adapter)
-    print(task_plan(task_list, meta.modality, default=args.tasks is None, quick=args.quick), flush=True)
+    if args.bwb is None:
+        print(task_plan(task_list, meta.modality, default=args.tasks is None, quick=args.quick), flush=True)
 
     import torch
     from transformers.utils import logging as hf_logging
@@ -207,6 +254,14 @@ def main(argv=None) -> int:
     hf_logging.set_verbosity_error()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, adapter=args.adapter, device=device, allow_base_mismatch=args.allow_base_mismatch)
+    if args.bwb is not None:
+        from nfm.evaluation.bwb import write_bwb
+
+        report = write_bwb(model, dataset, args.bwb, label=bwb_label(args), split=args.split, sessions=sessions,
+                           seeds=args.bwb_seeds, ground_truth=args.bwb_ground_truth, batch_size=args.batch_size,
+                           max_trials=args.max_trials)
+        print(report.format())
+        return 0
     baseline = load_model(args.baseline_model, device=device) if args.baseline_model else None
     results = evaluate(model, dataset, tasks=tasks, split=args.split, baseline_model=baseline, output=output,
                        sessions=sessions, batch_size=args.batch_size, max_trials=args.max_trials,
