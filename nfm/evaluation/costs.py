@@ -6,7 +6,8 @@ Each task's work is counted from the task file and the dataset (no model call) b
 * ``trial_passes``: trials through the model (masked prediction, latents, silenced copies), summed over the
   masks of the task's plan (:func:`nfm.evaluation.masking_tasks.mask_plan`: folds, regions; with the masking
   protocol ``mtm_per_neuron`` one mask per unit, so N passes per trial);
-* ``windows``: closed-loop generation windows x batches of trials;
+* ``windows``: closed-loop generation windows x batches of trials (timed on a batch of the size the generation
+  tasks run: at most their ``max_trials``);
 * ``fits``: logistic-regression decoder fits per feature source (``decoder_protocol: train_to_eval``: folds x
   grid + 1 refit on the train split; ``cv_all_splits``: outer folds x (inner folds x grid + 1) on every split),
   ``ridge`` fits (the same, per behaviour channel), ``glm`` fits of the NLB smoothing baseline (one per mask);
@@ -156,8 +157,11 @@ def calibrate(ctx: EvalContext, tasks: Sequence[Task]) -> dict[str, float]:
         out["trial_pass"] = (time.perf_counter() - t) / B
     if any(t.kind == "generation" for t in tasks) and ctx.predictor.can("generation") is None:
         k_total = ctx.n_bins // int(ctx.predictor.generation_window_bins)
+        # a batch of the size the generation tasks run (--quick: 4 trials, not the context's batch)
+        caps = [int(t.spec["max_trials"] or B) for t in tasks if t.kind == "generation"]
+        gen_batch = sd.head(min(B, max(caps))).batches[0] if max(caps) < B else batch
         t = time.perf_counter()
-        ctx.predictor.generate(batch, k_total - 1, temperature=1.0, top_p=0.95, top_k=None,
+        ctx.predictor.generate(gen_batch, k_total - 1, temperature=1.0, top_p=0.95, top_k=None,
                                generator=torch.Generator().manual_seed(0))
         out["window"] = time.perf_counter() - t
     if any(t.kind == "decoding" for t in tasks):
