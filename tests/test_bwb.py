@@ -37,6 +37,7 @@ def world():
     sessions = make_ibl_like_world(n_animals=2, n_trials=20, units_per_region=(4, 6), seed=5)
     s = sessions[1]
     s.extra["eid"] = EID
+    s.extra["trial_filter"] = {"alf_trial_index": (2 * np.arange(s.n_trials) + 1).tolist()}  # rows of the ALF table
     rng = np.random.default_rng(0)
     s.units["unit_id"] = np.array([f"probe00/{uuid.UUID(int=int(rng.integers(2**62)) << 60 | i)}"
                                    for i in range(len(s.units["unit_id"]))])
@@ -64,7 +65,8 @@ def _session_data(world, sid):
 def test_layout_metadata_and_ids(world, submission):
     dd, meta, _ = world
     out, report = submission
-    assert report.tasks_written() == ["ts2-co_smoothing", "ts2-forecasting"]
+    assert report.tasks_written() == ["ts2-co_smoothing", "ts2-forecasting", "ts1-choice", "ts1-reward",
+                                      "ts1-stimulus_contrast"]
     sid_plain, sid_ibl = meta.session_ids
     for task in ("ts2-co_smoothing", "ts2-forecasting"):
         for sid, rid in ((sid_plain, sid_plain), (sid_ibl, EID)):
@@ -112,7 +114,7 @@ def test_official_scorer_equals_nfm_metrics(world, submission):
     dd, meta, model = world
     out, report = submission
     raw = ts2_scoring.score_dir(out / "predictions" / "tiny-nfm", out / "ground_truth")
-    assert len(raw) == 2 * 2 * len(bwb.EVAL_SEEDS)
+    assert len(raw) == 2 * 2 * len(bwb.EVAL_SEEDS)  # ts1 files are not the ts2 scorer's
     for (label, task, rid, seed), scores in raw.items():
         assert label == "tiny-nfm" and np.isfinite(scores["poisson_d2"]) and np.isfinite(scores["bps"])
         w = next(w for w in report.written if w["task"] == task and w["recording_id"] == rid)
@@ -131,6 +133,48 @@ def test_official_scorer_equals_nfm_metrics(world, submission):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Error" not in res.stdout and "GT not found" not in res.stdout, res.stdout
     assert res.stdout.count("tiny-nfm") == 4 and EID in res.stdout
+
+
+def test_ts1_classification_ids_labels_and_scores(world, submission):
+    """TS1 choice / reward / stimulus_contrast: trial ids are the ALF trials-table rows where the dataset has them,
+    the ground truth the dataset's labels, and the package's own TS1 scorer's balanced accuracy equals the one
+    computed here from the written log-probabilities (torchmetrics' macro accuracy: the mean recall over the
+    classes that occur in the targets or the predictions; nfm's balanced accuracy where both agree)."""
+    from ibl_bwb_eval.scoring import ts1 as ts1_scoring
+
+    from nfm.evaluation.bwb import ts1_classes
+
+    dd, meta, _ = world
+    out, report = submission
+    raw = ts1_scoring.score_dir(out / "predictions" / "tiny-nfm", out / "ground_truth")
+    assert {k[1] for k in raw} == {"ts1-choice", "ts1-reward", "ts1-stimulus_contrast"}
+    assert len(raw) == 3 * 2 * len(bwb.EVAL_SEEDS)
+    for w in (w for w in report.written if w["task"].startswith("ts1-")):
+        task = w["task"].split("-", 1)[1]
+        _, sd = _session_data(world, w["session_id"])
+        y, keep = ts1_classes(task, sd.trial_columns, w["session_id"])
+        p, gt = load_file(w["files"][0]), load_file(w["ground_truth"])
+        ibl = w["recording_id"] == EID
+        want_ids = (2 * sd.trial_ids + 1) if ibl else sd.trial_ids
+        np.testing.assert_array_equal(p["trial_id"].numpy(), want_ids[keep])
+        np.testing.assert_array_equal(gt["values"][:, 0].numpy(), y[keep])
+        dim = 5 if task == "stimulus_contrast" else 2
+        assert p["predictions"].shape == (int(keep.sum()), 1, dim)
+        pred = p["predictions"][:, 0].argmax(-1).numpy()
+        classes = np.union1d(y[keep], pred)
+        expected = np.mean([np.mean(pred[y[keep] == c] == c) if (y[keep] == c).any() else 0.0 for c in classes])
+        scores = raw[("tiny-nfm", w["task"], w["recording_id"], 43)]
+        assert abs(scores["bacc"] - expected) < 1e-6, (w["task"], scores, expected)
+        if set(pred) <= set(y[keep]):
+            assert abs(scores["bacc"] - mt._balanced_accuracy(y[keep], pred)) < 1e-6
+    # a shifted trial index no longer aligns: the scorer finds no common trial and fails on the empty arrays
+    w = next(w for w in report.written if w["task"] == "ts1-choice" and w["recording_id"] == EID)
+    gt = load_file(w["ground_truth"])
+    bad = out / "bad_gt" / "ts1-choice" / EID / "ground_truth.safetensors"
+    bad.parent.mkdir(parents=True)
+    save_file({**gt, "trial_id": gt["trial_id"] + 1}, str(bad))
+    assert np.intersect1d(gt["trial_id"] + 1, load_file(w["files"][0])["trial_id"]).size == 0
+    assert ts1_scoring.score_dir(out / "predictions" / "tiny-nfm" / "ts1-choice" / EID, out / "bad_gt") == {}
 
 
 def test_oracle_scores_positive_and_model_scores_differ(world, tmp_path):
@@ -228,8 +272,9 @@ def test_recipe_writes_a_submission_the_scorer_reads(world, tmp_path):
                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "written ts2-co_smoothing: 2 recording(s)" in res.stdout and "written ts2-forecasting" in res.stdout
-    assert "skipped ts1-choice: " in res.stdout and "skipped ts3-unit_cosmos: " in res.stdout
+    assert "written ts1-choice: 2 recording(s)" in res.stdout and "skipped ts1-wheel_speed: " in res.stdout
+    assert "skipped ts3-unit_cosmos: " in res.stdout and "score: python -m ibl_bwb_eval.scoring.ts1" in res.stdout
     files = sorted(p.relative_to(out).as_posix() for p in (out / "predictions").rglob("*.safetensors"))
-    assert len(files) == 2 * 2 * 2 and all(f.startswith("predictions/my-model/ts2-") for f in files), files
+    assert len(files) == 5 * 2 * 2 and all(f.startswith("predictions/my-model/ts") for f in files), files
     raw = ts2_scoring.score_dir(out / "predictions", out / "ground_truth")
     assert len(raw) == 8 and all(np.isfinite(v["poisson_d2"]) for v in raw.values())

@@ -20,14 +20,25 @@ Tasks written (``<task>`` is the contract's id, ``ts2-co_smoothing`` ...):
   the model's expected counts, floored at 1e-9 counts: nfm's own rate floor), ``targets`` the spike counts.
 * **TS2** ``forecasting``: the last ``FORECAST_RATIO x FORECAST_BASE_WINDOW`` (0.1 s, the contract's fixed
   scored region) of each window is hidden (nfm's ``causal`` forward mask) and predicted for every unit.
-* **TS1** / **TS3**: not written yet; :func:`write_bwb` lists them as skipped with the reason.
+* **TS1** classification (``choice``, ``reward``, ``stimulus_contrast``): per recording, a logistic regression
+  (standardised features, sklearn defaults, C=1) on the model's latent states (``Predictor.latents``, nothing
+  masked), averaged in ``TS1_CHUNKS`` consecutive chunks of the trial window, fitted on the recording's
+  ``train`` trials and applied to the evaluated split; ``predictions`` (n, 1, classes) are log-probabilities
+  (a class absent from the training trials gets ``LOG_PROB_FLOOR``).  Classes: ``choice`` ``(choice > 0)``
+  (IBL -1 -> 0, 1 -> 1; no-go trials, choice 0, are left out), ``reward`` ``(feedbackType > 0)``,
+  ``stimulus_contrast`` the index of ``max(contrastLeft, contrastRight)`` (NaN as 0) in
+  ``CONTRAST_LEVELS`` (0, 6.25, 12.5, 25, 100%).  Ground truth ``values`` (n, 1) int64, ``trial_id`` (n,).
+* Not written (listed in :attr:`BwbReport.skipped` with the reason): the TS1 timestep tasks (the contract's
+  ``movement_window`` / ``licking_window`` intervals are defined outside the package, so nfm cannot cut the same
+  1 s windows; paws and licks are not in nfm datasets) and TS3 ``unit_cosmos``.
 
 Ids.  ``window_timestamps`` (float64) is the start of each trial window in the recording's clock:
 the align event (``meta.align_event``, a trials column) plus ``meta.window[0]``; both sides of the
 alignment are written by this module, so they agree exactly (nfm stores trial columns as float32, so
 the value is the session time to float32 precision: about 0.2 ms at an hour).  The recording id is the IBL
 eid (``SessionMeta.extra["eid"]``) where the dataset has it, else the dataset's session id (a synthetic
-world, NWB: said in :attr:`BwbReport.notes`).  ``entity_ids`` (an extra field the TS2 scorer ignores) names the
+world, NWB: said in :attr:`BwbReport.notes`).  TS1's ``trial_id`` is the row of the session's ALF trials table
+(``extra["trial_filter"]["alf_trial_index"]``, IBL) where the dataset has it, else nfm's ``trial_id``.  ``entity_ids`` (an extra field the TS2 scorer ignores) names the
 scored units: IBL cluster uuids (the part after ``<probe>/`` of nfm's ``unit_id``) where the dataset has them,
 else the dataset's unit ids.
 
@@ -58,6 +69,14 @@ TS2_TASKS = ("co_smoothing", "forecasting")
 #: the TS1 tasks of the contract (none written yet)
 TS1_TASKS = ("choice", "reward", "stimulus_contrast", "whisker_motion_energy", "wheel_speed", "right_paw_speed",
              "left_paw_speed", "licking_rate")
+#: the TS1 tasks nfm writes: trial-level classification from a trials column
+TS1_CLASSIFICATION = ("choice", "reward", "stimulus_contrast")
+#: IBL's absolute contrast levels, the 5 classes of ``stimulus_contrast``
+CONTRAST_LEVELS = (0.0, 0.0625, 0.125, 0.25, 1.0)
+#: chunks of the trial window whose mean latent states are a trial's decoder features
+TS1_CHUNKS = 4
+#: log-probability of a class the decoder never saw in training
+LOG_PROB_FLOOR = -30.0
 #: fraction of a recording's units held out for co-smoothing (BWB: 10%, fixed per recording)
 HELDOUT_FRACTION = 0.1
 #: forecasting's scored fraction of the contract's 1 s base window (``IBLBrainWideBenchTS2.FORECAST_RATIO``,
@@ -286,6 +305,117 @@ def _write_ts2(ctx, out: Path, label: str, seeds, ground_truth: bool, report: Bw
             report.skipped.append((tid, "no session written"))
 
 
+def alf_trial_index(meta, sid: str, trial_ids: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(ids, is_ibl)``: each trial's row in the session's ALF trials table (``extra["trial_filter"]
+    ["alf_trial_index"]``) where the dataset has it, else nfm's ``trial_id``."""
+    extra = meta.session(sid).extra or {}
+    filt = extra.get("trial_filter") if isinstance(extra, dict) else None
+    index = filt.get("alf_trial_index") if isinstance(filt, dict) else None
+    trial_ids = np.asarray(trial_ids, dtype=np.int64)
+    if index is None:
+        return trial_ids, False
+    index = np.asarray(index, dtype=np.int64)
+    if trial_ids.size and trial_ids.max() >= len(index):
+        raise ValueError(f"session {sid}: trial_id {int(trial_ids.max())} has no row in extra.trial_filter."
+                         f"alf_trial_index ({len(index)} rows)")
+    return index[trial_ids], True
+
+
+def ts1_classes(task: str, columns: dict[str, np.ndarray], sid: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(class (R,) int64, keep (R,) bool)`` of a TS1 classification task from a session's trials columns;
+    ValueError (the reason) when the dataset lacks the variable."""
+    def col(name):
+        if name not in columns:
+            raise ValueError(f"the dataset has no trials column {name!r}")
+        return np.asarray(columns[name], dtype=np.float64)
+
+    if task == "choice":
+        v = col("choice")
+        return (v > 0).astype(np.int64), np.isfinite(v) & (v != 0)
+    if task == "reward":
+        v = col("feedbackType")
+        return (v > 0).astype(np.int64), np.isfinite(v) & (v != 0)
+    if task == "stimulus_contrast":
+        c = np.fmax(np.nan_to_num(col("contrastLeft")), np.nan_to_num(col("contrastRight")))
+        levels = np.asarray(CONTRAST_LEVELS)
+        hit = np.abs(c[:, None] - levels[None]) < 1e-4
+        if not hit.any(axis=1).all():
+            bad = c[~hit.any(axis=1)][0]
+            raise ValueError(f"session {sid}: contrast {bad:g} is not one of IBL's levels {list(CONTRAST_LEVELS)}")
+        return hit.argmax(axis=1).astype(np.int64), np.ones(len(c), dtype=bool)
+    raise ValueError(f"{task!r} is not a TS1 classification task nfm writes")
+
+
+def _trial_features(ctx, sd) -> np.ndarray:
+    """(R, TS1_CHUNKS * H) the mean latent states of each trial in consecutive chunks of the window."""
+    lat = np.concatenate([ctx.predictor.latents(b) for _, b in sd.batch_slices()])
+    groups = np.array_split(np.arange(lat.shape[1]), min(TS1_CHUNKS, lat.shape[1]))
+    return np.concatenate([lat[:, g].mean(axis=1) for g in groups], axis=1)
+
+
+def _write_ts1(ctx, out: Path, label: str, seeds, ground_truth: bool, report: BwbReport) -> None:
+    import ibl_bwb_eval
+    from ibl_bwb_eval.tasks import get_ts1_readout_spec
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .predictor import NotApplicable
+
+    reason = ctx.predictor.can("latents")
+    if reason is None and "train" not in ctx.dd:
+        reason = "the dataset has no train split to fit the decoders on"
+    if reason is None and ctx.split == "train":
+        reason = "the decoders are fitted on the train split; evaluate another split"
+    for task in TS1_CLASSIFICATION:
+        tid = ibl_bwb_eval.task_id("ts1", task)
+        if reason:
+            report.skipped.append((tid, reason))
+            continue
+        n_classes = get_ts1_readout_spec(task).dim
+        n_before, why = len(report.written), []
+        for sid in ctx.sessions:
+            rid, is_ibl = recording_id_of(ctx.meta, sid)
+            rid = _check_path_part(rid, "recording id", f"session {sid}")
+            try:
+                sd, tr = ctx.session(sid), ctx.session(sid, "train")
+                y, keep = ts1_classes(task, sd.trial_columns, sid)
+                y_tr, keep_tr = ts1_classes(task, tr.trial_columns, sid)
+                trial_index, _ = alf_trial_index(ctx.meta, sid, sd.trial_ids)
+            except (ValueError, NotApplicable) as err:
+                why.append(f"session {sid}: {err}")
+                continue
+            if len(np.unique(y_tr[keep_tr])) < 2:
+                why.append(f"session {sid}: its train trials have one class only")
+                continue
+            if not keep.any():
+                why.append(f"session {sid}: no evaluated trial has a {task} label")
+                continue
+            x_tr, x = _trial_features(ctx, tr)[keep_tr], _trial_features(ctx, sd)[keep]
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+            clf.fit(x_tr, y_tr[keep_tr])
+            logp = np.full((int(keep.sum()), n_classes), LOG_PROB_FLOOR)
+            logp[:, clf.classes_] = np.maximum(clf.predict_log_proba(x), LOG_PROB_FLOOR)
+            ids = torch.from_numpy(np.ascontiguousarray(trial_index[keep]))
+            md = {"nfm_session_id": sid, "ids": "ibl" if is_ibl else "dataset", "split": ctx.split,
+                  "decoder": f"logistic regression on {TS1_CHUNKS} chunk means of the latent states, fitted on the "
+                             "train trials", "writer": "nfm.evaluation.bwb"}
+            files = _write_predictions(out, label, tid, seeds, rid, md, {
+                "predictions": (torch.from_numpy(np.ascontiguousarray(logp[:, None, :])), torch.float32),
+                "trial_id": (ids, None)})
+            gt = None
+            if ground_truth:
+                gt = str(_write_gt(out / "ground_truth" / tid / rid / "ground_truth.safetensors", {
+                    "values": torch.from_numpy(np.ascontiguousarray(y[keep][:, None])), "trial_id": ids},
+                    {"task": tid, "recording_id": rid, "ibl_bwb_eval_version": ibl_bwb_eval.__version__, **md}))
+            report.written.append({"task": tid, "recording_id": rid, "session_id": sid, "files": files,
+                                   "ground_truth": gt, "n_windows": int(keep.sum()), "n_units": 0, "n_bins": 1})
+        if len(report.written) == n_before:
+            report.skipped.append((tid, "; ".join(why) or "no session written"))
+        elif why:
+            report.notes.append(f"{tid}: " + "; ".join(why))
+
+
 def ibl_bwb_eval_entity(ids: np.ndarray) -> torch.Tensor:
     """``encode_entity_ids`` of the contract (ASCII ids, non-empty)."""
     from ibl_bwb_eval.entity_ids import encode_entity_ids
@@ -345,13 +475,17 @@ def write_bwb(model, dataset, out_dir: str | os.PathLike, *, label: str, split: 
         report.notes.append(f"one model, deterministic at evaluation: the files of seeds {seeds} are identical "
                             "(BWB's seeds are training runs; write each run's model with seeds=[s] for a spread)")
     _write_ts2(ctx, out, label, seeds, ground_truth, report)
-    for task in TS1_TASKS:
-        report.skipped.append((f"ts1-{task}", "not written by nfm yet (a decoder on the model's features, trained "
-                                              "on the train split, is issue 19's next step)"))
+    _write_ts1(ctx, out, label, seeds, ground_truth, report)
+    for task in ("whisker_motion_energy", "wheel_speed"):
+        report.skipped.append((f"ts1-{task}", "its 1 s target window (the contract's movement_window) is defined "
+                                              "outside the ibl_bwb_eval package; nfm cannot cut the same windows"))
+    for task in ("right_paw_speed", "left_paw_speed", "licking_rate"):
+        report.skipped.append((f"ts1-{task}", "nfm datasets carry no paw pose or lick times"))
     report.skipped.append(("ts3-unit_cosmos", "not written by nfm yet (needs per-unit Cosmos labels and a "
                                               "unit classifier: issue 19)"))
     return report
 
 
 __all__ = ["write_bwb", "BwbReport", "held_out_units", "recording_id_of", "unit_ids_of", "window_starts",
-           "TS2_TASKS", "TS1_TASKS", "HELDOUT_FRACTION"]
+           "alf_trial_index", "ts1_classes", "TS2_TASKS", "TS1_TASKS", "TS1_CLASSIFICATION", "CONTRAST_LEVELS",
+           "HELDOUT_FRACTION"]
