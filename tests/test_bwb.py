@@ -66,7 +66,7 @@ def test_layout_metadata_and_ids(world, submission):
     dd, meta, _ = world
     out, report = submission
     assert report.tasks_written() == ["ts2-co_smoothing", "ts2-forecasting", "ts1-choice", "ts1-reward",
-                                      "ts1-stimulus_contrast"]
+                                      "ts1-stimulus_contrast", "ts3-unit_cosmos"]
     sid_plain, sid_ibl = meta.session_ids
     for task in ("ts2-co_smoothing", "ts2-forecasting"):
         for sid, rid in ((sid_plain, sid_plain), (sid_ibl, EID)):
@@ -96,7 +96,7 @@ def test_layout_metadata_and_ids(world, submission):
             want = [u.split("/", 1)[1] for u in units] if sid == sid_ibl else list(units)
             assert list(ids) == want
     assert any("without IBL ids" in n for n in report.notes)
-    assert "ts3-unit_cosmos" in dict(report.skipped)
+    assert "ts1-wheel_speed" in dict(report.skipped) and "ts1-licking_rate" in dict(report.skipped)
 
 
 def test_held_out_units_are_fixed_per_recording():
@@ -273,8 +273,59 @@ def test_recipe_writes_a_submission_the_scorer_reads(world, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "written ts2-co_smoothing: 2 recording(s)" in res.stdout and "written ts2-forecasting" in res.stdout
     assert "written ts1-choice: 2 recording(s)" in res.stdout and "skipped ts1-wheel_speed: " in res.stdout
-    assert "skipped ts3-unit_cosmos: " in res.stdout and "score: python -m ibl_bwb_eval.scoring.ts1" in res.stdout
+    assert "written ts3-unit_cosmos: " in res.stdout and "score: python -m ibl_bwb_eval.scoring.ts3" in res.stdout
     files = sorted(p.relative_to(out).as_posix() for p in (out / "predictions").rglob("*.safetensors"))
-    assert len(files) == 5 * 2 * 2 and all(f.startswith("predictions/my-model/ts") for f in files), files
+    assert len(files) == 5 * 2 * 2 + 2 and all(f.startswith("predictions/my-model/ts") for f in files), files
     raw = ts2_scoring.score_dir(out / "predictions", out / "ground_truth")
     assert len(raw) == 8 and all(np.isfinite(v["poisson_d2"]) for v in raw.values())
+
+
+def test_ts3_unit_cosmos_labels_ids_and_macro_f1(world, submission):
+    """TS3: ground truth = each unit's region mapped to Cosmos by iblatlas (COSMOS_LABELS order), entity ids the
+    cluster uuids (IBL) or ``<session>/<unit id>``, and the package's TS3 scorer's macro F1 equals sklearn's on the
+    written probabilities exactly; a unit uuid missing from the predictions makes the scorer fail."""
+    from ibl_bwb_eval.entity_ids import encode_entity_ids
+    from ibl_bwb_eval.scoring import ts3 as ts3_scoring
+    from sklearn.metrics import f1_score
+
+    from nfm.evaluation.bwb import cosmos_of
+
+    dd, meta, _ = world
+    out, report = submission
+    w = next(w for w in report.written if w["task"] == "ts3-unit_cosmos")
+    p, gt = load_file(w["files"][0]), load_file(w["ground_truth"])
+    want_ids, want_y = [], []
+    for sid in meta.session_ids:
+        cos = cosmos_of(meta.session(sid).regions)
+        units = np.asarray(meta.session(sid).units["unit_id"]).astype(str)
+        keep = np.isin(cos, bwb.COSMOS_LABELS)
+        want_ids += [u.split("/", 1)[1] if sid == meta.session_ids[1] else f"{sid}/{u}" for u in units[keep]]
+        want_y += [bwb.COSMOS_LABELS.index(c) for c in cos[keep]]
+    assert list(decode_entity_ids(gt["entity_ids"])) == want_ids and gt["targets"].tolist() == want_y
+    assert p["pred_proba"].shape == (len(want_ids), 10)
+    np.testing.assert_allclose(p["pred_proba"].sum(1).numpy(), 1.0, atol=1e-5)
+    raw = ts3_scoring.score_dir(out / "predictions" / "tiny-nfm", out / "ground_truth")
+    assert sorted(raw) == [("tiny-nfm", s) for s in bwb.EVAL_SEEDS]
+    pred = p["pred_proba"].argmax(1).numpy()
+    labels = list(bwb.COSMOS_LABELS)
+    f1 = f1_score([labels[i] for i in want_y], [labels[i] for i in pred], labels=labels, average="macro",
+                  zero_division=0)
+    assert raw[("tiny-nfm", 43)]["macro/f1-score"] == pytest.approx(f1, abs=1e-12)
+    # a unit missing from the predictions: the scorer refuses the file
+    with safe_open(w["files"][0], framework="pt") as f:
+        md = f.metadata()
+    cut = out / "ts3_cut.safetensors"
+    save_file({"pred_proba": p["pred_proba"][1:].contiguous(),
+               "entity_ids": encode_entity_ids(np.asarray(want_ids[1:]))}, str(cut), metadata=md)
+    with pytest.raises(ValueError, match="not found in predictions"):
+        ts3_scoring.score_file(cut, w["ground_truth"])
+
+
+def test_cosmos_mapping_and_one_recording_skips_ts3(world, tmp_path):
+    from nfm.evaluation.bwb import cosmos_of
+
+    assert list(cosmos_of(["CA1", "LP", "VISp", "CP", "not-a-region", "root"])) == \
+        ["HPF", "TH", "Isocortex", "CNU", "", "root"]
+    dd, meta, model = world
+    report = write_bwb(model, (dd, meta), tmp_path, label="one", seeds=[43], sessions=[meta.session_ids[0]])
+    assert "needs >= 2" in dict(report.skipped)["ts3-unit_cosmos"]

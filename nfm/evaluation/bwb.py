@@ -28,9 +28,18 @@ Tasks written (``<task>`` is the contract's id, ``ts2-co_smoothing`` ...):
   (IBL -1 -> 0, 1 -> 1; no-go trials, choice 0, are left out), ``reward`` ``(feedbackType > 0)``,
   ``stimulus_contrast`` the index of ``max(contrastLeft, contrastRight)`` (NaN as 0) in
   ``CONTRAST_LEVELS`` (0, 6.25, 12.5, 25, 100%).  Ground truth ``values`` (n, 1) int64, ``trial_id`` (n,).
+* **TS3** ``unit_cosmos``: each unit's Allen Cosmos region (its ``region`` acronym mapped by
+  ``iblatlas.regions.BrainRegions``; units in ``void``/``root`` or with an acronym the atlas does not know are left
+  out, as BWB drops them) from per-unit features of the model: the log of its predicted expected counts
+  (nothing masked) averaged over the evaluated trials in ``TS3_CHUNKS`` chunks of the window, and their mean.
+  Inductive: the units of each recording are classified by a logistic regression fitted on the units of the
+  *other* evaluated recordings (leave one recording out; at least 2 recordings).  ``pred_proba`` (units, 10) in
+  ``COSMOS_LABELS`` order (0 for a class no training unit had), ``entity_ids`` the cluster uuids (IBL) or
+  ``<session id>/<unit id>``; one file per seed at ``<label>/ts3-unit_cosmos/seed_<seed>.safetensors``, ground
+  truth at ``ground_truth/ts3-unit_cosmos/ground_truth.safetensors`` (``targets`` = indices into the labels).
 * Not written (listed in :attr:`BwbReport.skipped` with the reason): the TS1 timestep tasks (the contract's
   ``movement_window`` / ``licking_window`` intervals are defined outside the package, so nfm cannot cut the same
-  1 s windows; paws and licks are not in nfm datasets) and TS3 ``unit_cosmos``.
+  1 s windows; paws and licks are not in nfm datasets).
 
 Ids.  ``window_timestamps`` (float64) is the start of each trial window in the recording's clock:
 the align event (``meta.align_event``, a trials column) plus ``meta.window[0]``; both sides of the
@@ -75,6 +84,8 @@ TS1_CLASSIFICATION = ("choice", "reward", "stimulus_contrast")
 CONTRAST_LEVELS = (0.0, 0.0625, 0.125, 0.25, 1.0)
 #: chunks of the trial window whose mean latent states are a trial's decoder features
 TS1_CHUNKS = 4
+#: chunks of the trial window whose trial-averaged predicted rates are a unit's TS3 features
+TS3_CHUNKS = 10
 #: log-probability of a class the decoder never saw in training
 LOG_PROB_FLOOR = -30.0
 #: fraction of a recording's units held out for co-smoothing (BWB: 10%, fixed per recording)
@@ -124,8 +135,10 @@ class BwbReport:
                  f"under {Path(self.out_dir) / 'predictions' / self.label}"]
         for task in self.tasks_written():
             ws = [w for w in self.written if w["task"] == task]
-            lines.append(f"  written {task}: {len(ws)} recording(s), {sum(w['n_windows'] for w in ws)} windows, "
-                         f"{sum(len(w['files']) for w in ws)} files" + (
+            what = (f"{ws[0]['n_units']} units of {len(ws[0]['session_id'].split(','))} recording(s)"
+                    if task.startswith("ts3-") else
+                    f"{len(ws)} recording(s), {sum(w['n_windows'] for w in ws)} windows")
+            lines.append(f"  written {task}: {what}, {sum(len(w['files']) for w in ws)} files" + (
                              "; ground truth too" if any(w["ground_truth"] for w in ws) else ""))
         for task, reason in self.skipped:
             lines.append(f"  skipped {task}: {reason}")
@@ -416,6 +429,116 @@ def _write_ts1(ctx, out: Path, label: str, seeds, ground_truth: bool, report: Bw
             report.notes.append(f"{tid}: " + "; ".join(why))
 
 
+def cosmos_of(acronyms) -> np.ndarray:
+    """Allen Cosmos acronym of each region acronym (``iblatlas.regions.BrainRegions``, offline); ``""`` for an
+    acronym the atlas does not know."""
+    from iblatlas.regions import BrainRegions
+
+    acr = np.asarray([str(a) for a in acronyms])
+    out = np.full(acr.shape, "", dtype=object)
+    br = BrainRegions()
+    known = np.isin(acr, br.acronym)
+    if known.any():
+        out[known] = br.acronym2acronym(acr[known], mapping="Cosmos")
+    return out.astype(str)
+
+
+def _unit_features(ctx, sd) -> np.ndarray:
+    """(N, TS3_CHUNKS + 1) per-unit features: log of the trial-averaged predicted expected counts (nothing masked)
+    in consecutive chunks of the window, and their mean."""
+    from nfm.models.masking import MaskSample
+
+    parts = []
+    for _, b in sd.batch_slices():
+        none = torch.zeros_like(b["spikes"], dtype=torch.bool)
+        parts.append(ctx.predictor.predict(b, MaskSample(none, none.clone(), "none"))[0])
+    rates = np.concatenate(parts).mean(axis=0)  # (T, N)
+    groups = np.array_split(np.arange(rates.shape[0]), min(TS3_CHUNKS, rates.shape[0]))
+    f = np.log(np.stack([rates[g].mean(axis=0) for g in groups], axis=1) + 1e-6)  # (N, chunks)
+    return np.concatenate([f, f.mean(axis=1, keepdims=True)], axis=1)
+
+
+def _write_ts3(ctx, out: Path, label: str, seeds, ground_truth: bool, report: BwbReport) -> None:
+    import ibl_bwb_eval
+    from ibl_bwb_eval.tasks import COSMOS_LABELS
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    tid = ibl_bwb_eval.task_id("ts3", "unit_cosmos")
+    reason = None
+    if ctx.modality != "spikes":
+        reason = f"TS3 classifies spike-sorted units; this dataset is {ctx.modality}"
+    elif ctx.predictor.can("mtm"):
+        reason = ctx.predictor.can("mtm")
+    elif len(ctx.sessions) < 2:
+        reason = ("one evaluated recording: the unit classifier is fitted on the units of the other recordings "
+                  "(inductive), so it needs >= 2")
+    if reason:
+        report.skipped.append((tid, reason))
+        return
+    try:
+        import iblatlas  # noqa: F401
+    except ImportError:
+        report.skipped.append((tid, "iblatlas is not installed (pip install nfm[ibl]): no Cosmos mapping"))
+        return
+    labels = np.asarray(COSMOS_LABELS)
+    feats, ys, ids, groups = [], [], [], []
+    for sid in ctx.sessions:
+        cos = cosmos_of(ctx.meta.session(sid).regions)
+        keep = np.isin(cos, labels)
+        if not keep.any():
+            continue
+        rid, is_ibl = recording_id_of(ctx.meta, sid)
+        uids, are_uuids = unit_ids_of(ctx.meta, sid)
+        uids = uids if (is_ibl and are_uuids) else np.asarray([f"{sid}/{u}" for u in uids])
+        feats.append(_unit_features(ctx, ctx.session(sid))[keep])
+        ys.append(np.searchsorted(labels, cos[keep]))
+        ids.append(uids[keep])
+        groups.append(np.full(int(keep.sum()), len(groups)))
+    if len(feats) < 2:
+        report.skipped.append((tid, f"{len(feats)} evaluated recording(s) have units in Cosmos regions "
+                                    f"{list(COSMOS_LABELS)}; the inductive classifier needs >= 2"))
+        return
+    x, y, uid, g = (np.concatenate(a) for a in (feats, ys, ids, groups))
+    if len(np.unique(uid)) != len(uid):
+        raise ValueError(f"{tid}: two units share an entity id (e.g. {uid[np.unique(uid, return_counts=True)[1] > 1][0]})")
+    proba = np.zeros((len(y), len(labels)))
+    left_out = []
+    for k in range(len(feats)):
+        tr, te = g != k, g == k
+        if len(np.unique(y[tr])) < 2:
+            proba[np.ix_(te, np.unique(y[tr]))] = 1.0
+            left_out.append(str(k))
+            continue
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        clf.fit(x[tr], y[tr])
+        proba[np.ix_(te, clf.classes_)] = clf.predict_proba(x[te])
+    md = {"label_names": ",".join(COSMOS_LABELS), "split": ctx.split, "n_recordings": str(len(feats)),
+          "classifier": f"logistic regression on {TS3_CHUNKS + 1} per-unit predicted-rate features, leave one "
+                        "recording out", "writer": "nfm.evaluation.bwb"}
+    entity = ibl_bwb_eval_entity(uid)
+    from ibl_bwb_eval.predictions import PredictionsWriter
+
+    files = []
+    for seed in seeds:
+        w = PredictionsWriter(True, out / "predictions", tid, int(seed), label=label, metadata=md)
+        w.set(pred_proba=torch.from_numpy(np.ascontiguousarray(proba)))
+        w.set(entity_ids=entity.contiguous())
+        w.save()
+        files.append(str(w._output_path()))
+    gt = None
+    if ground_truth:
+        gt = str(_write_gt(out / "ground_truth" / tid / "ground_truth.safetensors", {
+            "targets": torch.from_numpy(y.astype(np.int64)), "entity_ids": entity},
+            {"task": tid, "ibl_bwb_eval_version": ibl_bwb_eval.__version__, **md}))
+    report.written.append({"task": tid, "recording_id": "", "session_id": ",".join(ctx.sessions), "files": files,
+                           "ground_truth": gt, "n_windows": 0, "n_units": int(len(y)), "n_bins": 0})
+    if left_out:
+        report.notes.append(f"{tid}: {len(left_out)} recording(s) whose other recordings have one Cosmos class "
+                            "only: predicted as that class")
+
+
 def ibl_bwb_eval_entity(ids: np.ndarray) -> torch.Tensor:
     """``encode_entity_ids`` of the contract (ASCII ids, non-empty)."""
     from ibl_bwb_eval.entity_ids import encode_entity_ids
@@ -481,11 +604,10 @@ def write_bwb(model, dataset, out_dir: str | os.PathLike, *, label: str, split: 
                                               "outside the ibl_bwb_eval package; nfm cannot cut the same windows"))
     for task in ("right_paw_speed", "left_paw_speed", "licking_rate"):
         report.skipped.append((f"ts1-{task}", "nfm datasets carry no paw pose or lick times"))
-    report.skipped.append(("ts3-unit_cosmos", "not written by nfm yet (needs per-unit Cosmos labels and a "
-                                              "unit classifier: issue 19)"))
+    _write_ts3(ctx, out, label, seeds, ground_truth, report)
     return report
 
 
 __all__ = ["write_bwb", "BwbReport", "held_out_units", "recording_id_of", "unit_ids_of", "window_starts",
-           "alf_trial_index", "ts1_classes", "TS2_TASKS", "TS1_TASKS", "TS1_CLASSIFICATION", "CONTRAST_LEVELS",
+           "alf_trial_index", "ts1_classes", "cosmos_of", "TS2_TASKS", "TS1_TASKS", "TS1_CLASSIFICATION", "CONTRAST_LEVELS",
            "HELDOUT_FRACTION"]
