@@ -329,3 +329,17 @@ def test_cosmos_mapping_and_one_recording_skips_ts3(world, tmp_path):
     dd, meta, model = world
     report = write_bwb(model, (dd, meta), tmp_path, label="one", seeds=[43], sessions=[meta.session_ids[0]])
     assert "needs >= 2" in dict(report.skipped)["ts3-unit_cosmos"]
+
+
+def test_official_aggregation_ranks_the_submission(submission):
+    """``python -m ibl_bwb_eval.scoring.aggregation`` reads the whole folder (TS1, TS2 and TS3) without an error."""
+    out, report = submission
+    res = subprocess.run([python(), "-m", "ibl_bwb_eval.scoring.aggregation", "--pred_dir", str(out / "predictions"),
+                          "--gt_dir", str(out / "ground_truth")], env=subprocess_env(COLUMNS="250"),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Error scoring" not in res.stdout and "GT not found" not in res.stdout, res.stdout
+    table = res.stdout.split("Aggregated Scores", 1)[1].split("Benchmark Ranking", 1)[0]
+    for task in report.tasks_written():
+        assert task in table, (task, table)
+    assert "tiny-nfm" in table
