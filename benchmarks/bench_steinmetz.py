@@ -67,13 +67,21 @@ def sessions_by_mouse(data: Path) -> dict[str, list[str]]:
 
 
 def base(args, data, mice: list[str], seed: int) -> Path:
-    """MtM pretrained on the sessions of ``mice`` (the default config's size and mask mix)."""
+    """MtM pretrained on the sessions of ``mice`` (the default config's size; ``--model_overrides`` on top).
+    With ``--base_seed`` every adaptation seed starts from the one base of that seed."""
     by = sessions_by_mouse(data)
     sessions = [s for m in mice for s in by[m]]
-    modes, over = ["all"], dict(args.model_overrides)
-    return cl.pretrain(data, args.work / "steinmetz_runs" / f"base_{'+'.join(mice)}_s{seed}", seed=seed,
-                       steps=args.pretrain_steps, overrides=over,
-                       extra=["--objectives", "mtm", "--mask_modes", *modes, "--sessions", *sessions])
+    seed = seed if args.base_seed is None else args.base_seed
+    return cl.pretrain(data, args.work / "steinmetz_runs" / f"base_{'+'.join(mice)}_{_tag(args)}_s{seed}",
+                       seed=seed, steps=args.pretrain_steps, overrides=dict(args.model_overrides),
+                       lr=args.pretrain_lr,
+                       extra=["--objectives", "mtm", "--mask_modes", "all", "--sessions", *sessions])
+
+
+def _tag(args) -> str:
+    """Run folders differ by recipe: steps, learning rates and overrides (several recipes share --work)."""
+    over = "".join(c for c in json.dumps(args.model_overrides, sort_keys=True) if c.isalnum()) or "default"
+    return f"p{args.pretrain_steps}_lr{args.pretrain_lr:g}_{over}"
 
 
 def run(args) -> None:
@@ -87,42 +95,47 @@ def run(args) -> None:
             if "two" in args.arms:
                 b = base(args, data, others, seed)
                 todo.append(("two", "+".join(others), b, cl.adapt(
-                    b, data, by[mouse], b.parent / f"lora_{mouse}_from_{'+'.join(others)}_s{seed}", mode="lora",
-                    seed=seed, steps=args.adapt_steps)))
+                    b, data, by[mouse], b.parent / f"lora_{mouse}_from_{b.name}_a{args.adapt_steps}_s{seed}",
+                    mode="lora", seed=seed, steps=args.adapt_steps, lr=args.adapt_lr)))
             if "one" in args.arms:
                 for other in others:
                     b = base(args, data, [other], seed)
                     todo.append(("one", other, b, cl.adapt(
-                        b, data, by[mouse], b.parent / f"lora_{mouse}_from_{other}_s{seed}", mode="lora",
-                        seed=seed, steps=args.adapt_steps)))
+                        b, data, by[mouse], b.parent / f"lora_{mouse}_from_{b.name}_a{args.adapt_steps}_s{seed}",
+                        mode="lora", seed=seed, steps=args.adapt_steps, lr=args.adapt_lr)))
             if "scratch" in args.arms:
                 b = base(args, data, others, seed)  # only its config (size, masks) is used: weights are re-drawn
-                todo.append(("scratch", "-", cl.adapt(b, data, by[mouse], b.parent / f"scratch_{mouse}_s{seed}",
-                                                       mode="scratch", seed=seed, steps=args.adapt_steps), None))
+                todo.append(("scratch", "-", cl.adapt(b, data, by[mouse],
+                                                       b.parent / f"scratch_{mouse}_{_tag(args)}_a{args.adapt_steps}_s{seed}",
+                                                       mode="scratch", seed=seed, steps=args.adapt_steps,
+                                                       lr=args.adapt_lr), None))
             for arm, detail, model, adapter in todo:
-                key = (mouse, arm, detail, seed)
+                recipe = f"{_tag(args)}_a{args.adapt_steps}"
+                key = (recipe, mouse, arm, detail, seed)
                 if key in _done(path):
                     continue
                 res = cl.score(model, data, TASKS, sessions=by[mouse], adapter=adapter, overrides=OVERRIDES,
                                output=(adapter or model) / "eval_test_steinmetz.json")
                 with cl._Lock(path):
                     table = _read(path)
-                    table.add(mouse=mouse, arm=arm, base=detail, seed=seed,
+                    table.add(recipe=recipe, mouse=mouse, arm=arm, base=detail, seed=seed,
                               **{c: cl.metric(res, *k) for c, k in COLS.items()})
                     table.write_csv(path)
     record = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": cl.git_commit(),
               "pretrain_steps": args.pretrain_steps, "adapt_steps": args.adapt_steps, "bin_size": args.bin_size,
+              "pretrain_lr": args.pretrain_lr, "adapt_lr": args.adapt_lr, "base_seed": args.base_seed,
+              "recipe": f"{_tag(args)}_a{args.adapt_steps}", "argv": " ".join(args.argv),
               "seeds": args.seeds, "model_overrides": args.model_overrides, "machine": cl.machine_line()}
     (args.csv_dir / "steinmetz_lomo.json").write_text(json.dumps(record, indent=1))
 
 
 def _read(path: Path):
-    return (cl.read_table(path, "steinmetz", list(COLS), labels=("mouse", "arm", "base")) if path.is_file()
+    return (cl.read_table(path, "steinmetz", list(COLS), labels=("recipe", "mouse", "arm", "base")) if path.is_file()
             else cl.Table("steinmetz", list(COLS)))
 
 
 def _done(path: Path) -> set:
-    return {(r["mouse"], r["arm"], r["base"], int(r["seed"])) for r in _read(path).rows}
+    return {(r["recipe"], r["mouse"], r["arm"], r["base"], int(r["seed"])) for r in _read(path).rows}
 
 
 def _by_seed(table, column: str, **where) -> dict:
@@ -144,22 +157,28 @@ def _mean_sd(d: dict) -> str:
 
 
 def report(args) -> str:
+    """The section: the recipe of the last run (its run record) with its verdicts; earlier recipes of the CSV as
+    "tried" rows (their numbers, no verdict)."""
     from nfm.evaluation.verdict import claim_verdict, compare
 
-    table = _read(args.csv_dir / CSV)
+    full = _read(args.csv_dir / CSV)
     rec = json.loads((args.csv_dir / "steinmetz_lomo.json").read_text())
+    table = cl.where(full, recipe=rec["recipe"])
     mice = list(dict.fromkeys(r["mouse"] for r in table.rows))
     arms = [a for a in ARMS if any(r["arm"] == a for r in table.rows)]
+    base_seeds = (f"one base per held-out mouse (seed {rec['base_seed']}) shared by the adaptation seeds"
+                  if rec.get("base_seed") is not None else "a base per seed")
     lines = ["## Steinmetz 2019: leave one mouse out (real multi-region Neuropixels)", "",
              f"Issue 20, goals 1-2 on real data. 11 sessions of 3 mice (`../shared/data/steinmetz_2019`, read in "
              f"place), {rec['bin_size'] * 1000:g} ms bins, 0-0.4 s after stimulus onset. For each held-out mouse: "
-             f"MtM pretrained {rec['pretrain_steps']} steps on the other mice (the default model size and mask mix: "
-             f"`{json.dumps(rec['model_overrides'])}`), LoRA {rec['adapt_steps']} steps on the held-out mouse's "
-             f"training trials; scratch = the same model trained {rec['adapt_steps']} steps on those trials alone. "
-             "Scored on the held-out mouse's test trials; bits/spike pooled over its neurons and sessions (NLB); "
-             "smoothing = NLB smoothing + Poisson GLM CV-tuned on its training trials; intra/inter-region against "
-             "the null model (their smoothing fits were not run: one CV grid per region and session). "
-             f"mean ± sd over seeds {', '.join(map(str, rec['seeds']))} (model init, data order, LoRA init).", "",
+             f"MtM pretrained {rec['pretrain_steps']} steps (learning rate {rec['pretrain_lr']:g}) on the other mice "
+             f"(the demo model size; config overrides `{json.dumps(rec['model_overrides'])}`; {base_seeds}), LoRA "
+             f"{rec['adapt_steps']} steps on the held-out mouse's training trials; scratch = the same model trained "
+             f"{rec['adapt_steps']} steps on those trials alone. Scored on the held-out mouse's test trials; "
+             "bits/spike pooled over its neurons and sessions (NLB); smoothing = NLB smoothing + Poisson GLM "
+             "CV-tuned on its training trials; intra/inter-region against the null model (their smoothing fits were "
+             "not run: one CV grid per region and session). "
+             f"mean ± sd over seeds {', '.join(map(str, rec['seeds']))}.", "",
              "| held-out mouse | arm | " + " | ".join(COLS) + " | seeds |", "| --- | --- |" + " --- |" * (len(COLS) + 1)]
     for m in mice:
         for a in arms:
@@ -189,11 +208,17 @@ def report(args) -> str:
     lines += [f"- {c.sentence()}" for c in comps]
     lines += ["", "Above the null model (goal 1's floor; not part of the verdict):", ""]
     lines += [f"- {c.sentence()}" for c in side]
-    lines += ["", f"**Verdict:** **{claim_verdict(comps)}**" if comps else "**Verdict:** not measured", "",
-              f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_steinmetz.py --pretrain_steps "
-              f"{rec['pretrain_steps']} --adapt_steps {rec['adapt_steps']}` · CSV: `benchmarks/results/{CSV}` · run "
-              f"record: `benchmarks/results/steinmetz_lomo.json` (dated {rec['date']}, nfm {rec['commit']}) · "
-              f"{rec['machine']}"]
+    lines += ["", f"**Verdict:** **{claim_verdict(comps)}**" if comps else "**Verdict:** not measured", ""]
+    tried = [r for r in full.rows if r["recipe"] != rec["recipe"]]
+    if tried:
+        lines += ["Other recipes in the CSV (tried before this one; numbers only, no verdict):", "",
+                  "| recipe | held-out mouse | arm | seed | co-bps | smoothing co-bps | fp-bps |", "|" + " --- |" * 7]
+        lines += [f"| `{r['recipe']}` | {r['mouse']} | {ARMS[r['arm']]} | {r['seed']} | {r['co-bps']:.3f} | "
+                  f"{r['smoothing co-bps']:.3f} | {r['fp-bps']:.3f} |" for r in tried]
+        lines.append("")
+    lines += [f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_steinmetz.py {rec.get('argv', '')}` · "
+              f"CSV: `benchmarks/results/{CSV}` · run record: `benchmarks/results/steinmetz_lomo.json` (dated "
+              f"{rec['date']}, nfm {rec['commit']}) · {rec['machine']}"]
     return "\n".join(lines)
 
 
@@ -204,6 +229,10 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pretrain_steps", type=int, default=1500)
     p.add_argument("--adapt_steps", type=int, default=300)
+    p.add_argument("--pretrain_lr", type=float, default=2e-3)
+    p.add_argument("--adapt_lr", type=float, default=None, help="default: claimlib's (LoRA 3e-3, scratch 2e-3)")
+    p.add_argument("--base_seed", type=int, default=None,
+                   help="one base per held-out mouse, of this seed, for every adaptation seed (compute)")
     p.add_argument("--bin_size", type=float, default=0.02, help="seconds (a whole multiple of the files' 10 ms)")
     p.add_argument("--model_overrides", type=json.loads, default={},
                    help="JSON config overrides on top of claimlib's demo size (e.g. the mask mix)")
@@ -212,6 +241,8 @@ def main(argv=None) -> None:
     p.add_argument("--report_only", action="store_true")
     p.add_argument("--no_report", action="store_true")
     args = p.parse_args(argv)
+    args.argv = [a if a.replace(".", "").replace("-", "").replace("_", "").isalnum() else f"'{a}'"
+                 for a in (sys.argv[1:] if argv is None else argv) if a not in ("--no_report",)]
     if not args.report_only:
         if args.mice is None:
             args.mice = list(sessions_by_mouse(dataset(args.work, args.bin_size)))

@@ -263,7 +263,7 @@ def pretrained_model_card(
                  f"({meta.modality})."),
         architecture=type(model).__name__,
         objectives=objectives or "none",
-        mask_modes=list(getattr(cfg, "active_mask_modes", getattr(cfg, "mask_modes", []))) if "mtm" in objectives else "none",
+        mask_modes=mask_mix(cfg) if "mtm" in objectives else "none",
         hidden_size=cfg.hidden_size, num_layers=cfg.num_hidden_layers, num_heads=cfg.num_attention_heads,
         intermediate_size=cfg.intermediate_size,
         n_parameters=f"{n_params:,}",
@@ -294,6 +294,16 @@ CAPABILITIES = {
                    "(unit, dt) events, conditioned on past activity and on stimulus/behaviour -- "
                    "`recipes/generate.py`, the generation tasks"),
 }
+
+
+def mask_mix(cfg) -> str:
+    """The MtM mask modes of a config and how often each is drawn, e.g. ``neuron 0.67, causal 0.11, ...`` (one
+    mode per batch; ``config.mask_mode_probabilities``)."""
+    modes = list(getattr(cfg, "active_mask_modes", getattr(cfg, "mask_modes", [])))
+    probs = getattr(cfg, "mask_mode_probabilities", None)
+    if not probs or len(probs) != len(modes):
+        return ", ".join(modes)
+    return ", ".join(f"{m} {p:.2f}" for m, p in zip(modes, probs))
 
 
 def capabilities(objectives: Sequence[str], mask_modes: Sequence[str] = ()) -> str:

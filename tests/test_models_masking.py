@@ -208,3 +208,13 @@ def test_unknown_mode_and_bad_inputs_raise():
     batch = make_batch(meta, ["sA"])
     with pytest.raises(ValueError, match="not in this model"):
         model(**{**batch, "session_ids": ["nope"]})
+
+
+def test_model_card_states_the_mask_mix():
+    from nfm.cards import mask_mix
+
+    meta = make_meta()
+    assert mask_mix(tiny_config(meta, mask_modes=["all"])) == \
+        "neuron 0.25, causal 0.25, intra_region 0.25, inter_region 0.25"
+    assert mask_mix(tiny_config(meta, mask_modes=["all"], mask_mode_weights={"neuron": 6.0})) == \
+        "neuron 0.67, causal 0.11, intra_region 0.11, inter_region 0.11"
