@@ -20,10 +20,11 @@ Sessions: a session of the dataset that the model does not know (or with another
 animal out for fine-tuning), ``--sessions a b`` (or ``a,b``) the ones named.  Default: the adapter's sessions
 with ``--adapter``, ``known`` on the model's own dataset, else ``all``.
 
-Cost: an estimate per task is printed first (``--tasks all`` on the demo model takes of the order of an hour on
-2 CPU cores, most of it generation and the decoders' nested CV); ``--quick`` is a first look (2 folds, 2 CV
-splits, a thinned regularisation grid, 25 fine-tuning steps, 4 generated and at most 32 evaluated trials
-per session); progress bars run inside each task.
+Cost: an estimate per task is printed first (``--tasks all`` on the demo model took 5.4 min of CPU on one thread,
+about half of it the GLM simulation baseline's fit, which the baseline cache keeps for the next run;
+``benchmarks/results_evaluation.md``); ``--quick`` is a first look (2 folds, 2 CV splits, a thinned regularisation
+grid, 25 fine-tuning steps, 4 generated and at most 32 evaluated trials per session, the GLM simulation baseline
+fitted on 32 training trials; 1.7 min of CPU on the demo model); progress bars run inside each task.
 
 Task options (``--task_option TASK.FIELD[.SUB]=VALUE``, repeatable, values in YAML) adapt a task to a
 dataset's own variable names, e.g. an NWB trials column ``direction`` as the grating-direction target and a
