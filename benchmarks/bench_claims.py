@@ -167,20 +167,25 @@ def _overrides(tasks, quick: bool, smoothing: bool = True, **extra) -> dict:
     return out
 
 
-def _demo_mask_weights() -> dict | None:
-    """The default config's MtM mask mix (``model_overrides.mask_mode_weights`` of
-    ``recipes/configs/synthetic.yaml``): the claims that train "the demo configuration" train with it."""
+#: the config fields that set the default's objective mix (the claims' ``_pretrain`` fixes the model size)
+MIX_FIELDS = ("mask_mode_weights", "mtm_weight")
+
+
+def _demo_mix() -> dict:
+    """The default config's objective mix (``model_overrides`` of ``recipes/configs/synthetic.yaml``: the MtM mask
+    weights, the MtM loss weight): the claims that train "the demo configuration" train with it."""
     import yaml
 
     cfg = yaml.safe_load((cl.REPO / "recipes" / "configs" / "synthetic.yaml").read_text())
-    return (cfg.get("model_overrides") or {}).get("mask_mode_weights")
+    return {k: v for k, v in (cfg.get("model_overrides") or {}).items() if k in MIX_FIELDS}
 
 
-DEMO_MASK_WEIGHTS = _demo_mask_weights()
-#: the demo's mask mix on the one-region M1 recording (neuron + causal): the weights of those two modes
+_DEMO = _demo_mix()
+DEMO_MASK_WEIGHTS = _DEMO.get("mask_mode_weights")
+#: the demo's mask mix on the one-region M1 recording (neuron + causal; MtM only, so no loss weight): the
+#: weights of those two modes
 M1_DEMO = ({"mask_mode_weights": {k: v for k, v in DEMO_MASK_WEIGHTS.items() if k in ("neuron", "causal")}}
            if DEMO_MASK_WEIGHTS and any(k in ("neuron", "causal") for k in DEMO_MASK_WEIGHTS) else {})
-_DEMO = {"mask_mode_weights": DEMO_MASK_WEIGHTS} if DEMO_MASK_WEIGHTS else {}
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
          "decoder_layers": 1}
@@ -970,6 +975,7 @@ def run_smoothing(args) -> dict:
     table.write_csv(args.csv_dir / "claim_smoothing.csv")
     return {"steps": {"pretrain": steps, **({} if q else {"pretrain_m1": _steps(args, 2000, 40)})},
             "decoder_protocol": None, "setting": {"demo_steps": 2000, "mask_mode_weights": DEMO_MASK_WEIGHTS,
+                                                  "mtm_weight": _DEMO.get("mtm_weight", 1.0),
                                                   "m1_mask_mode_weights": M1_DEMO.get("mask_mode_weights")}}
 
 
@@ -990,7 +996,8 @@ def report_smoothing(csv_dir: Path, record: dict) -> str:
         f"with the baseline's kernel width and penalty chosen by CV on the training split.",
         "",
         "Synthetic: the demo configuration (`recipes/pretrain.py` default: joint objective, MtM's four masks"
-        + _weights_note(record["setting"].get("mask_mode_weights")) + ", hidden 128, 2 layers, "
+        + _weights_note(record["setting"].get("mask_mode_weights"))
+        + f", MtM loss weight {record['setting'].get('mtm_weight', 1.0):g}, hidden 128, 2 layers, "
         f"batch 8, learning rate 2e-3, {steps['pretrain']} steps), test split of the trained sessions."
         + (" M1: MtM objective (neuron + causal masks" + _weights_note(record["setting"].get("m1_mask_mode_weights"))
            + f"), {steps['pretrain_m1']} steps, contiguous test block." if "pretrain_m1" in steps else "")

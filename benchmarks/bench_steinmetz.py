@@ -85,6 +85,8 @@ def _tag(args) -> str:
 
 
 def run(args) -> None:
+    from nfm.training.precision import cpu_name
+
     data = dataset(args.work, args.bin_size)
     by = sessions_by_mouse(data)
     path = args.csv_dir / CSV
@@ -125,7 +127,8 @@ def run(args) -> None:
               "pretrain_steps": args.pretrain_steps, "adapt_steps": args.adapt_steps, "bin_size": args.bin_size,
               "pretrain_lr": args.pretrain_lr, "adapt_lr": args.adapt_lr, "base_seed": args.base_seed,
               "recipe": f"{_tag(args)}_a{args.adapt_steps}", "argv": " ".join(args.argv),
-              "seeds": args.seeds, "model_overrides": args.model_overrides, "machine": cl.machine_line()}
+              "seeds": args.seeds, "model_overrides": args.model_overrides,
+              "machine": f"{cpu_name()}, {cl.machine_line()}"}
     (args.csv_dir / "steinmetz_lomo.json").write_text(json.dumps(record, indent=1))
 
 

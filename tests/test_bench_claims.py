@@ -68,7 +68,8 @@ def test_the_literal_number_scan_catches_a_typed_result_and_allows_named_constan
     assert not _literal_numbers('p.add_argument("--x", help="default 0.95")\n')
 
 
-@pytest.mark.parametrize("script", ["bench_claims.py", "claimlib.py", "readme_results.py"])
+@pytest.mark.parametrize("script", ["bench_claims.py", "claimlib.py", "readme_results.py", "bench_default.py",
+                                    "bench_steinmetz.py"])
 def test_report_strings_carry_no_literal_result_number(script):
     found = _literal_numbers((BENCH / script).read_text())
     assert not found, f"{script}: result numbers typed into report text (format them from the CSV): {found}"
