@@ -319,6 +319,25 @@ def test_preset_on_the_command_line_wins_over_the_config(data):
     assert model_args.config_overrides()["objectives"] == ["mtm"]
 
 
+def test_mask_modes_on_the_command_line_replace_the_configs_mask_mix(data):
+    """The default config weighs MtM's four modes (mask_mode_weights); --mask_modes temporal on the command line
+    trains temporal masks (uniformly over the given modes, noted) instead of failing on the config's weights."""
+    from nfm.data.meta import DatasetMeta
+    from nfm.models import NfmConfig
+    from nfm.training.arguments import given_arguments, parse_args, reconcile_model_arguments
+
+    meta = DatasetMeta.load(data)
+    _, model_args, _, _ = parse_args([], default_config="synthetic")
+    assert model_args.model_overrides.get("mask_mode_weights")  # the default's mix (this test's premise)
+    argv = ["--mask_modes", "temporal"]
+    _, model_args, _, _ = parse_args(argv, default_config="synthetic")
+    notes = reconcile_model_arguments(model_args, given_arguments(argv), "synthetic")
+    cfg = NfmConfig.from_dataset_meta(meta, preset=model_args.preset, **model_args.config_overrides()).check()
+    assert cfg.active_mask_modes == ["temporal"] and cfg.mask_mode_weights is None
+    assert cfg.mtm_weight == 5.0 and cfg.hidden_size == 128  # the rest of the config's overrides stay
+    assert len(notes) == 1 and "--mask_modes temporal" in notes[0] and "mask_mode_weights" in notes[0]
+
+
 def test_settings_that_would_not_be_used_are_refused(tmp_path, data, base):
     assert_user_error(run([RECIPES / "pretrain.py", "--init_from", base, "--preset", "mtm", "--dataset", data,
                            "--output_dir", tmp_path / "a", *SHORT]), "--preset", "--init_from", "not used")

@@ -393,3 +393,28 @@ def test_accelerate_mixed_precision_counts_as_asking(monkeypatch):
         resolve_from_namespace(ns)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert resolve_from_namespace(ns).precision == "fp32"
+
+
+def test_a_resumed_run_keeps_its_checkpoints_precision(tmp_path):
+    """--precision auto on --resume_from_checkpoint takes the checkpoint's precision (training_args.json), no new
+    probe: on a CPU with AVX512-BF16 a probe under another load could pick the other precision and the resumed
+    run would silently differ from the uninterrupted one."""
+    import json
+    import types
+
+    from nfm.training.precision import resolve_from_namespace, resumed_precision
+
+    out = tmp_path / "run"
+    for step, bf16 in ((3, False), (6, True)):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "training_args.json").write_text(json.dumps({"bf16": bf16}))
+    ns = lambda **kw: types.SimpleNamespace(precision="auto", output_dir=str(out), bf16=False, fp16=False,  # noqa
+                                            use_cpu=False, **kw)
+    assert resumed_precision(ns(resume_from_checkpoint="last")) == "bf16"  # the newest, checkpoint-6
+    assert resumed_precision(ns(resume_from_checkpoint=str(out / "checkpoint-3"))) == "fp32"
+    assert resumed_precision(ns(resume_from_checkpoint=None)) is None
+    assert resumed_precision(ns(resume_from_checkpoint=str(tmp_path / "missing"))) is None
+    choice = resolve_from_namespace(ns(resume_from_checkpoint=str(out / "checkpoint-3")))
+    assert choice.precision == "fp32" and "resumed run" in choice.reason and choice.probe is None
+    choice = resolve_from_namespace(ns(resume_from_checkpoint="last"))
+    assert choice.precision == "bf16" and "resumed run" in choice.reason

@@ -363,6 +363,8 @@ def reconcile_model_arguments(model_args: ModelArguments, given: set[str], confi
       dropped, so ``--preset mtm`` trains the MtM size (noted, with the fields kept);
     * ``--model_overrides`` on the command line naming ``objectives`` / ``mask_modes``: they win over the
       config's ``objectives:`` / ``mask_modes:``;
+    * ``--mask_modes`` on the command line, ``model_overrides.mask_mode_weights`` from the config: the config's
+      mask mix is dropped (noted), the given modes are drawn uniformly;
     * ``--init_from`` (the pretrained model's own config is kept): ``--preset``, ``--objectives``,
       ``--mask_modes`` or ``--model_overrides`` on the command line would not be used -- a one-line
       :class:`~nfm.errors.UsageError`.
@@ -378,6 +380,13 @@ def reconcile_model_arguments(model_args: ModelArguments, given: set[str], confi
                                         "keeps its own config (size, objectives, masks); drop one of them")
         return notes
     overrides = dict(model_args.model_overrides or {})
+    if "mask_modes" in given and "model_overrides" not in given and "mask_mode_weights" in overrides:
+        # the config's mask mix weighs the config's modes: --mask_modes on the command line replaces both
+        dropped = overrides.pop("mask_mode_weights")
+        model_args.model_overrides = overrides
+        notes.append(f"--mask_modes {' '.join(model_args.mask_modes or [])} (command line) replaces the config's "
+                     f"mask mix mask_mode_weights={dropped}{where}: the given modes are drawn uniformly "
+                     "(--model_overrides '{\"mask_mode_weights\": {...}}' weighs them)")
     if "model_overrides" in given:
         for name in ("objectives", "mask_modes"):
             if name in overrides and name not in given and getattr(model_args, name) is not None:

@@ -283,13 +283,46 @@ def resolve_from_namespace(ns) -> PrecisionChoice:
     use_cpu = _truthy(getattr(ns, "use_cpu", False)) or os.environ.get("ACCELERATE_USE_CPU", "").lower() in (
         "1", "true", "yes")
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    requested = getattr(ns, "precision", "auto") or "auto"
+    resumed = resumed_precision(ns) if requested == "auto" else None
+    if resumed is not None:  # a resumed run keeps its checkpoint's precision: a new probe could pick the other
+        requested = resumed
     hidden, inter = model_sizes(ns)
-    return resolve_precision(getattr(ns, "precision", "auto") or "auto",
+    choice = resolve_precision(requested,
                              bf16=_truthy(getattr(ns, "bf16", False)) or launcher == "bf16",
                              fp16=_truthy(getattr(ns, "fp16", False)) or launcher == "fp16", use_cpu=use_cpu,
                              hidden_size=hidden, intermediate_size=inter,
                              world_size=int(os.environ.get("WORLD_SIZE", "1") or 1))
+    if resumed is not None:
+        choice.requested = "auto"
+        choice.reason = f"auto: resumed run, the precision of its checkpoint ({resumed})"
+    return choice
+
+
+def resumed_precision(ns) -> str | None:
+    """``"bf16"`` / ``"fp32"``: the precision the checkpoint that ``--resume_from_checkpoint`` names (a folder, or
+    ``true``/``last``/``latest`` for the newest ``checkpoint-N`` of ``--output_dir``) was trained in, read from its
+    ``training_args.json``; None when the run is not resumed or the checkpoint records none.  Resuming under
+    another precision than the first part of the run changes the numbers silently."""
+    value = getattr(ns, "resume_from_checkpoint", None)
+    if value is None or str(value).strip().lower() in ("", "false", "no", "none"):
+        return None
+    folder = Path(str(value))
+    if str(value).lower() in ("true", "last", "latest"):
+        out = Path(str(getattr(ns, "output_dir", "") or ""))
+        steps = [(int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
+                 if p.is_dir() and p.name.split("-")[1].isdigit()] if out.is_dir() else []
+        if not steps:
+            return None
+        folder = max(steps)[1]
+    record = folder / "training_args.json"
+    if not record.is_file():
+        return None
+    try:
+        return "bf16" if json.loads(record.read_text()).get("bf16") else "fp32"
+    except (ValueError, AttributeError):
+        return None
 
 
 __all__ = ["PRECISIONS", "BF16_CPU_FLAGS", "MIN_SPEEDUP", "PrecisionChoice", "cpu_bf16_flags", "cpu_flags",
-           "cpu_name", "probe", "resolve_precision", "resolve_from_namespace", "model_sizes"]
+           "cpu_name", "probe", "resolve_precision", "resolve_from_namespace", "resumed_precision", "model_sizes"]
