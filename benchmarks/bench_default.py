@@ -105,8 +105,11 @@ def run(args) -> None:
                               **{c: cl.metric(res, *k) for c, k in COLS.items()})
                     table.write_csv(rows_path)
                 done.add((name, split, seed))
+    precisions = sorted({("bf16" if json.loads(f.read_text()).get("bf16") else "fp32")
+                         for f in (args.work / "default_runs").glob("*_s*/training_args.json")})
     record = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": cl.git_commit(),
-              "steps": args.steps, "seeds": args.seeds, "machine": f"{_cpu()}, {cl.machine_line()}"}
+              "steps": args.steps, "seeds": args.seeds, "precision": precisions,
+              "machine": f"{_cpu()}, {cl.machine_line()}"}
     (args.csv_dir / "default_config.json").write_text(json.dumps(record, indent=1))
 
 
@@ -154,7 +157,8 @@ def report(args) -> str:
              "verdict. The search ran in two stages: every candidate on seed 0, then seeds 1 and 2 for the "
              "candidates with the best seed-0 validation co-bps (a candidate with one seed is screened only). "
              "Every candidate costs the same CPU: the demo's steps, batch and size (the mask mix and the loss "
-             f"weight change no step's cost). mean ± sd over the seeds of each row ({', '.join(map(str, seeds))} in "
+             "weight change no step's cost); trained at the recipe's `--precision auto`, which chose "
+             f"{' / '.join(record.get('precision') or ['(not recorded)'])} on this CPU. mean ± sd over the seeds of each row ({', '.join(map(str, seeds))} in "
              "all).", ""]
     for split in ("validation", "test"):
         sub = cl.where(table, split=split)

@@ -85,11 +85,10 @@ def _tag(args) -> str:
 
 
 def run(args) -> None:
-    from nfm.training.precision import cpu_name
-
     data = dataset(args.work, args.bin_size)
     by = sessions_by_mouse(data)
     path = args.csv_dir / CSV
+    _write_record(args)  # first: an interrupted run still has its recipe on record for --report_only
     for mouse in args.mice:
         others = [m for m in by if m != mouse]
         for seed in args.seeds:
@@ -123,6 +122,11 @@ def run(args) -> None:
                     table.add(recipe=recipe, mouse=mouse, arm=arm, base=detail, seed=seed,
                               **{c: cl.metric(res, *k) for c, k in COLS.items()})
                     table.write_csv(path)
+
+
+def _write_record(args) -> None:
+    from nfm.training.precision import cpu_name
+
     record = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": cl.git_commit(),
               "pretrain_steps": args.pretrain_steps, "adapt_steps": args.adapt_steps, "bin_size": args.bin_size,
               "pretrain_lr": args.pretrain_lr, "adapt_lr": args.adapt_lr, "base_seed": args.base_seed,
@@ -225,6 +229,18 @@ def report(args) -> str:
     return "\n".join(lines)
 
 
+def _command(argv) -> list[str]:
+    """The recipe's command-line arguments as the section quotes them, JSON quoted; left out: ``--mice`` (which
+    animals a process ran), ``--no_report`` and the ``--work`` / ``--csv_dir`` folders."""
+    out, skip = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skip = a in ("--mice", "--no_report", "--work", "--csv_dir")
+        if not skip:
+            out.append(a if a.replace(".", "").replace("-", "").replace("_", "").isalnum() else f"'{a}'")
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mice", nargs="+", default=None, help="held-out mice (default: every mouse in turn)")
@@ -244,8 +260,7 @@ def main(argv=None) -> None:
     p.add_argument("--report_only", action="store_true")
     p.add_argument("--no_report", action="store_true")
     args = p.parse_args(argv)
-    args.argv = [a if a.replace(".", "").replace("-", "").replace("_", "").isalnum() else f"'{a}'"
-                 for a in (sys.argv[1:] if argv is None else argv) if a not in ("--no_report",)]
+    args.argv = _command(sys.argv[1:] if argv is None else argv)
     if not args.report_only:
         if args.mice is None:
             args.mice = list(sessions_by_mouse(dataset(args.work, args.bin_size)))
