@@ -117,8 +117,10 @@ def run(args) -> None:
                     continue
                 res = cl.score(model, data, TASKS, sessions=by[mouse], adapter=adapter, overrides=OVERRIDES,
                                output=(adapter or model) / "eval_test_steinmetz.json")
-                with cl._Lock(path):
+                with cl._Lock(path):  # another process may have scored the same run meanwhile: one row each
                     table = _read(path)
+                    table.rows = [r for r in table.rows
+                                  if (r["recipe"], r["mouse"], r["arm"], r["base"], int(r["seed"])) != key]
                     table.add(recipe=recipe, mouse=mouse, arm=arm, base=detail, seed=seed,
                               **{c: cl.metric(res, *k) for c, k in COLS.items()})
                     table.write_csv(path)
