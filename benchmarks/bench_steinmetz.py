@@ -138,6 +138,50 @@ def _write_record(args) -> None:
     (args.csv_dir / "steinmetz_lomo.json").write_text(json.dumps(record, indent=1))
 
 
+#: the one-session study (``--single_session``): (mask modes, steps, learning rate) trained on one session's
+#: training trials and scored on its test trials: what a model needs to beat smoothing on this data at all
+SINGLE = [("all", 400, 2e-3), ("neuron", 400, 2e-3), ("neuron", 400, 5e-4), ("neuron", 1200, 5e-4)]
+SINGLE_CSV = "steinmetz_single_session.csv"
+
+
+def single_session(args, sid: str) -> None:
+    """MtM on one session alone for each of :data:`SINGLE` (seed 0: a diagnosis, not a claim), co-smoothing on
+    its test trials against the null model and smoothing; rows in ``SINGLE_CSV``."""
+    data = dataset(args.work, args.bin_size)
+    path = args.csv_dir / SINGLE_CSV
+    for modes, steps, lr in SINGLE:
+        out = cl.pretrain(data, args.work / "steinmetz_single" / f"{sid}_{modes}_{steps}_lr{lr:g}", seed=0,
+                          steps=steps, lr=lr, extra=["--objectives", "mtm", "--mask_modes", modes, "--sessions", sid])
+        res = cl.score(out, data, ("co_smoothing",), sessions=[sid])
+        with cl._Lock(path):
+            table = (cl.read_table(path, "single", ["co-bps", "smoothing co-bps"],
+                                   labels=("session", "mask modes")) if path.is_file()
+                     else cl.Table("single", ["co-bps", "smoothing co-bps"]))
+            table.rows = [r for r in table.rows if (r["session"], r["mask modes"], int(r["steps"]), float(r["lr"]))
+                          != (sid, modes, steps, lr)]
+            table.add(session=sid, **{"mask modes": modes}, steps=steps, lr=lr, seed=0,
+                      **{"co-bps": cl.metric(res, "co_smoothing", "bps"),
+                         "smoothing co-bps": cl.metric(res, "co_smoothing", "smoothing/bps")})
+            table.write_csv(path)
+
+
+def single_session_report(csv_dir: Path) -> list[str]:
+    path = csv_dir / SINGLE_CSV
+    if not path.is_file():
+        return []
+    rows = cl.read_table(path, "single", ["co-bps", "smoothing co-bps"], labels=("session", "mask modes")).rows
+    lines = ["### One session alone: what the model needs on this data", "",
+             "A diagnosis, not a claim (seed 0 only): MtM trained on one session's training trials alone (the demo "
+             "model size, batch 8), co-smoothing on its test trials. Command: `OMP_NUM_THREADS=1 .venv/bin/python "
+             "benchmarks/bench_steinmetz.py --single_session SESSION` (CSV `benchmarks/results/"
+             f"{SINGLE_CSV}`).", "",
+             "| session | mask modes | steps | learning rate | co-bps | smoothing co-bps | model - smoothing |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['session']} | {r['mask modes']} | {int(r['steps'])} | {r['lr']:g} | {r['co-bps']:.3f} | "
+              f"{r['smoothing co-bps']:.3f} | {r['co-bps'] - r['smoothing co-bps']:+.3f} |" for r in rows]
+    return lines + [""]
+
+
 def _read(path: Path):
     return (cl.read_table(path, "steinmetz", list(COLS), labels=("recipe", "mouse", "arm", "base")) if path.is_file()
             else cl.Table("steinmetz", list(COLS)))
@@ -218,6 +262,7 @@ def report(args) -> str:
     lines += ["", "Above the null model (goal 1's floor; not part of the verdict):", ""]
     lines += [f"- {c.sentence()}" for c in side]
     lines += ["", f"**Verdict:** **{claim_verdict(comps)}**" if comps else "**Verdict:** not measured", ""]
+    lines += single_session_report(args.csv_dir)
     tried = [r for r in full.rows if r["recipe"] != rec["recipe"]]
     if tried:
         lines += ["Other recipes in the CSV (tried before this one; numbers only, no verdict):", "",
@@ -259,11 +304,15 @@ def main(argv=None) -> None:
                    help="JSON config overrides on top of claimlib's demo size (e.g. the mask mix)")
     p.add_argument("--work", type=Path, default=cl.REPO / "outputs" / "claims")
     p.add_argument("--csv_dir", type=Path, default=cl.REPO / "benchmarks" / "results")
+    p.add_argument("--single_session", default=None, metavar="SESSION",
+                   help="the one-session study (SINGLE) on this session instead of leave-one-mouse-out")
     p.add_argument("--report_only", action="store_true")
     p.add_argument("--no_report", action="store_true")
     args = p.parse_args(argv)
     args.argv = _command(sys.argv[1:] if argv is None else argv)
-    if not args.report_only:
+    if args.single_session:
+        single_session(args, args.single_session)
+    elif not args.report_only:
         if args.mice is None:
             args.mice = list(sessions_by_mouse(dataset(args.work, args.bin_size)))
         run(args)
