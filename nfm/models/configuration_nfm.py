@@ -271,7 +271,7 @@ class NfmConfig(PreTrainedConfig):
             for m, w in self.mask_mode_weights.items():
                 if m not in self.active_mask_modes:
                     bad("mask_mode_weights", f"mode {m!r} is not an active mask mode {self.active_mask_modes}")
-                if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+                if isinstance(w, bool) or not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
                     bad("mask_mode_weights", f"weight of {m!r} must be a finite number > 0, got {w!r}")
         for o in self.objectives:
             if o not in OBJECTIVES:

@@ -831,7 +831,8 @@ def masked_modeling(backbone: NfmModel, spikes, *, unit_mask=None, unit_region=N
                     valid_mask=None, bin_size=None, generator: torch.Generator | None = None,
                     output_attentions=None, output_hidden_states=None) -> NfmMaskedModelingOutput:
     """The MtM objective on one batch: sample a mask (mode ``mask_mode``, or one drawn from
-    ``config.active_mask_modes`` with ``config.mask_mode_probabilities``) unless ``mask`` is given, predict (:meth:`NfmModel.predict_masked`), score."""
+    ``config.active_mask_modes`` with ``config.mask_mode_probabilities``) unless ``mask`` is given, predict
+    (:meth:`NfmModel.predict_masked`), score."""
     config = backbone.config
     B, T, N = spikes.shape
     session_ids = _as_session_list(session_ids, B)
