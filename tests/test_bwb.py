@@ -21,7 +21,7 @@ from nfm.evaluation.predictor import NfmPredictor, Predictor
 from nfm.models import NfmConfig, NfmForPretraining
 from training_fixtures import RECIPES, assert_user_error, python, subprocess_env
 
-bwb = pytest.importorskip("ibl_bwb_eval", reason="installed by the Makefile: pip install --no-deps ibl-bwb-eval")
+import ibl_bwb_eval as bwb  # noqa: E402  (installed by the Makefile: pip install --no-deps ibl-bwb-eval)
 from ibl_bwb_eval.entity_ids import decode_entity_ids  # noqa: E402
 from ibl_bwb_eval.scoring import ts2 as ts2_scoring  # noqa: E402
 
